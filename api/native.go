@@ -1,0 +1,387 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/logindex"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+func (s *Server) nativeRoutes(g *echo.Group) {
+	g.POST("/jobs", s.createJob)
+	g.GET("/jobs", s.listJobs)
+	g.GET("/jobs/:id", s.getJob)
+	g.GET("/jobs/:id/hosts", s.jobHosts)
+	g.GET("/jobs/:id/hosts/:host/log", s.hostLog)
+	g.POST("/jobs/:id/stop", s.stopJob)
+	g.GET("/agents", s.listAgents)
+}
+
+// problemBody is an RFC 9457 problem document.
+type problemBody struct {
+	Type   string               `json:"type"`
+	Title  string               `json:"title"`
+	Status int                  `json:"status"`
+	Detail string               `json:"detail,omitempty"`
+	Errors []schemas.FieldError `json:"errors,omitempty"`
+}
+
+func (s *Server) problem(err error, c echo.Context) {
+	code := statusOf(err)
+	p := problemBody{Type: "about:blank", Status: code, Detail: err.Error()}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		p.Detail = fmt.Sprint(he.Message)
+	}
+	var fe schemas.FieldErrors
+	if errors.As(err, &fe) {
+		p.Errors = fe
+		p.Detail = "the request has invalid fields"
+	}
+	if code == 0 {
+		s.log.Error("request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-Correlation-ID"), "err", err)
+		p.Status, p.Detail = http.StatusInternalServerError, "internal error"
+	}
+	p.Title = http.StatusText(p.Status)
+	b, _ := json.Marshal(p)
+	_ = c.Blob(p.Status, "application/problem+json", b)
+}
+
+// SubmitRequest is the body of POST /v1/jobs.
+type SubmitRequest struct {
+	Name          string         `json:"name"`
+	Steps         []schemas.Step `json:"steps"`
+	Targets       []schemas.Host `json:"targets"`
+	Concurrency   int            `json:"concurrency"`
+	AgentWait     int            `json:"agent_wait"`
+	CorrelationID string         `json:"correlation_id"`
+}
+
+// SubmitResponse answers an accepted job.
+type SubmitResponse struct {
+	ID     int64  `json:"id"`
+	Status string `json:"status"`
+}
+
+func (s *Server) createJob(c echo.Context) error {
+	var req SubmitRequest
+	if err := decodeStrict(c, &req); err != nil {
+		return err
+	}
+	spec := &schemas.JobSpec{
+		Name: req.Name, Steps: req.Steps, Targets: req.Targets, Concurrency: req.Concurrency,
+		AgentWait: req.AgentWait, CorrelationID: req.CorrelationID, Surface: "native",
+		Owner: "admin", Source: c.Request().Header.Get("X-Source"),
+	}
+	if spec.CorrelationID == "" {
+		spec.CorrelationID = c.Request().Header.Get("X-Correlation-ID")
+	}
+	key := c.Request().Header.Get("Idempotency-Key")
+	if len(key) > 256 {
+		return schemas.Invalid("Idempotency-Key", "longer than 256 characters")
+	}
+	id, _, err := s.submit(c.Request().Context(), spec, idemClaim(key))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
+	return c.JSON(http.StatusAccepted, SubmitResponse{ID: id, Status: schemas.JobWaiting})
+}
+
+// claim is how a submission is made unique: a key in the names bucket and
+// the JetStream message id that goes with it. A zero claim is no claim.
+type claim struct {
+	key   string // names bucket key
+	msgID string
+	// strict refuses a repeat instead of answering with the first job.
+	strict bool
+}
+
+func idemClaim(key string) claim {
+	if key == "" {
+		return claim{}
+	}
+	return claim{key: "idem." + hashKey(key), msgID: "idem:" + key}
+}
+
+// submit validates a spec and publishes it as one submit command. With a
+// claim, a repeat answers the first job's id (dup true), or ErrConflict when
+// the claim is strict.
+func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (int64, bool, error) {
+	if err := spec.Normalize(); err != nil {
+		return 0, false, err
+	}
+	if cl.key != "" {
+		id, found, err := s.deps.Claims.Lookup(ctx, cl.key)
+		if err != nil {
+			return 0, false, err
+		}
+		if found {
+			if cl.strict {
+				return id, true, fmt.Errorf("claim %s: %w", cl.key, schemas.ErrConflict)
+			}
+			return id, true, nil
+		}
+	}
+	body, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: *spec, SubmittedAt: time.Now().UTC()})
+	seq, dup, err := s.deps.Publisher.Publish(ctx, schemas.SubjSubmit, body, cl.msgID)
+	if err != nil {
+		return 0, false, fmt.Errorf("submit: %w: %w", schemas.ErrUnavailable, err)
+	}
+	id := int64(seq)
+	if cl.key != "" {
+		if _, err := s.deps.Claims.Claim(ctx, cl.key, id); err != nil {
+			s.log.Warn("claim not recorded", "key", cl.key, "job", id, "err", err)
+		}
+		if dup && cl.strict {
+			return id, true, fmt.Errorf("claim %s: %w", cl.key, schemas.ErrConflict)
+		}
+	}
+	if !dup {
+		s.m.submitted.WithLabelValues(spec.Surface).Inc()
+		if err := s.deps.Cache.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC())); err != nil {
+			s.log.Warn("cache queued job", "job", id, "err", err)
+		}
+	}
+	return id, dup, nil
+}
+
+func pathID(c echo.Context) (int64, error) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, schemas.Invalid("id", "%q is not a job id", c.Param("id"))
+	}
+	return id, nil
+}
+
+func (s *Server) getJob(c echo.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	sum, err := s.deps.Cache.Job(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, sum)
+}
+
+// ListResponse is a page of items.
+type ListResponse[T any] struct {
+	Items []T `json:"items"`
+	Total int `json:"total"`
+	Page  int `json:"page"`
+	Size  int `json:"size"`
+}
+
+func intParam(c echo.Context, name string, def, lo, hi int) (int, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, schemas.Invalid(name, "want an integer from %d to %d, got %q", lo, hi, v)
+	}
+	return n, nil
+}
+
+func (s *Server) listJobs(c echo.Context) error {
+	var fe schemas.FieldErrors
+	page, err := intParam(c, "page", 1, 1, 1<<30)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	size, err := intParam(c, "size", 50, 1, 1000)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	q := statuscache.ListQuery{Page: page, Size: size, Status: c.QueryParam("status"), Name: c.QueryParam("name"), Sort: c.QueryParam("sort")}
+	switch q.Sort {
+	case "", "id", "created_at", "updated_at":
+	default:
+		fe.Add("sort", "want id, created_at or updated_at")
+	}
+	switch c.QueryParam("order") {
+	case "", "desc":
+		q.Desc = true
+	case "asc":
+	default:
+		fe.Add("order", "want asc or desc")
+	}
+	if q.Status != "" && !validJobStatus(q.Status) {
+		fe.Add("status", "unknown status %q (want one of %s)", q.Status, strings.Join(schemas.JobStatuses, ", "))
+	}
+	if err := fe.Err(); err != nil {
+		return err
+	}
+	items, total, err := s.deps.Cache.List(c.Request().Context(), q)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ListResponse[schemas.JobSummary]{Items: items, Total: total, Page: page, Size: size})
+}
+
+func validJobStatus(st string) bool {
+	for _, s := range schemas.JobStatuses {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+// HostView is one host of a job in the native API.
+type HostView struct {
+	statuscache.HostRow
+	DurationMS int64 `json:"duration_ms"`
+}
+
+func (s *Server) jobHosts(c echo.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	rows, err := s.deps.Cache.Hosts(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	statusFilter := c.QueryParam("status")
+	out := make([]HostView, 0, len(rows))
+	for _, r := range rows {
+		if statusFilter != "" && r.Status.String() != statusFilter {
+			continue
+		}
+		out = append(out, HostView{HostRow: r, DurationMS: r.DurationMS()})
+	}
+	return c.JSON(http.StatusOK, ListResponse[HostView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
+}
+
+// LogResponse is a range of one host's log.
+type LogResponse struct {
+	JobID   int64        `json:"job_id"`
+	Step    int          `json:"step"`
+	Host    schemas.Host `json:"host"`
+	Attempt int          `json:"attempt"`
+	logindex.Page
+}
+
+func (s *Server) hostLog(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	host, err := schemas.ParseHost(c.Param("host"))
+	if err != nil {
+		return schemas.Invalid("host", "%q is not an IP or cloud:IP", c.Param("host"))
+	}
+	var fe schemas.FieldErrors
+	from, err := intParam(c, "from", 0, 0, 1<<31-1)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	limit, err := intParam(c, "limit", 100, 1, 10000)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	step, err := intParam(c, "step", -1, 0, schemas.MaxSteps-1)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	if err := fe.Err(); err != nil {
+		return err
+	}
+	ref, err := s.logRef(ctx, id, step, host)
+	if err != nil {
+		return err
+	}
+	page, err := s.deps.Logs.Read(ctx, ref, from, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, LogResponse{JobID: id, Step: ref.Step, Host: host, Attempt: ref.Attempt, Page: page})
+}
+
+// logRef finds a host's log in a job: in the given step, or else in the
+// latest step so far that targets the host.
+func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Host) (logindex.LogRef, error) {
+	spec, st, _, err := s.deps.Cache.Load(ctx, id)
+	if err != nil {
+		return logindex.LogRef{}, err
+	}
+	steps := []int{step}
+	if step < 0 {
+		steps = steps[:0]
+		for i := st.Step; i >= 0; i-- {
+			steps = append(steps, i)
+		}
+	}
+	for _, st := range steps {
+		if st >= len(spec.Steps) {
+			return logindex.LogRef{}, schemas.Invalid("step", "job %d has %d steps", id, len(spec.Steps))
+		}
+		for i, h := range spec.Steps[st].Targets {
+			if h == host {
+				return logindex.LogRef{Job: id, Step: st, Host: i, Attempt: 1}, nil
+			}
+		}
+	}
+	return logindex.LogRef{}, hostNotInJob(host, id)
+}
+
+func hostNotInJob(h schemas.Host, id int64) error {
+	return fmt.Errorf("host %s in job %d: %w", h, id, schemas.ErrNotFound)
+}
+
+func (s *Server) stopJob(c echo.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	if err := s.stop(c.Request().Context(), id, "admin"); err != nil {
+		return err
+	}
+	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
+	return c.JSON(http.StatusAccepted, map[string]any{"id": id, "status": schemas.JobStopping})
+}
+
+// stop publishes a stop command for a job that exists.
+func (s *Server) stop(ctx context.Context, id int64, by string) error {
+	if _, err := s.deps.Cache.Job(ctx, id); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(schemas.StopCommand{V: schemas.MessageVersion, JobID: id, By: by})
+	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {
+		return fmt.Errorf("stop: %w: %w", schemas.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// AgentView is an agent in the native API.
+type AgentView struct {
+	schemas.AgentInfo
+	Online bool `json:"online"`
+}
+
+func (s *Server) listAgents(c echo.Context) error {
+	now := time.Now()
+	var out []AgentView
+	for _, a := range s.deps.Agents.All() {
+		out = append(out, AgentView{AgentInfo: a, Online: a.Online(now, s.deps.Agents.TTL())})
+	}
+	if out == nil {
+		out = []AgentView{}
+	}
+	return c.JSON(http.StatusOK, ListResponse[AgentView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
+}

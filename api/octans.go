@@ -1,0 +1,595 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/logindex"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+// The octans task channel (seed 001): POST /api/run, /api/parallel_run,
+// /api/stop, /api/check, /api/getlog with the {code, content, message}
+// envelope; code 0 is success, -1 failure.
+
+// Octans status codes.
+const (
+	octInit          = 0
+	octRunning       = 1
+	octSuccess       = 2
+	octFailed        = 3
+	octStopped       = 4
+	octPartlySuccess = 5
+)
+
+// octansLogLines bounds the output /api/check returns per node.
+const octansLogLines = 1000
+
+func (s *Server) octansRoutes(g *echo.Group) {
+	g.POST("/run", func(c echo.Context) error { return s.octansRun(c, false) })
+	g.POST("/parallel_run", func(c echo.Context) error { return s.octansRun(c, true) })
+	g.POST("/stop", s.octansStop)
+	g.POST("/check", s.octansCheck)
+	g.POST("/getlog", s.octansGetlog)
+}
+
+type octansEnvelope struct {
+	Code    int    `json:"code"`
+	Content any    `json:"content,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+func octansOK(c echo.Context, content any) error {
+	return c.JSON(http.StatusOK, octansEnvelope{Code: 0, Content: content})
+}
+
+// octansError answers in the octans envelope with the seed's messages.
+func (s *Server) octansError(err error, c echo.Context) {
+	code := statusOf(err)
+	msg := err.Error()
+	var fe schemas.FieldErrors
+	switch {
+	case errors.Is(err, errMalformed):
+		msg = "json encode error"
+	case errors.As(err, &fe):
+		msg = "param error, error: " + fe.Error()
+	case errors.Is(err, schemas.ErrConflict):
+		msg = "task name is duplicate"
+	case errors.Is(err, schemas.ErrNotFound):
+		msg = "task not found..."
+	case errors.Is(err, errUnauthorized):
+		msg = "unauthorized: " + msg
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		msg = fmt.Sprint(he.Message)
+	}
+	if code == 0 {
+		s.log.Error("octans request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-CORRELATION-ID"), "err", err)
+		code, msg = http.StatusInternalServerError, "internal error"
+	}
+	_ = c.JSON(code, octansEnvelope{Code: -1, Message: msg})
+}
+
+// octansRunRequest is the body of /api/run. The seed's example sends the
+// task under "content" while its table says "tasks": both are read.
+type octansRunRequest struct {
+	Nodes   []string        `json:"nodes"`
+	User    string          `json:"user"`
+	Name    string          `json:"name"`
+	Tasks   json.RawMessage `json:"tasks"`
+	Content json.RawMessage `json:"content"`
+	Params  json.RawMessage `json:"params"`
+	ForkNum json.RawMessage `json:"fork_num"`
+}
+
+// octansTask is one Ansible-style task object.
+type octansTask struct {
+	Name         string            `json:"name"`
+	Shell        *string           `json:"shell"`
+	Command      *string           `json:"command"`
+	Raw          *string           `json:"raw"`
+	Script       *string           `json:"script"`
+	Args         *octansTaskArgs   `json:"args"`
+	Environment  map[string]string `json:"environment"`
+	IgnoreErrors bool              `json:"ignore_errors"`
+}
+
+type octansTaskArgs struct {
+	Chdir string `json:"chdir"`
+}
+
+func (s *Server) octansRun(c echo.Context, parallel bool) error {
+	var req octansRunRequest
+	if err := decodeStrict(c, &req); err != nil {
+		return err
+	}
+	spec, err := req.spec(parallel)
+	if err != nil {
+		return err
+	}
+	spec.CorrelationID = c.Request().Header.Get("X-CORRELATION-ID")
+	spec.Source = c.Request().Header.Get("X-SOURCE")
+	if spec.Source == "" {
+		spec.Source = c.Request().Header.Get("X-RESOURCE")
+	}
+	id, _, err := s.submit(c.Request().Context(), spec, octansName(spec.Name))
+	if err != nil {
+		return err
+	}
+	return octansOK(c, map[string]int64{"id": id})
+}
+
+// octansName claims a task name for good: a second run with it is refused.
+func octansName(name string) claim {
+	return claim{key: "octans." + hashKey(name), msgID: "octans:" + name, strict: true}
+}
+
+func hashKey(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:16])
+}
+
+func (r *octansRunRequest) spec(parallel bool) (*schemas.JobSpec, error) {
+	var fe schemas.FieldErrors
+	name := strings.TrimSpace(r.Name)
+	if name == "" {
+		fe.Add("name", "required")
+	}
+	if len(r.Nodes) == 0 {
+		fe.Add("nodes", "at least one node IP is required")
+	}
+	var targets []schemas.Host
+	for i, n := range r.Nodes {
+		h := schemas.Host{IP: n}
+		if err := h.Validate(); err != nil {
+			fe.Add(fmt.Sprintf("nodes[%d]", i), "%v", err)
+			continue
+		}
+		targets = append(targets, h)
+	}
+	raw := r.Tasks
+	if len(raw) == 0 {
+		raw = r.Content
+	}
+	script, err := octansScript(raw)
+	if err != nil {
+		fe.Add("tasks", "%v", err)
+	}
+	env, err := octansParams(r.Params)
+	if err != nil {
+		fe.Add("params", "%v", err)
+	}
+	fork, err := octansForkNum(r.ForkNum)
+	if err != nil {
+		fe.Add("fork_num", "%v", err)
+	}
+	if err := fe.Err(); err != nil {
+		return nil, err
+	}
+	if parallel {
+		fork = len(targets)
+	}
+	return &schemas.JobSpec{
+		Name: name, Owner: r.User, Surface: "octans", Targets: targets, Concurrency: fork,
+		Steps: []schemas.Step{{Type: schemas.StepScript, Script: &schemas.Script{
+			Content: script, Interpreter: "bash", Env: env, User: r.User,
+		}}},
+	}, nil
+}
+
+// octansScript turns "tasks" (a shell script, or a list of Ansible-style
+// task objects run in order, stopping at the first failure) into one bash
+// script.
+func octansScript(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", errors.New("required: a shell script or a list of task objects")
+	}
+	if raw[0] == '"' {
+		var sh string
+		if err := json.Unmarshal(raw, &sh); err != nil {
+			return "", err
+		}
+		if strings.TrimSpace(sh) == "" {
+			return "", errors.New("empty script")
+		}
+		return sh, nil
+	}
+	if raw[0] == '{' {
+		raw = append(append([]byte{'['}, raw...), ']')
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var tasks []octansTask
+	if err := dec.Decode(&tasks); err != nil {
+		return "", fmt.Errorf("want a script string or task objects with shell, command, raw or script: %v", err)
+	}
+	if len(tasks) == 0 {
+		return "", errors.New("empty task list")
+	}
+	var b strings.Builder
+	for i, t := range tasks {
+		body, err := t.body()
+		if err != nil {
+			return "", fmt.Errorf("task %d: %v", i, err)
+		}
+		label := t.Name
+		if label == "" {
+			label = fmt.Sprintf("task %d", i+1)
+		}
+		fmt.Fprintf(&b, "echo %s\n", shellQuote("TASK ["+label+"] ****"))
+		delim := fmt.Sprintf("__FLEETJOB_TASK_%d_%s__", i, hashKey(body)[:8])
+		b.WriteString("(\n")
+		if t.Args != nil && t.Args.Chdir != "" {
+			fmt.Fprintf(&b, "cd %s || exit $?\n", shellQuote(t.Args.Chdir))
+		}
+		keys := make([]string, 0, len(t.Environment))
+		for k := range t.Environment {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if !validEnvName(k) {
+				return "", fmt.Errorf("task %d: %q is not a valid environment variable name", i, k)
+			}
+			fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(t.Environment[k]))
+		}
+		fmt.Fprintf(&b, "bash -c \"$(cat <<'%s'\n%s\n%s\n)\"\n)\n", delim, body, delim)
+		if t.IgnoreErrors {
+			b.WriteString("rc=$?; [ $rc -ne 0 ] && echo \"...ignoring (rc=$rc)\"\n")
+		} else {
+			fmt.Fprintf(&b, "rc=$?; if [ $rc -ne 0 ]; then echo %s\"$rc\"; exit $rc; fi\n", shellQuote("FAILED: "+label+" rc="))
+		}
+	}
+	return b.String(), nil
+}
+
+func (t octansTask) body() (string, error) {
+	var set []string
+	var body string
+	for k, v := range map[string]*string{"shell": t.Shell, "command": t.Command, "raw": t.Raw, "script": t.Script} {
+		if v != nil {
+			set, body = append(set, k), *v
+		}
+	}
+	if len(set) != 1 {
+		return "", fmt.Errorf("needs exactly one of shell, command, raw, script (got %d)", len(set))
+	}
+	if strings.TrimSpace(body) == "" {
+		return "", fmt.Errorf("empty %s", set[0])
+	}
+	// shell, command and raw run their text with bash; script names a
+	// script file on the host, with its arguments, run the same way.
+	return body, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func validEnvName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, r := range k {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// octansParams reads "params": an object (or a string holding one) whose
+// entries become environment variables.
+func octansParams(raw json.RawMessage) (map[string]string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		if strings.TrimSpace(s) == "" {
+			return nil, nil
+		}
+		raw = []byte(s)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, errors.New("want an object of parameters")
+	}
+	env := make(map[string]string, len(m))
+	for k, v := range m {
+		if !validEnvName(k) {
+			return nil, fmt.Errorf("%q is not a valid environment variable name", k)
+		}
+		switch v := v.(type) {
+		case string:
+			env[k] = v
+		case nil:
+			env[k] = ""
+		default:
+			b, _ := json.Marshal(v)
+			env[k] = string(b)
+		}
+	}
+	return env, nil
+}
+
+// octansForkNum reads fork_num, a number or a numeric string; 0 or absent
+// means all nodes at once.
+func octansForkNum(raw json.RawMessage) (int, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var n int
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, err
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a number", s)
+		}
+		n = v
+	} else if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, errors.New("want a whole number")
+	}
+	if n < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return n, nil
+}
+
+// octansRef is the body of /api/stop and /api/check.
+type octansRef struct {
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
+}
+
+func (s *Server) octansResolve(c echo.Context) (int64, error) {
+	var ref octansRef
+	if err := decodeStrict(c, &ref); err != nil {
+		return 0, err
+	}
+	if ref.ID < 0 {
+		return 0, schemas.Invalid("id", "must be positive")
+	}
+	if ref.ID > 0 {
+		return ref.ID, nil
+	}
+	if strings.TrimSpace(ref.Name) == "" {
+		return 0, schemas.Invalid("id", "id or name is required")
+	}
+	id, found, err := s.deps.Claims.Lookup(c.Request().Context(), octansName(ref.Name).key)
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("task %q: %w", ref.Name, schemas.ErrNotFound)
+	}
+	return id, nil
+}
+
+func (s *Server) octansStop(c echo.Context) error {
+	id, err := s.octansResolve(c)
+	if err != nil {
+		return err
+	}
+	if err := s.stop(c.Request().Context(), id, "octans"); err != nil {
+		return err
+	}
+	return octansOK(c, struct{}{})
+}
+
+func octansJobStatus(st string) int {
+	switch st {
+	case schemas.JobWaiting:
+		return octInit
+	case schemas.JobRunning, schemas.JobStopping:
+		return octRunning
+	case schemas.JobSuccess:
+		return octSuccess
+	case schemas.JobStopped:
+		return octStopped
+	case schemas.JobPartial:
+		return octPartlySuccess
+	}
+	return octFailed
+}
+
+func octansHostStatus(st schemas.HostStatus) int {
+	switch st {
+	case schemas.HostPending, schemas.HostWaitingAgent, schemas.HostDispatched:
+		return octInit
+	case schemas.HostRunning:
+		return octRunning
+	case schemas.HostSuccess:
+		return octSuccess
+	case schemas.HostStopped:
+		return octStopped
+	}
+	return octFailed
+}
+
+// octansNodeLog is one node's entry in /api/check's "log".
+type octansNodeLog struct {
+	Host      string `json:"host"`
+	Status    int    `json:"status"`
+	State     string `json:"state"`
+	RC        *int   `json:"rc"`
+	Stdout    string `json:"stdout"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Msg       string `json:"msg,omitempty"`
+	Start     string `json:"start,omitempty"`
+	End       string `json:"end,omitempty"`
+}
+
+// octansCheckContent is /api/check's content. As in the seed, "log" and
+// "nodes" are JSON documents inside strings and times are RFC 1123 GMT.
+type octansCheckContent struct {
+	CreateTime string  `json:"create_time"`
+	Err        *string `json:"err"`
+	ID         int64   `json:"id"`
+	Log        string  `json:"log"`
+	Nodes      string  `json:"nodes"`
+	Status     int     `json:"status"`
+	UpdateTime string  `json:"update_time"`
+}
+
+func httpTime(t time.Time) string { return t.UTC().Format(http.TimeFormat) }
+
+func (s *Server) octansCheck(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, err := s.octansResolve(c)
+	if err != nil {
+		return err
+	}
+	sum, err := s.deps.Cache.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	rows, err := s.deps.Cache.Hosts(ctx, id)
+	if err != nil {
+		return err
+	}
+	nodes := make([]string, 0, len(rows))
+	logs := make([]octansNodeLog, 0, len(rows))
+	failed := 0
+	for _, r := range rows {
+		nodes = append(nodes, r.Host.IP)
+		nl, err := s.octansNode(ctx, id, r)
+		if err != nil {
+			return err
+		}
+		if nl.Status == octFailed {
+			failed++
+		}
+		logs = append(logs, nl)
+	}
+	out := octansCheckContent{
+		CreateTime: httpTime(sum.CreatedAt), ID: id, Status: octansJobStatus(sum.Status),
+		UpdateTime: httpTime(sum.UpdatedAt),
+	}
+	if failed > 0 {
+		e := fmt.Sprintf("%d of %d nodes failed", failed, len(rows))
+		out.Err = &e
+	} else if sum.Reason != "" {
+		out.Err = &sum.Reason
+	}
+	lb, _ := json.Marshal(logs)
+	nb, _ := json.Marshal(nodes)
+	out.Log, out.Nodes = string(lb), string(nb)
+	return octansOK(c, out)
+}
+
+func (s *Server) octansNode(ctx context.Context, id int64, r statuscache.HostRow) (octansNodeLog, error) {
+	nl := octansNodeLog{Host: r.Host.IP, Status: octansHostStatus(r.Status), State: r.Status.String(), RC: r.ExitCode, Msg: r.Error}
+	if !r.StartedAt.IsZero() {
+		nl.Start = r.StartedAt.UTC().Format(time.RFC3339)
+	}
+	if !r.EndedAt.IsZero() {
+		nl.End = r.EndedAt.UTC().Format(time.RFC3339)
+	}
+	if r.Status == schemas.HostPending || r.Status == schemas.HostWaitingAgent || r.Status == schemas.HostDispatched {
+		return nl, nil
+	}
+	page, err := s.deps.Logs.Read(ctx, logindex.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)
+	if err != nil {
+		return nl, err
+	}
+	nl.Stdout = strings.Join(page.Lines, "\n")
+	nl.Truncated = page.Total > page.To
+	return nl, nil
+}
+
+// octansGetlogRequest is the body of /api/getlog.
+type octansGetlogRequest struct {
+	Host   string `json:"host"`
+	Source string `json:"source"`
+}
+
+// octansGetlogLimit bounds the rows /api/getlog returns (newest first).
+const octansGetlogLimit = 100
+
+func (s *Server) octansGetlog(c echo.Context) error {
+	ctx := c.Request().Context()
+	var req octansGetlogRequest
+	if err := decodeStrict(c, &req); err != nil {
+		return err
+	}
+	h := schemas.Host{IP: req.Host}
+	if err := h.Validate(); err != nil {
+		return schemas.Invalid("host", "%v", err)
+	}
+	ids, err := s.deps.Cache.HostJobs(ctx, h, octansGetlogLimit*4)
+	if err != nil {
+		return err
+	}
+	rows := []string{}
+	for _, id := range ids {
+		if len(rows) == octansGetlogLimit {
+			break
+		}
+		sum, err := s.deps.Cache.Job(ctx, id)
+		if errors.Is(err, schemas.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if req.Source != "" && sum.Source != req.Source {
+			continue
+		}
+		hosts, err := s.deps.Cache.Hosts(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, r := range hosts {
+			if r.Host != h {
+				continue
+			}
+			start, end := sum.CreatedAt, sum.EndedAt
+			if !r.StartedAt.IsZero() {
+				start = r.StartedAt
+			}
+			if !r.EndedAt.IsZero() {
+				end = r.EndedAt
+			}
+			result := r.Status.String()
+			if r.Status == schemas.HostSuccess {
+				result = "ok"
+			}
+			rows = append(rows, fmt.Sprintf("global_id = %s, source = %s, create_time = %s, end_time = %s, host = %s, result = %s",
+				sum.CorrelationID, sum.Source, rfc3339(start), rfc3339(end), r.Host.IP, result))
+			break
+		}
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("tasks on host %s: %w", h.IP, schemas.ErrNotFound)
+	}
+	return octansOK(c, rows)
+}
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// connectNATS connects with unbounded reconnects: a NATS restart is an
+// interruption, not the end of the process.
+func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// ensureTopology creates streams and buckets, retrying while a cluster
+// elects its leaders.
+func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Topology) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = top.Ensure(cctx, js)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return err
+}
+
+// openRedis connects to REDIS_URL, or starts an in-process Redis-protocol
+// server when url is empty. Redis is only a cache, so that is safe.
+func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), error) {
+	if url == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, nil, fmt.Errorf("in-process redis: %w", err)
+		}
+		log.Info("REDIS_URL is not set: using an in-process Redis-protocol server (miniredis); it is only a cache and is rebuilt from JetStream", "addr", mr.Addr())
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
+		return rdb, func() { rdb.Close(); mr.Close() }, nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,
+		TLSConfig: opt.TLSConfig, DialTimeout: 2 * time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolSize: 64,
+	})
+	return rdb, func() { rdb.Close() }, nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveMetrics serves /metrics (and /healthz) on addr until ctx ends; an
+// empty addr serves nothing.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(`{"status":"ok"}`)) })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}
+
+// adminToken returns FLEETJOB_TOKEN, or the token kept in dataDir, or a new
+// one written there.
+func adminToken(dataDir string) (token string, generated bool, err error) {
+	if t := os.Getenv("FLEETJOB_TOKEN"); t != "" {
+		return t, false, nil
+	}
+	path := filepath.Join(dataDir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), false, nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", false, err
+	}
+	token = hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return token, true, nil
+}
+
+var nonID = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// defaultAgentID derives a stable id from the hostname, cloud and IP.
+func defaultAgentID(cloud int64, ip string) string {
+	host, _ := os.Hostname()
+	id := nonID.ReplaceAllString(host, "-") + "-" + nonID.ReplaceAllString(ip, "-")
+	if cloud != 0 {
+		id = fmt.Sprintf("%s-c%d", id, cloud)
+	}
+	if len(id) > 64 {
+		id = id[len(id)-64:]
+	}
+	return strings.Trim(id, "-")
+}
+
+// primaryIP guesses the address other hosts reach this one by.
+func primaryIP() string {
+	ifaces, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range ifaces {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

@@ -1,0 +1,152 @@
+// Package events is fleetjob's event catalogue and its CloudEvents 1.0
+// encoding in binary mode on NATS headers: every state change of jobs,
+// steps, hosts and agents is published on fleetjob.event.<kind>.<id>.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Kinds of event. The CloudEvents type is "io.fleetjob." + kind.
+const (
+	JobCreated   = "job.created"
+	JobStarted   = "job.started"
+	JobStopping  = "job.stopping"
+	JobFinished  = "job.finished"
+	StepStarted  = "step.started"
+	StepFinished = "step.finished"
+	HostStarted  = "host.started"
+	HostFinished = "host.finished"
+	AgentOnline  = "agent.online"
+	AgentOffline = "agent.offline"
+)
+
+// TypePrefix prefixes every CloudEvents type.
+const TypePrefix = "io.fleetjob."
+
+// Subject returns the NATS subject of an event.
+func Subject(kind, id string) string { return "fleetjob.event." + kind + "." + id }
+
+// Event is one state change before encoding.
+type Event struct {
+	Kind string
+	// Subject is what the event is about, e.g. a job id; it ends the NATS subject.
+	Subject string
+	// ID is unique per change and stable across retries, so a republished
+	// event is deduplicated.
+	ID   string
+	Time time.Time
+	Data any
+}
+
+// Encode turns an event into a NATS message with CloudEvents binary-mode
+// headers (ce-*) and a JSON body.
+func Encode(source string, ev Event) (*nats.Msg, error) {
+	ce := cloudevents.New()
+	ce.SetID(ev.ID)
+	ce.SetSource(source)
+	ce.SetType(TypePrefix + ev.Kind)
+	ce.SetSubject(ev.Subject)
+	ce.SetTime(ev.Time.UTC())
+	if err := ce.SetData(cloudevents.ApplicationJSON, ev.Data); err != nil {
+		return nil, fmt.Errorf("event data: %w", err)
+	}
+	if err := ce.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid event %s: %w", ev.Kind, err)
+	}
+	m := nats.NewMsg(Subject(ev.Kind, ev.Subject))
+	m.Header.Set("ce-specversion", ce.SpecVersion())
+	m.Header.Set("ce-id", ce.ID())
+	m.Header.Set("ce-source", ce.Source())
+	m.Header.Set("ce-type", ce.Type())
+	m.Header.Set("ce-subject", ce.Subject())
+	m.Header.Set("ce-time", ce.Time().Format(time.RFC3339Nano))
+	m.Header.Set("content-type", cloudevents.ApplicationJSON)
+	m.Header.Set(nats.MsgIdHdr, ev.Kind+"-"+ev.ID)
+	m.Data = ce.Data()
+	return m, nil
+}
+
+// Decoded is an event read back from a message.
+type Decoded struct {
+	ID, Source, Type, Subject string
+	Time                      time.Time
+	Data                      json.RawMessage
+}
+
+// Decode reads the CloudEvents attributes back from a message's headers.
+func Decode(m *nats.Msg) (Decoded, error) {
+	d := Decoded{
+		ID: m.Header.Get("ce-id"), Source: m.Header.Get("ce-source"),
+		Type: m.Header.Get("ce-type"), Subject: m.Header.Get("ce-subject"),
+		Data: m.Data,
+	}
+	if m.Header.Get("ce-specversion") != "1.0" || d.ID == "" || d.Type == "" || d.Source == "" {
+		return d, fmt.Errorf("not a CloudEvents 1.0 binary-mode message")
+	}
+	t, err := time.Parse(time.RFC3339Nano, m.Header.Get("ce-time"))
+	if err != nil {
+		return d, fmt.Errorf("ce-time: %w", err)
+	}
+	d.Time = t
+	return d, nil
+}
+
+// Publisher publishes events to the EVENTS stream.
+type Publisher struct {
+	js     jetstream.JetStream
+	source string
+}
+
+// NewPublisher returns a publisher stamping events with source (a URI
+// reference naming the process, e.g. "fleetjob/worker/host-1").
+func NewPublisher(js jetstream.JetStream, source string) *Publisher {
+	return &Publisher{js: js, source: source}
+}
+
+// PublishAsync queues the events and returns their ack futures.
+func (p *Publisher) PublishAsync(evs ...Event) ([]jetstream.PubAckFuture, error) {
+	futs := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, ev := range evs {
+		m, err := Encode(p.source, ev)
+		if err != nil {
+			return futs, err
+		}
+		f, err := p.js.PublishMsgAsync(m)
+		if err != nil {
+			return futs, fmt.Errorf("publish event %s: %w", ev.Kind, err)
+		}
+		futs = append(futs, f)
+	}
+	return futs, nil
+}
+
+// Publish sends the events and waits for their acks.
+func (p *Publisher) Publish(ctx context.Context, evs ...Event) error {
+	futs, err := p.PublishAsync(evs...)
+	if err != nil {
+		return err
+	}
+	return Await(ctx, futs)
+}
+
+// Await waits for every future's ack.
+func Await(ctx context.Context, futs []jetstream.PubAckFuture) error {
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

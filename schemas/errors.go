@@ -1,0 +1,64 @@
+// Package schemas is fleetjob's wire contract: subjects, stream, consumer and
+// bucket definitions, the JSON message types with their versions, and the
+// validation every surface shares.
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors shared by every surface. Each surface's error handler maps
+// them to its own envelope and an HTTP status in one switch.
+var (
+	// ErrInvalid marks input that fails validation (HTTP 400).
+	ErrInvalid = errors.New("invalid input")
+	// ErrNotFound marks a missing job, host or agent (HTTP 404).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict marks a request that clashes with existing state, such as a
+	// duplicate task name (HTTP 409).
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable marks a dependency that cannot be reached (HTTP 503).
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// FieldError is one bad field of a request.
+type FieldError struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// FieldErrors collects every bad field of one request. It wraps ErrInvalid.
+type FieldErrors []FieldError
+
+// Add records a bad field.
+func (fe *FieldErrors) Add(field, format string, args ...any) {
+	*fe = append(*fe, FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+// Err returns nil when no field was bad, and the list otherwise.
+func (fe FieldErrors) Err() error {
+	if len(fe) == 0 {
+		return nil
+	}
+	return fe
+}
+
+func (fe FieldErrors) Error() string {
+	parts := make([]string, len(fe))
+	for i, f := range fe {
+		parts[i] = f.Field + ": " + f.Reason
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (fe FieldErrors) Unwrap() error { return ErrInvalid }
+
+// Invalid returns an error for one bad field.
+func Invalid(field, format string, args ...any) error {
+	var fe FieldErrors
+	fe.Add(field, format, args...)
+	return fe
+}

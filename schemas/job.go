@@ -1,0 +1,214 @@
+package schemas
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits every surface enforces before anything is queued.
+const (
+	MaxScriptBytes     = 512 << 10 // one script's content
+	MaxHostsPerJob     = 20000     // target entries summed over steps
+	MaxSteps           = 100
+	MaxNameLen         = 256
+	MaxArgs            = 256
+	MaxEnv             = 256
+	MaxTimeoutSeconds  = 86400
+	DefaultTimeoutSecs = 7200
+	DefaultAgentWait   = 30 // seconds a host may wait for its agent
+	MaxAgentWait       = 3600
+)
+
+// Step types.
+const (
+	StepScript = "script"
+)
+
+// Interpreters an agent knows how to run.
+var Interpreters = map[string]string{
+	"bash":    "bash",
+	"sh":      "sh",
+	"python3": "python3",
+}
+
+var (
+	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	accountName = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*\$?$`)
+)
+
+// JobSpec is what a client asks for: an ordered list of steps on hosts.
+// It is the body of the submit command and is stored unchanged once the
+// job exists.
+type JobSpec struct {
+	Name          string `json:"name"`
+	Owner         string `json:"owner,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	Source        string `json:"source,omitempty"`
+	// Surface names the API that accepted the job (native, octans, …).
+	Surface string `json:"surface,omitempty"`
+	Steps   []Step `json:"steps"`
+	// Targets and Concurrency are defaults for steps that leave them out.
+	Targets     []Host `json:"targets,omitempty"`
+	Concurrency int    `json:"concurrency,omitempty"`
+	// AgentWait bounds, in seconds, how long a host waits for an online agent
+	// before it ends as agent_offline.
+	AgentWait int `json:"agent_wait,omitempty"`
+}
+
+// Step is one stage of a job.
+type Step struct {
+	Name    string  `json:"name,omitempty"`
+	Type    string  `json:"type"`
+	Script  *Script `json:"script,omitempty"`
+	Targets []Host  `json:"targets,omitempty"`
+	// Timeout is in seconds; 0 means DefaultTimeoutSecs.
+	Timeout int `json:"timeout,omitempty"`
+	// Concurrency caps hosts running at once; 0 means all at once.
+	Concurrency int `json:"concurrency,omitempty"`
+}
+
+// Script is the body of a script step.
+type Script struct {
+	Content     string            `json:"content"`
+	Interpreter string            `json:"interpreter,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	// User runs the script as this account when the agent may switch users.
+	User string `json:"user,omitempty"`
+}
+
+// Normalize fills defaults and validates, so a stored spec is complete.
+// It returns FieldErrors (wrapping ErrInvalid) naming every bad field.
+func (s *JobSpec) Normalize() error {
+	var fe FieldErrors
+	s.Name = strings.TrimSpace(s.Name)
+	if s.Name == "" {
+		s.Name = "job"
+	}
+	if utf8.RuneCountInString(s.Name) > MaxNameLen {
+		fe.Add("name", "longer than %d characters", MaxNameLen)
+	}
+	if s.Concurrency < 0 {
+		fe.Add("concurrency", "must not be negative")
+	}
+	switch {
+	case s.AgentWait < 0:
+		fe.Add("agent_wait", "must not be negative")
+	case s.AgentWait == 0:
+		s.AgentWait = DefaultAgentWait
+	case s.AgentWait > MaxAgentWait:
+		fe.Add("agent_wait", "at most %d seconds", MaxAgentWait)
+	}
+	for i := range s.Targets {
+		if err := s.Targets[i].Validate(); err != nil {
+			fe.Add(fmt.Sprintf("targets[%d]", i), "%v", err)
+		}
+	}
+	switch {
+	case len(s.Steps) == 0:
+		fe.Add("steps", "at least one step is required")
+	case len(s.Steps) > MaxSteps:
+		fe.Add("steps", "at most %d steps", MaxSteps)
+	}
+	total := 0
+	for i := range s.Steps {
+		st := &s.Steps[i]
+		p := fmt.Sprintf("steps[%d]", i)
+		if len(st.Targets) == 0 {
+			st.Targets = append([]Host(nil), s.Targets...)
+		} else {
+			for j := range st.Targets {
+				if err := st.Targets[j].Validate(); err != nil {
+					fe.Add(fmt.Sprintf("%s.targets[%d]", p, j), "%v", err)
+				}
+			}
+		}
+		st.Targets = dedupeHosts(st.Targets)
+		if len(st.Targets) == 0 {
+			fe.Add(p+".targets", "no target hosts")
+		}
+		total += len(st.Targets)
+		if st.Concurrency == 0 {
+			st.Concurrency = s.Concurrency
+		}
+		if st.Concurrency < 0 {
+			fe.Add(p+".concurrency", "must not be negative")
+		}
+		switch {
+		case st.Timeout < 0:
+			fe.Add(p+".timeout", "must not be negative")
+		case st.Timeout == 0:
+			st.Timeout = DefaultTimeoutSecs
+		case st.Timeout > MaxTimeoutSeconds:
+			fe.Add(p+".timeout", "at most %d seconds", MaxTimeoutSeconds)
+		}
+		if utf8.RuneCountInString(st.Name) > MaxNameLen {
+			fe.Add(p+".name", "longer than %d characters", MaxNameLen)
+		}
+		if st.Type == "" && st.Script != nil {
+			st.Type = StepScript
+		}
+		switch st.Type {
+		case StepScript:
+			if st.Script == nil {
+				fe.Add(p+".script", "required for a script step")
+				continue
+			}
+			st.Script.validate(p+".script", &fe)
+		default:
+			fe.Add(p+".type", "unknown step type %q (want %q)", st.Type, StepScript)
+		}
+	}
+	if total > MaxHostsPerJob {
+		fe.Add("targets", "%d target hosts over all steps; at most %d", total, MaxHostsPerJob)
+	}
+	return fe.Err()
+}
+
+func (sc *Script) validate(p string, fe *FieldErrors) {
+	if strings.TrimSpace(sc.Content) == "" {
+		fe.Add(p+".content", "empty script")
+	}
+	if len(sc.Content) > MaxScriptBytes {
+		fe.Add(p+".content", "%d bytes; at most %d", len(sc.Content), MaxScriptBytes)
+	}
+	if sc.Interpreter == "" {
+		sc.Interpreter = "bash"
+	}
+	if _, ok := Interpreters[sc.Interpreter]; !ok {
+		fe.Add(p+".interpreter", "unknown interpreter %q (want bash, sh or python3)", sc.Interpreter)
+	}
+	if len(sc.Args) > MaxArgs {
+		fe.Add(p+".args", "at most %d arguments", MaxArgs)
+	}
+	if len(sc.Env) > MaxEnv {
+		fe.Add(p+".env", "at most %d variables", MaxEnv)
+	}
+	for k := range sc.Env {
+		if !envName.MatchString(k) {
+			fe.Add(p+".env", "%q is not a valid environment variable name", k)
+		}
+	}
+	if sc.User != "" && !accountName.MatchString(sc.User) {
+		fe.Add(p+".user", "%q is not a valid account name", sc.User)
+	}
+}
+
+func dedupeHosts(hs []Host) []Host {
+	seen := make(map[Host]struct{}, len(hs))
+	out := hs[:0]
+	for _, h := range hs {
+		if _, ok := seen[h]; ok {
+			continue
+		}
+		seen[h] = struct{}{}
+		out = append(out, h)
+	}
+	return out
+}
+
+// StepTimeout returns a step's timeout as a duration.
+func (st Step) StepTimeout() time.Duration { return time.Duration(st.Timeout) * time.Second }

@@ -1,0 +1,118 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+)
+
+// MessageVersion is the version every message below carries in "v".
+const MessageVersion = 1
+
+// SubmitCommand asks for a new job. Its JOBS stream sequence becomes the job id.
+type SubmitCommand struct {
+	V           int       `json:"v"`
+	Spec        JobSpec   `json:"spec"`
+	SubmittedAt time.Time `json:"submitted_at"`
+}
+
+// StopCommand asks to stop a job.
+type StopCommand struct {
+	V      int    `json:"v"`
+	JobID  int64  `json:"job_id"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ExecID names one execution of one host in one step: job.step.host.attempt.
+// Agents journal it so a redelivered task is never silently run twice.
+func ExecID(job int64, step, host, attempt int) string {
+	return fmt.Sprintf("%d.%d.%d.%d", job, step, host, attempt)
+}
+
+// Task is what a worker sends to one agent: run this on your host.
+type Task struct {
+	V       int    `json:"v"`
+	ExecID  string `json:"exec_id"`
+	JobID   int64  `json:"job_id"`
+	Step    int    `json:"step"`
+	Host    int    `json:"host"`
+	Attempt int    `json:"attempt"`
+	Target  Host   `json:"target"`
+	Kind    string `json:"kind"`
+	Script  *Script `json:"script,omitempty"`
+	// Timeout is in seconds.
+	Timeout int `json:"timeout"`
+	// NotAfter is the latest time the agent may start the task; after it the
+	// worker has already given the host up as agent_offline.
+	NotAfter      time.Time `json:"not_after"`
+	CorrelationID string    `json:"correlation_id,omitempty"`
+}
+
+// Report kinds travelling on RESULTS.
+const (
+	ReportStarted  = "started"  // an agent started the execution
+	ReportFinished = "finished" // an agent (or the sweeper) ended it
+	ReportKick     = "kick"     // the sweeper asks a worker to look at the job again
+)
+
+// Report is an agent's (or the sweeper's) word about one execution.
+type Report struct {
+	V         int        `json:"v"`
+	Kind      string     `json:"kind"`
+	JobID     int64      `json:"job_id"`
+	Step      int        `json:"step"`
+	Host      int        `json:"host"`
+	Attempt   int        `json:"attempt"`
+	ExecID    string     `json:"exec_id,omitempty"`
+	AgentID   string     `json:"agent_id,omitempty"`
+	Status    HostStatus `json:"status"`
+	ExitCode  *int       `json:"exit_code,omitempty"`
+	StartedAt time.Time  `json:"started_at,omitzero"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
+	Lines     int        `json:"lines"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// KillRequest asks an agent to kill executions' process groups.
+type KillRequest struct {
+	V       int      `json:"v"`
+	JobID   int64    `json:"job_id"`
+	ExecIDs []string `json:"exec_ids"`
+}
+
+// KillReply is an agent's terminate acknowledgement: which executions it
+// killed and which it did not know (not started, or already ended).
+type KillReply struct {
+	Killed  []string `json:"killed"`
+	Unknown []string `json:"unknown"`
+}
+
+// AgentInfo is an agent's registry entry in the agents bucket.
+type AgentInfo struct {
+	ID        string            `json:"id"`
+	IP        string            `json:"ip"`
+	CloudID   int64             `json:"cloud_id"`
+	Hostname  string            `json:"hostname"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Version   string            `json:"version"`
+	Slots     int               `json:"slots"`
+	StartedAt time.Time         `json:"started_at"`
+	LastSeen  time.Time         `json:"last_seen"`
+	// Stopping is set by an agent that shuts down cleanly.
+	Stopping bool `json:"stopping,omitempty"`
+}
+
+// Host returns the host the agent serves.
+func (a AgentInfo) Host() Host { return Host{CloudID: a.CloudID, IP: a.IP} }
+
+// Online reports whether the agent has been heard from within ttl.
+func (a AgentInfo) Online(now time.Time, ttl time.Duration) bool {
+	return !a.Stopping && now.Sub(a.LastSeen) <= ttl
+}
+
+// Log chunk headers on LOGS messages.
+const (
+	HdrFirstLine = "Fj-First-Line" // index of the chunk's first line
+	HdrLineCount = "Fj-Lines"      // lines in the chunk
+	HdrFinal     = "Fj-Final"      // "1" on the last chunk of a log
+)

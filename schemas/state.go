@@ -1,0 +1,317 @@
+package schemas
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// HostStatus is a host's state within one step. It is stored as one byte per
+// host so a job of 10,000 hosts keeps a small state record.
+type HostStatus byte
+
+// Host statuses. Every value from HostSuccess on is final.
+const (
+	HostPending      HostStatus = iota // not yet dispatched
+	HostWaitingAgent                   // no online agent serves the host yet
+	HostDispatched                     // task published to the agent
+	HostRunning                        // the agent started it
+	HostSuccess
+	HostFailed
+	HostTimeout
+	HostStopped
+	HostAgentOffline
+	HostInterrupted // the agent died or restarted while it ran
+	HostSkipped
+	hostStatusCount
+)
+
+var hostStatusNames = [...]string{
+	HostPending:      "pending",
+	HostWaitingAgent: "waiting_agent",
+	HostDispatched:   "dispatched",
+	HostRunning:      "running",
+	HostSuccess:      "success",
+	HostFailed:       "failed",
+	HostTimeout:      "timeout",
+	HostStopped:      "stopped",
+	HostAgentOffline: "agent_offline",
+	HostInterrupted:  "interrupted",
+	HostSkipped:      "skipped",
+}
+
+func (s HostStatus) String() string {
+	if int(s) < len(hostStatusNames) {
+		return hostStatusNames[s]
+	}
+	return fmt.Sprintf("unknown(%d)", byte(s))
+}
+
+// Final reports whether the host is done with its step.
+func (s HostStatus) Final() bool { return s >= HostSuccess }
+
+// MarshalJSON writes the status word.
+func (s HostStatus) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// UnmarshalJSON reads a status word.
+func (s *HostStatus) UnmarshalJSON(b []byte) error {
+	var w string
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	v, ok := ParseHostStatus(w)
+	if !ok {
+		return fmt.Errorf("unknown host status %q", w)
+	}
+	*s = v
+	return nil
+}
+
+// ParseHostStatus maps a status word back to its value.
+func ParseHostStatus(w string) (HostStatus, bool) {
+	for i, n := range hostStatusNames {
+		if n == w {
+			return HostStatus(i), true
+		}
+	}
+	return 0, false
+}
+
+// HostStatusNames lists every host status word in order.
+func HostStatusNames() []string { return append([]string(nil), hostStatusNames[:]...) }
+
+// Job statuses (native words).
+const (
+	JobWaiting  = "waiting"
+	JobRunning  = "running"
+	JobSuccess  = "success"
+	JobFailed   = "failed"
+	JobPartial  = "partial"
+	JobStopping = "stopping"
+	JobStopped  = "stopped"
+)
+
+// JobFinal reports whether a job status is terminal.
+func JobFinal(s string) bool {
+	switch s {
+	case JobSuccess, JobFailed, JobPartial, JobStopped:
+		return true
+	}
+	return false
+}
+
+// JobStatuses lists every job status word.
+var JobStatuses = []string{JobWaiting, JobRunning, JobSuccess, JobFailed, JobPartial, JobStopping, JobStopped}
+
+// HostTable holds each host's status and the second (since the job was
+// created) it entered that status. It encodes compactly as base64.
+type HostTable struct {
+	Status []HostStatus
+	Since  []uint32
+}
+
+// NewHostTable returns a table of n pending hosts.
+func NewHostTable(n int) HostTable {
+	return HostTable{Status: make([]HostStatus, n), Since: make([]uint32, n)}
+}
+
+// Set moves host i to st at second sec.
+func (t HostTable) Set(i int, st HostStatus, sec uint32) {
+	t.Status[i] = st
+	t.Since[i] = sec
+}
+
+// Counts returns how many hosts are in each status, by word; zero counts are left out.
+func (t HostTable) Counts() map[string]int {
+	var n [hostStatusCount]int
+	for _, s := range t.Status {
+		if s < hostStatusCount {
+			n[s]++
+		}
+	}
+	out := make(map[string]int)
+	for i, c := range n {
+		if c > 0 {
+			out[hostStatusNames[i]] = c
+		}
+	}
+	return out
+}
+
+type hostTableJSON struct {
+	Status string `json:"status"`
+	Since  string `json:"since"`
+}
+
+// MarshalJSON packs both columns as base64.
+func (t HostTable) MarshalJSON() ([]byte, error) {
+	st := make([]byte, len(t.Status))
+	for i, s := range t.Status {
+		st[i] = byte(s)
+	}
+	since := make([]byte, 4*len(t.Since))
+	for i, s := range t.Since {
+		binary.LittleEndian.PutUint32(since[4*i:], s)
+	}
+	return json.Marshal(hostTableJSON{
+		Status: base64.StdEncoding.EncodeToString(st),
+		Since:  base64.StdEncoding.EncodeToString(since),
+	})
+}
+
+// UnmarshalJSON unpacks what MarshalJSON wrote.
+func (t *HostTable) UnmarshalJSON(b []byte) error {
+	var j hostTableJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	st, err := base64.StdEncoding.DecodeString(j.Status)
+	if err != nil {
+		return fmt.Errorf("host table status: %w", err)
+	}
+	since, err := base64.StdEncoding.DecodeString(j.Since)
+	if err != nil || len(since) != 4*len(st) {
+		return fmt.Errorf("host table since: bad length or encoding")
+	}
+	t.Status = make([]HostStatus, len(st))
+	t.Since = make([]uint32, len(st))
+	for i := range st {
+		t.Status[i] = HostStatus(st[i])
+		t.Since[i] = binary.LittleEndian.Uint32(since[4*i:])
+	}
+	return nil
+}
+
+// JobState is the job's live record in the jobs KV bucket. Its revision is
+// the fencing token: every writer updates it by compare-and-set.
+type JobState struct {
+	V         int         `json:"v"`
+	ID        int64       `json:"id"`
+	Status    string      `json:"status"`
+	Step      int         `json:"step"`
+	Steps     []StepState `json:"steps"`
+	CreatedAt time.Time   `json:"created_at"`
+	StartedAt time.Time   `json:"started_at,omitzero"`
+	EndedAt   time.Time   `json:"ended_at,omitzero"`
+	UpdatedAt time.Time   `json:"updated_at"`
+	// StopAt is when a stop was requested; zero when none was.
+	StopAt time.Time `json:"stop_at,omitzero"`
+	StopBy string    `json:"stop_by,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// StepState is one step's progress.
+type StepState struct {
+	Status    string    `json:"status"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Hosts     HostTable `json:"hosts"`
+}
+
+// Sec converts a time into the HostTable's clock: seconds since creation.
+func (j *JobState) Sec(t time.Time) uint32 {
+	d := t.Sub(j.CreatedAt)
+	if d < 0 {
+		return 0
+	}
+	return uint32(d / time.Second)
+}
+
+// At converts a HostTable second back into a time.
+func (j *JobState) At(sec uint32) time.Time {
+	return j.CreatedAt.Add(time.Duration(sec) * time.Second)
+}
+
+// HostResult is one host's detailed outcome within a step, stored beside
+// the job state (one KV key per host) and cached in Redis.
+type HostResult struct {
+	Step      int        `json:"step"`
+	Index     int        `json:"index"`
+	Host      Host       `json:"host"`
+	AgentID   string     `json:"agent_id,omitempty"`
+	Status    HostStatus `json:"status"`
+	ExitCode  *int       `json:"exit_code,omitempty"`
+	Attempt   int        `json:"attempt"`
+	StartedAt time.Time  `json:"started_at,omitzero"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
+	Lines     int        `json:"lines"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// DurationMS is the run time in milliseconds, or 0 when it has not ended.
+func (r HostResult) DurationMS() int64 {
+	if r.StartedAt.IsZero() || r.EndedAt.IsZero() {
+		return 0
+	}
+	return r.EndedAt.Sub(r.StartedAt).Milliseconds()
+}
+
+// JobSummary is the read model of a job: what the status cache holds and
+// what list and detail reads return.
+type JobSummary struct {
+	ID            int64          `json:"id"`
+	Name          string         `json:"name"`
+	Status        string         `json:"status"`
+	Owner         string         `json:"owner,omitempty"`
+	Source        string         `json:"source,omitempty"`
+	Surface       string         `json:"surface,omitempty"`
+	CorrelationID string         `json:"correlation_id,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	StartedAt     time.Time      `json:"started_at,omitzero"`
+	EndedAt       time.Time      `json:"ended_at,omitzero"`
+	UpdatedAt     time.Time      `json:"updated_at"`
+	CurrentStep   int            `json:"current_step"`
+	TotalHosts    int            `json:"total_hosts"`
+	Counts        map[string]int `json:"counts"`
+	Steps         []StepSummary  `json:"steps"`
+	Reason        string         `json:"reason,omitempty"`
+}
+
+// StepSummary is one step in a JobSummary.
+type StepSummary struct {
+	Name      string         `json:"name,omitempty"`
+	Type      string         `json:"type"`
+	Status    string         `json:"status"`
+	StartedAt time.Time      `json:"started_at,omitzero"`
+	EndedAt   time.Time      `json:"ended_at,omitzero"`
+	Hosts     int            `json:"hosts"`
+	Counts    map[string]int `json:"counts"`
+}
+
+// Summarize builds the read model from the stored spec and state.
+func Summarize(spec *JobSpec, st *JobState) JobSummary {
+	s := JobSummary{
+		ID: st.ID, Name: spec.Name, Status: st.Status, Owner: spec.Owner,
+		Source: spec.Source, Surface: spec.Surface, CorrelationID: spec.CorrelationID,
+		CreatedAt: st.CreatedAt, StartedAt: st.StartedAt, EndedAt: st.EndedAt,
+		UpdatedAt: st.UpdatedAt, CurrentStep: st.Step, Reason: st.Reason,
+		Counts: map[string]int{},
+	}
+	for i, ss := range st.Steps {
+		c := ss.Hosts.Counts()
+		sum := StepSummary{
+			Status: ss.Status, StartedAt: ss.StartedAt, EndedAt: ss.EndedAt,
+			Hosts: len(ss.Hosts.Status), Counts: c,
+		}
+		if i < len(spec.Steps) {
+			sum.Name, sum.Type = spec.Steps[i].Name, spec.Steps[i].Type
+		}
+		s.Steps = append(s.Steps, sum)
+		s.TotalHosts += sum.Hosts
+		for k, v := range c {
+			s.Counts[k] += v
+		}
+	}
+	return s
+}
+
+// NewJobState is the state of a job that has just been accepted.
+func NewJobState(id int64, spec *JobSpec, now time.Time) *JobState {
+	st := &JobState{V: MessageVersion, ID: id, Status: JobWaiting, CreatedAt: now, UpdatedAt: now}
+	for _, step := range spec.Steps {
+		st.Steps = append(st.Steps, StepState{Status: JobWaiting, Hosts: NewHostTable(len(step.Targets))})
+	}
+	return st
+}

@@ -1,0 +1,233 @@
+package schemas
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// This file is the one place that knows fleetjob's subject names and its
+// stream, consumer and bucket settings.
+
+// Stream names.
+const (
+	StreamJobs    = "JOBS"
+	StreamTasks   = "TASKS"
+	StreamResults = "RESULTS"
+	StreamLogs    = "LOGS"
+	StreamEvents  = "EVENTS"
+)
+
+// KV bucket names.
+const (
+	BucketJobs   = "jobs"   // job specs, states and per-host results
+	BucketNames  = "names"  // claimed names and idempotency keys
+	BucketAgents = "agents" // agent registry, refreshed by heartbeats
+	BucketActive = "active" // ids of jobs not yet final (the sweeper's index)
+	BucketLeases = "leases" // short leases, e.g. the sweeper's
+)
+
+// Subjects.
+const (
+	SubjSubmit  = "fleetjob.cmd.submit"
+	SubjStop    = "fleetjob.cmd.stop"
+	subjCmdAll  = "fleetjob.cmd.>"
+	subjTaskAll = "fleetjob.task.>"
+	subjResAll  = "fleetjob.result.>"
+	subjLogAll  = "fleetjob.log.>"
+	SubjJobLogs = "fleetjob.log.job.>"
+	subjEvAll   = "fleetjob.event.>"
+)
+
+// Durable consumer names.
+const (
+	ConsumerCommands = "workers-commands"
+	ConsumerResults  = "workers-results"
+	ConsumerIndexer  = "log-indexer"
+)
+
+var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidAgentID reports whether id can be used as an agent id (it becomes a
+// subject token and a consumer name).
+func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
+
+// TaskSubject is where tasks for one agent and one job are published.
+func TaskSubject(agent string, job int64) string {
+	return "fleetjob.task." + agent + "." + strconv.FormatInt(job, 10)
+}
+
+// TaskPurgeSubject matches every task of one job on every agent.
+func TaskPurgeSubject(job int64) string { return "fleetjob.task.*." + strconv.FormatInt(job, 10) }
+
+// ResultSubject is where reports about one job are published.
+func ResultSubject(job int64) string { return "fleetjob.result." + strconv.FormatInt(job, 10) }
+
+// JobOfResultSubject reads the job id back from a result subject.
+func JobOfResultSubject(subj string) (int64, error) {
+	id, ok := strings.CutPrefix(subj, "fleetjob.result.")
+	if !ok {
+		return 0, fmt.Errorf("%q is not a result subject", subj)
+	}
+	return strconv.ParseInt(id, 10, 64)
+}
+
+// ControlSubject is the core-NATS subject an agent answers kill requests on.
+func ControlSubject(agent string) string { return "fleetjob.ctl." + agent }
+
+// LogSubject is the subject of one execution's log chunks.
+func LogSubject(job int64, step, host, attempt int) string {
+	return fmt.Sprintf("fleetjob.log.job.%d.%d.%d.%d", job, step, host, attempt)
+}
+
+// AgentConsumer is the durable consumer name of one agent's task queue.
+func AgentConsumer(agent string) string { return "agent-" + agent }
+
+// Job KV keys.
+func KeyJobState(id int64) string { return strconv.FormatInt(id, 10) }
+
+// KeyJobSpec is the key of a job's stored spec.
+func KeyJobSpec(id int64) string { return strconv.FormatInt(id, 10) + ".spec" }
+
+// KeyHostResult is the key of one host's result in one step.
+func KeyHostResult(id int64, step, host int) string {
+	return fmt.Sprintf("%d.%d.%d", id, step, host)
+}
+
+// KeyHostResults matches every host result of a job.
+func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*" }
+
+// Topology holds the tunables of the streams and buckets.
+type Topology struct {
+	Replicas int
+	// Dedupe is the JetStream duplicate window of command, task and result streams.
+	Dedupe     time.Duration
+	LogMaxAge  time.Duration
+	EventAge   time.Duration
+	LeaseTTL   time.Duration
+	TaskWait   time.Duration // AckWait of agents' task consumers
+	MaxDeliver int
+}
+
+// DefaultTopology is the single-node setting.
+func DefaultTopology() Topology {
+	return Topology{
+		Replicas:   1,
+		Dedupe:     10 * time.Minute,
+		LogMaxAge:  7 * 24 * time.Hour,
+		EventAge:   7 * 24 * time.Hour,
+		LeaseTTL:   10 * time.Second,
+		TaskWait:   30 * time.Second,
+		MaxDeliver: 10,
+	}
+}
+
+// Streams returns every stream's configuration.
+func (t Topology) Streams() []jetstream.StreamConfig {
+	wq := func(name, subj, desc string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name: name, Description: desc, Subjects: []string{subj},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
+			Replicas: t.Replicas, Duplicates: t.Dedupe, Discard: jetstream.DiscardOld,
+			AllowDirect: true,
+		}
+	}
+	return []jetstream.StreamConfig{
+		wq(StreamJobs, subjCmdAll, "commands: submit, stop; the submit sequence is the job id"),
+		wq(StreamTasks, subjTaskAll, "per-agent tasks"),
+		wq(StreamResults, subjResAll, "agent and sweeper reports, per job"),
+		{
+			Name: StreamLogs, Description: "execution output in chunks",
+			Subjects: []string{subjLogAll}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas, MaxAge: t.LogMaxAge,
+			Duplicates: 2 * time.Minute, AllowDirect: true, Discard: jetstream.DiscardOld,
+		},
+		{
+			Name: StreamEvents, Description: "CloudEvents for every state change",
+			Subjects: []string{subjEvAll}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas, MaxAge: t.EventAge,
+			Duplicates: 2 * time.Minute, AllowDirect: true, Discard: jetstream.DiscardOld,
+		},
+	}
+}
+
+// Buckets returns every KV bucket's configuration.
+func (t Topology) Buckets() []jetstream.KeyValueConfig {
+	kv := func(name, desc string) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{
+			Bucket: name, Description: desc, History: 1,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas,
+		}
+	}
+	leases := kv(BucketLeases, "leader leases")
+	leases.TTL = t.LeaseTTL
+	leases.Storage = jetstream.MemoryStorage
+	return []jetstream.KeyValueConfig{
+		kv(BucketJobs, "job specs, states (CAS by revision) and host results"),
+		kv(BucketNames, "unique names and idempotency keys"),
+		kv(BucketAgents, "agent registry"),
+		kv(BucketActive, "jobs not yet final"),
+		leases,
+	}
+}
+
+// CommandConsumer is the workers' shared consumer of JOBS.
+func (t Topology) CommandConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerCommands, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: t.MaxDeliver, MaxAckPending: 4096,
+		FilterSubject: subjCmdAll,
+		BackOff:       nil,
+	}
+}
+
+// ResultConsumer is the workers' shared consumer of RESULTS. Reports are
+// never dropped for being redelivered often: a result must reach the job.
+func (t Topology) ResultConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerResults, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
+		FilterSubject: subjResAll,
+	}
+}
+
+// IndexerConsumer is the log indexer's consumer of job logs.
+func (t Topology) IndexerConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerIndexer, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
+		FilterSubject: SubjJobLogs, DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// AgentConsumerConfig is one agent's task consumer. AckWait is short and
+// the agent sends in-progress acks while a task runs, so a dead agent's
+// tasks are noticed quickly; slots bounds tasks in flight.
+func (t Topology) AgentConsumerConfig(agent string, slots int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: AgentConsumer(agent), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: t.TaskWait, MaxDeliver: t.MaxDeliver, MaxAckPending: slots,
+		FilterSubject: "fleetjob.task." + agent + ".*",
+	}
+}
+
+// Ensure creates or updates every stream and bucket. Any process may call it
+// at start; it is idempotent.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	for _, sc := range t.Streams() {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, kc := range t.Buckets() {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}

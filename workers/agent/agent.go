@@ -1,0 +1,420 @@
+// Package agent is the worker bound to one host: it takes that host's tasks
+// from its durable consumer, runs them (scripts in their own process group),
+// streams their output in chunks, reports start and result, and answers
+// kill requests. It talks only to NATS.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Config describes one agent.
+type Config struct {
+	ID       string
+	IP       string
+	CloudID  int64
+	Hostname string
+	Labels   map[string]string
+	Version  string
+	// DataDir holds the journal and the scripts being run.
+	DataDir string
+	// Slots bounds the tasks the agent runs at once.
+	Slots int
+	// Heartbeat is how often the agent refreshes its registry entry.
+	Heartbeat time.Duration
+	// ShutdownGrace is how long running scripts may finish after a stop
+	// signal before they are killed and reported interrupted.
+	ShutdownGrace time.Duration
+	Topology      schemas.Topology
+}
+
+// Metrics are the agent's Prometheus collectors.
+type Metrics struct {
+	Running  prometheus.Gauge
+	Finished *prometheus.CounterVec
+	Duration prometheus.Histogram
+	LogBytes prometheus.Counter
+}
+
+// NewMetrics registers agent metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agent_tasks_running", Help: "Tasks running on agents of this process."}),
+		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_agent_tasks_finished_total",
+			Help: "Tasks finished on agents of this process, by status."}, []string{"status"}),
+		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetjob_agent_task_seconds",
+			Help: "Task run time.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+		LogBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetjob_agent_log_bytes_total", Help: "Output bytes streamed."}),
+	}
+	reg.MustRegister(m.Running, m.Finished, m.Duration, m.LogBytes)
+	return m
+}
+
+// Agent runs one host's tasks.
+type Agent struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	m       *Metrics
+	log     *slog.Logger
+	journal *journal
+	started time.Time
+
+	mu        sync.Mutex
+	running   map[string]*execution
+	cancelled map[string]time.Time
+	wg        sync.WaitGroup
+}
+
+// New prepares an agent; Run starts it.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slog.Logger) (*Agent, error) {
+	if !schemas.ValidAgentID(cfg.ID) {
+		return nil, fmt.Errorf("agent id %q: use 1-64 letters, digits, '-' or '_': %w", cfg.ID, schemas.ErrInvalid)
+	}
+	h := schemas.Host{CloudID: cfg.CloudID, IP: cfg.IP}
+	if err := h.Validate(); err != nil {
+		return nil, fmt.Errorf("agent ip: %w", err)
+	}
+	cfg.IP = h.IP
+	if cfg.Slots <= 0 {
+		cfg.Slots = 64
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	return &Agent{
+		cfg: cfg, nc: nc, js: js, m: m,
+		log:       log.With("component", "agent", "agent", cfg.ID),
+		running:   map[string]*execution{},
+		cancelled: map[string]time.Time{},
+	}, nil
+}
+
+// Run serves tasks until ctx ends, then stops taking tasks, lets running
+// scripts finish within the shutdown grace, kills and reports the rest as
+// interrupted, and marks the agent stopping in the registry.
+func (a *Agent) Run(ctx context.Context) error {
+	var err error
+	if a.kv, err = a.js.KeyValue(ctx, schemas.BucketAgents); err != nil {
+		return fmt.Errorf("agents bucket: %w", err)
+	}
+	if a.journal, err = openJournal(a.cfg.DataDir, a.cfg.ID); err != nil {
+		return err
+	}
+	defer a.journal.close()
+	a.started = time.Now().UTC()
+	if err := a.recover(ctx); err != nil {
+		return err
+	}
+	if err := a.register(ctx, false); err != nil {
+		return err
+	}
+	sub, err := a.nc.Subscribe(schemas.ControlSubject(a.cfg.ID), a.onControl)
+	if err != nil {
+		return fmt.Errorf("control subscription: %w", err)
+	}
+	defer sub.Unsubscribe()
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, schemas.StreamTasks, a.cfg.Topology.AgentConsumerConfig(a.cfg.ID, a.cfg.Slots))
+	if err != nil {
+		return fmt.Errorf("task consumer: %w", err)
+	}
+	cc, err := cons.Consume(a.onTask, jetstream.PullMaxMessages(a.cfg.Slots))
+	if err != nil {
+		return fmt.Errorf("consume tasks: %w", err)
+	}
+	a.log.Info("agent online", "ip", a.cfg.IP, "cloud_id", a.cfg.CloudID)
+
+	hb := time.NewTicker(a.cfg.Heartbeat)
+	defer hb.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hb.C:
+			if err := a.register(ctx, false); err != nil && ctx.Err() == nil {
+				a.log.Warn("heartbeat", "err", err)
+			}
+			a.forgetCancelled()
+		}
+	}
+	cc.Stop() // undelivered and buffered tasks come back after AckWait
+	<-cc.Closed()
+	a.shutdown()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := a.register(sctx, true); err != nil {
+		a.log.Warn("deregister", "err", err)
+	}
+	return nil
+}
+
+// shutdown waits for running scripts within the grace, then kills the rest.
+func (a *Agent) shutdown() {
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(a.cfg.ShutdownGrace):
+	}
+	a.mu.Lock()
+	for _, e := range a.running {
+		e.kill(killShutdown)
+	}
+	a.mu.Unlock()
+	<-done
+}
+
+func (a *Agent) register(ctx context.Context, stopping bool) error {
+	host, _ := os.Hostname()
+	if a.cfg.Hostname != "" {
+		host = a.cfg.Hostname
+	}
+	info := schemas.AgentInfo{
+		ID: a.cfg.ID, IP: a.cfg.IP, CloudID: a.cfg.CloudID, Hostname: host,
+		Labels: a.cfg.Labels, Version: a.cfg.Version, Slots: a.cfg.Slots,
+		StartedAt: a.started, LastSeen: time.Now().UTC(), Stopping: stopping,
+	}
+	b, _ := json.Marshal(info)
+	if _, err := a.kv.Put(ctx, a.cfg.ID, b); err != nil {
+		return fmt.Errorf("register agent: %w", err)
+	}
+	return nil
+}
+
+// recover reports executions an earlier life of this agent started and
+// never finished as interrupted, and kills their process groups.
+func (a *Agent) recover(ctx context.Context) error {
+	for _, e := range a.journal.unfinished() {
+		killOrphan(e.Pgid)
+		if e.Task == nil {
+			continue
+		}
+		r := a.report(e.Task, schemas.ReportFinished)
+		r.Status, r.EndedAt = schemas.HostInterrupted, time.Now().UTC()
+		r.Error = "the agent restarted while the task ran; it was not run again"
+		if err := a.journal.end(&r); err != nil {
+			return err
+		}
+		if err := a.publish(ctx, &r); err != nil {
+			return err
+		}
+		a.log.Warn("execution interrupted by an agent restart", "exec", e.Exec)
+	}
+	return nil
+}
+
+func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
+	return schemas.Report{
+		V: schemas.MessageVersion, Kind: kind, JobID: t.JobID, Step: t.Step,
+		Host: t.Host, Attempt: t.Attempt, ExecID: t.ExecID, AgentID: a.cfg.ID,
+	}
+}
+
+// publish sends a report and waits for the stream's ack, retrying briefly.
+func (a *Agent) publish(ctx context.Context, r *schemas.Report) error {
+	b, _ := json.Marshal(r)
+	m := nats.NewMsg(schemas.ResultSubject(r.JobID))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, r.ExecID+"."+r.Kind)
+	var err error
+	for i := 0; i < 5; i++ {
+		if _, err = a.js.PublishMsg(ctx, m); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(i+1) * 200 * time.Millisecond)
+	}
+	return fmt.Errorf("publish report %s: %w", r.ExecID, err)
+}
+
+// onTask decides what to do with one delivery of a task.
+func (a *Agent) onTask(m jetstream.Msg) {
+	var t schemas.Task
+	if err := json.Unmarshal(m.Data(), &t); err != nil || t.ExecID == "" {
+		a.log.Error("undecodable task; dropped", "err", err)
+		_ = m.Term()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	if e, ok := a.running[t.ExecID]; ok { // a redelivery of what runs now
+		e.mu.Lock()
+		e.msgAck = func() { _ = m.InProgress() }
+		e.mu.Unlock()
+		a.mu.Unlock()
+		_ = m.InProgress()
+		return
+	}
+	_, cancelled := a.cancelled[t.ExecID]
+	a.mu.Unlock()
+
+	if je, ok := a.journal.lookup(t.ExecID); ok {
+		r := je.Report
+		if je.Op != "end" || r == nil {
+			rep := a.report(&t, schemas.ReportFinished)
+			rep.Status, rep.EndedAt = schemas.HostInterrupted, time.Now().UTC()
+			rep.Error = "delivered again after it had started; it was not run again"
+			r = &rep
+			if err := a.journal.end(r); err != nil {
+				a.log.Error("journal", "err", err)
+			}
+		}
+		a.finish(ctx, m, r)
+		return
+	}
+	var refuse string
+	var status schemas.HostStatus
+	switch {
+	case cancelled:
+		status, refuse = schemas.HostStopped, "stopped before it started"
+	case time.Now().After(t.NotAfter):
+		status, refuse = schemas.HostAgentOffline, "the task expired before the agent could start it"
+	}
+	if refuse != "" {
+		r := a.report(&t, schemas.ReportFinished)
+		r.Status, r.Error, r.EndedAt = status, refuse, time.Now().UTC()
+		if err := a.journal.end(&r); err != nil {
+			a.log.Error("journal", "err", err)
+		}
+		a.finish(ctx, m, &r)
+		return
+	}
+	if err := a.journal.start(&t); err != nil {
+		a.log.Error("journal start; task handed back", "exec", t.ExecID, "err", err)
+		_ = m.NakWithDelay(5 * time.Second)
+		return
+	}
+	e := &execution{task: &t, done: make(chan struct{}), msgAck: func() { _ = m.InProgress() }}
+	a.mu.Lock()
+	a.running[t.ExecID] = e
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go a.execute(e, m)
+}
+
+// finish publishes a final report and acks the delivery once it is stored.
+func (a *Agent) finish(ctx context.Context, m jetstream.Msg, r *schemas.Report) {
+	if err := a.publish(ctx, r); err != nil {
+		a.log.Error("report not published; task will be redelivered", "exec", r.ExecID, "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	a.m.Finished.WithLabelValues(r.Status.String()).Inc()
+	_ = m.Ack()
+}
+
+func (a *Agent) execute(e *execution, m jetstream.Msg) {
+	defer a.wg.Done()
+	t := e.task
+	a.m.Running.Inc()
+	defer a.m.Running.Dec()
+	ctx := context.Background()
+	start := time.Now().UTC()
+	rs := a.report(t, schemas.ReportStarted)
+	rs.StartedAt = start
+	if err := a.publish(ctx, &rs); err != nil {
+		a.log.Warn("started report", "exec", t.ExecID, "err", err)
+	}
+	stopHB := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(a.cfg.Topology.TaskWait / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopHB:
+				return
+			case <-tick.C:
+				e.mu.Lock()
+				ack := e.msgAck
+				e.mu.Unlock()
+				ack()
+			}
+		}
+	}()
+	logs := newLogStream(a.js, t, func(n int) { a.m.LogBytes.Add(float64(n)) })
+	var o outcome
+	switch t.Kind {
+	case schemas.StepScript:
+		o = a.runScript(e, logs)
+	default:
+		o = failed("this agent cannot run %q tasks", t.Kind)
+		close(e.done)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	lines, err := logs.Close(lctx)
+	cancel()
+	close(stopHB)
+	if err != nil {
+		a.log.Warn("log chunks not all stored", "exec", t.ExecID, "err", err)
+	}
+	r := a.report(t, schemas.ReportFinished)
+	r.Status, r.ExitCode, r.Error = o.status, o.exitCode, o.err
+	r.StartedAt, r.EndedAt, r.Lines = start, time.Now().UTC(), lines
+	a.m.Duration.Observe(r.EndedAt.Sub(start).Seconds())
+	if err := a.journal.end(&r); err != nil {
+		a.log.Error("journal end", "exec", t.ExecID, "err", err)
+	}
+	a.mu.Lock()
+	delete(a.running, t.ExecID)
+	a.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	a.finish(pctx, m, &r)
+}
+
+// onControl answers kill requests: running executions are killed (and will
+// report stopped); others are remembered so they never start.
+func (a *Agent) onControl(msg *nats.Msg) {
+	var req schemas.KillRequest
+	if err := json.Unmarshal(msg.Data, &req); err != nil {
+		return
+	}
+	var rep schemas.KillReply
+	now := time.Now()
+	a.mu.Lock()
+	for _, ex := range req.ExecIDs {
+		if e, ok := a.running[ex]; ok {
+			e.kill(killStop)
+			rep.Killed = append(rep.Killed, ex)
+			continue
+		}
+		a.cancelled[ex] = now
+		rep.Unknown = append(rep.Unknown, ex)
+	}
+	a.mu.Unlock()
+	b, _ := json.Marshal(rep)
+	if msg.Reply != "" {
+		_ = msg.Respond(b)
+	}
+}
+
+// forgetCancelled drops old cancellations; their tasks have long expired.
+func (a *Agent) forgetCancelled() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for ex, at := range a.cancelled {
+		if time.Since(at) > time.Hour {
+			delete(a.cancelled, ex)
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Reasons an execution is killed.
+const (
+	killTimeout  = "timeout"
+	killStop     = "stopped"
+	killShutdown = "shutdown"
+)
+
+// killGrace is how long a killed process group gets between SIGTERM and SIGKILL.
+const killGrace = 2 * time.Second
+
+// execution is one running task.
+type execution struct {
+	task *schemas.Task
+
+	mu     sync.Mutex
+	pgid   int
+	reason string // why it was killed, if it was
+	msgAck func() // in-progress ack of the current delivery
+	done   chan struct{}
+}
+
+// kill signals the process group: SIGTERM, then SIGKILL after a grace.
+// The first reason given wins.
+func (e *execution) kill(reason string) bool {
+	e.mu.Lock()
+	if e.reason == "" {
+		e.reason = reason
+	}
+	pgid := e.pgid
+	e.mu.Unlock()
+	if pgid <= 0 {
+		return pgid == 0 // not started yet: it will see the reason and not run
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-e.done:
+		case <-time.After(killGrace):
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}()
+	return true
+}
+
+type outcome struct {
+	status   schemas.HostStatus
+	exitCode *int
+	err      string
+}
+
+func failed(format string, args ...any) outcome {
+	return outcome{status: schemas.HostFailed, err: fmt.Sprintf(format, args...)}
+}
+
+// runScript runs a script task in its own process group with the timeout
+// enforced, streaming stdout and stderr (merged, in order) line by line.
+func (a *Agent) runScript(e *execution, logs *logStream) outcome {
+	t := e.task
+	sc := t.Script
+	if sc == nil {
+		return failed("script task without a script")
+	}
+	interp, ok := schemas.Interpreters[sc.Interpreter]
+	if !ok {
+		return failed("unknown interpreter %q", sc.Interpreter)
+	}
+	path, err := exec.LookPath(interp)
+	if err != nil {
+		return failed("interpreter %s not found on the host", interp)
+	}
+	dir := filepath.Join(a.cfg.DataDir, "scripts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return failed("script dir: %v", err)
+	}
+	file := filepath.Join(dir, t.ExecID+map[string]string{"python3": ".py"}[interp]+".script")
+	if err := os.WriteFile(file, []byte(sc.Content), 0o755); err != nil {
+		return failed("write script: %v", err)
+	}
+	defer os.Remove(file)
+
+	cmd := exec.Command(path, append([]string{file}, sc.Args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"FLEETJOB_JOB_ID="+strconv.FormatInt(t.JobID, 10),
+		"FLEETJOB_EXEC_ID="+t.ExecID,
+		"FLEETJOB_HOST_IP="+t.Target.IP,
+		"FLEETJOB_CLOUD_ID="+strconv.FormatInt(t.Target.CloudID, 10),
+	)
+	for k, v := range sc.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if sc.User != "" {
+		if o, ok := a.switchUser(cmd, sc.User); !ok {
+			return o
+		}
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return failed("pipe: %v", err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+
+	e.mu.Lock()
+	if e.reason != "" { // killed before it started
+		e.mu.Unlock()
+		pr.Close()
+		pw.Close()
+		return outcome{status: statusFor(e.reason), err: "killed before it started"}
+	}
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		e.mu.Unlock()
+		pr.Close()
+		return failed("start %s: %v", interp, err)
+	}
+	e.pgid = cmd.Process.Pid
+	e.mu.Unlock()
+	if err := a.journal.pgid(t.ExecID, e.pgid); err != nil {
+		a.log.Warn("journal pgid", "exec", t.ExecID, "err", err)
+	}
+
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		br := bufio.NewReaderSize(pr, 64<<10)
+		for {
+			line, err := br.ReadString('\n')
+			if line != "" {
+				logs.Line(strings.TrimRight(line, "\r\n"))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	timer := time.AfterFunc(time.Duration(t.Timeout)*time.Second, func() { e.kill(killTimeout) })
+	werr := cmd.Wait()
+	timer.Stop()
+	close(e.done)
+	// Background children may hold the pipe open; don't wait for them long.
+	select {
+	case <-readDone:
+	case <-time.After(time.Second):
+		pr.Close()
+		<-readDone
+	}
+	pr.Close()
+
+	code := 0
+	var xe *exec.ExitError
+	switch {
+	case werr == nil:
+	case errors.As(werr, &xe):
+		ws := xe.Sys().(syscall.WaitStatus)
+		code = ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	default:
+		return failed("wait: %v", werr)
+	}
+	e.mu.Lock()
+	reason := e.reason
+	e.mu.Unlock()
+	o := outcome{exitCode: &code}
+	switch {
+	case reason == killTimeout:
+		o.status, o.err = schemas.HostTimeout, fmt.Sprintf("killed after the %ds timeout", t.Timeout)
+	case reason != "":
+		o.status, o.err = statusFor(reason), "killed: "+reason
+	case code == 0:
+		o.status = schemas.HostSuccess
+	default:
+		o.status, o.err = schemas.HostFailed, fmt.Sprintf("exit code %d", code)
+	}
+	return o
+}
+
+func statusFor(reason string) schemas.HostStatus {
+	switch reason {
+	case killTimeout:
+		return schemas.HostTimeout
+	case killStop:
+		return schemas.HostStopped
+	}
+	return schemas.HostInterrupted
+}
+
+// switchUser sets the process credentials for account name.
+func (a *Agent) switchUser(cmd *exec.Cmd, name string) (outcome, bool) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return failed("user %q does not exist on the host", name), false
+	}
+	if cur, err := user.Current(); err == nil && cur.Uid == u.Uid {
+		return outcome{}, true
+	}
+	if os.Geteuid() != 0 {
+		return failed("the agent does not run as root and cannot run scripts as %q", name), false
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	cmd.Env = append(cmd.Env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
+	return outcome{}, true
+}
+
+// killOrphan kills a process group left by an earlier life of the agent.
+func killOrphan(pgid int) {
+	if pgid > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}

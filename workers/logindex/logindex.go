@@ -1,0 +1,315 @@
+// Package logindex keeps, per execution log, the line ranges of its chunks
+// in Redis (first line → LOGS stream sequence), and serves line-range reads
+// from that index plus direct gets. The LOGS stream is the truth: a read
+// whose range the index does not cover (a flushed or lagging Redis) rebuilds
+// that log's index from the stream's headers.
+package logindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// LogRef names one execution's log.
+type LogRef struct {
+	Job     int64
+	Step    int
+	Host    int
+	Attempt int
+}
+
+func (r LogRef) subject() string { return schemas.LogSubject(r.Job, r.Step, r.Host, r.Attempt) }
+
+// key shards log indexes by job on Redis Cluster.
+func (r LogRef) key() string {
+	return fmt.Sprintf("{fjlog:%d}:%d.%d.%d", r.Job, r.Step, r.Host, r.Attempt)
+}
+
+func refOf(subject string) (LogRef, bool) {
+	rest, ok := strings.CutPrefix(subject, "fleetjob.log.job.")
+	if !ok {
+		return LogRef{}, false
+	}
+	p := strings.Split(rest, ".")
+	if len(p) != 4 {
+		return LogRef{}, false
+	}
+	var n [4]int64
+	for i, s := range p {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return LogRef{}, false
+		}
+		n[i] = v
+	}
+	return LogRef{Job: n[0], Step: int(n[1]), Host: int(n[2]), Attempt: int(n[3])}, true
+}
+
+// chunk is one indexed LOGS message.
+type chunk struct {
+	first, count int
+	seq          uint64
+}
+
+func (c chunk) member() string {
+	return strconv.Itoa(c.first) + ":" + strconv.Itoa(c.count) + ":" + strconv.FormatUint(c.seq, 10)
+}
+
+func parseMember(m string) (chunk, bool) {
+	p := strings.Split(m, ":")
+	if len(p) != 3 {
+		return chunk{}, false
+	}
+	f, err1 := strconv.Atoi(p[0])
+	c, err2 := strconv.Atoi(p[1])
+	s, err3 := strconv.ParseUint(p[2], 10, 64)
+	return chunk{f, c, s}, err1 == nil && err2 == nil && err3 == nil
+}
+
+func chunkOf(h map[string][]string, seq uint64) (chunk, bool) {
+	get := func(k string) string {
+		if v := h[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	f, err1 := strconv.Atoi(get(schemas.HdrFirstLine))
+	c, err2 := strconv.Atoi(get(schemas.HdrLineCount))
+	return chunk{f, c, seq}, err1 == nil && err2 == nil
+}
+
+// Indexer consumes job log chunks and records their ranges in Redis.
+type Indexer struct {
+	js  jetstream.JetStream
+	rdb redis.UniversalClient
+	top schemas.Topology
+	log *slog.Logger
+}
+
+// NewIndexer returns an indexer.
+func NewIndexer(js jetstream.JetStream, rdb redis.UniversalClient, top schemas.Topology, log *slog.Logger) *Indexer {
+	return &Indexer{js: js, rdb: rdb, top: top, log: log.With("component", "log-indexer")}
+}
+
+// Run indexes until ctx ends.
+func (ix *Indexer) Run(ctx context.Context) error {
+	cons, err := ix.js.CreateOrUpdateConsumer(ctx, schemas.StreamLogs, ix.top.IndexerConsumer())
+	if err != nil {
+		return fmt.Errorf("indexer consumer: %w", err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			return fmt.Errorf("fetch log chunks: %w", err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
+			// nothing buffered: wait for the next chunk
+			b, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("fetch log chunks: %w", err)
+			}
+			for m := range b.Messages() {
+				msgs = append(msgs, m)
+			}
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		pipe := ix.rdb.Pipeline()
+		for _, m := range msgs {
+			meta, err := m.Metadata()
+			ref, ok := refOf(m.Subject())
+			c, cok := chunkOf(m.Headers(), 0)
+			if err != nil || !ok || !cok {
+				continue
+			}
+			c.seq = meta.Sequence.Stream
+			pipe.ZAdd(ctx, ref.key(), redis.Z{Score: float64(c.first), Member: c.member()})
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			ix.log.Warn("index chunks; will retry", "err", err)
+			for _, m := range msgs {
+				_ = m.NakWithDelay(time.Second)
+			}
+			continue
+		}
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+	}
+	return nil
+}
+
+// Reader serves line ranges of execution logs.
+type Reader struct {
+	rdb    redis.UniversalClient
+	stream jetstream.Stream
+	log    *slog.Logger
+}
+
+// NewReader returns a reader over the LOGS stream.
+func NewReader(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient, log *slog.Logger) (*Reader, error) {
+	s, err := js.Stream(ctx, schemas.StreamLogs)
+	if err != nil {
+		return nil, fmt.Errorf("logs stream: %w", err)
+	}
+	return &Reader{rdb: rdb, stream: s, log: log.With("component", "log-reader")}, nil
+}
+
+// Page is a range of log lines. To is one past the last line returned.
+// Complete says the log has ended: no line will be added.
+type Page struct {
+	From     int      `json:"from"`
+	To       int      `json:"to"`
+	Total    int      `json:"total"`
+	Complete bool     `json:"complete"`
+	Lines    []string `json:"lines"`
+}
+
+// Read returns lines from..from+limit-1 of a log.
+func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, error) {
+	p := Page{From: from, To: from, Lines: []string{}}
+	last, err := r.stream.GetLastMsgForSubject(ctx, ref.subject())
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("read log: %w: %w", schemas.ErrUnavailable, err)
+	}
+	lc, ok := chunkOf(last.Header, last.Sequence)
+	if !ok {
+		return p, fmt.Errorf("log chunk %d without line headers", last.Sequence)
+	}
+	p.Total = lc.first + lc.count
+	p.Complete = last.Header.Get(schemas.HdrFinal) == "1"
+	if from >= p.Total || limit <= 0 {
+		return p, nil
+	}
+	end := min(from+limit, p.Total)
+	chunks, ok := r.lookup(ctx, ref, from, end)
+	if !ok {
+		if chunks, err = r.rebuild(ctx, ref); err != nil {
+			return p, err
+		}
+		chunks = cover(chunks, from, end)
+	}
+	for _, c := range chunks {
+		if c.count == 0 {
+			continue
+		}
+		m, err := r.stream.GetMsg(ctx, c.seq)
+		if err != nil {
+			return p, fmt.Errorf("read log chunk %d: %w: %w", c.seq, schemas.ErrUnavailable, err)
+		}
+		lines := strings.Split(string(m.Data), "\n")
+		for i, l := range lines {
+			n := c.first + i
+			if n >= from && n < end {
+				p.Lines = append(p.Lines, l)
+			}
+		}
+	}
+	p.To = from + len(p.Lines)
+	return p, nil
+}
+
+// lookup finds in Redis the chunks covering [from, end); ok is false when
+// the index does not cover the range contiguously.
+func (r *Reader) lookup(ctx context.Context, ref LogRef, from, end int) ([]chunk, bool) {
+	pipe := r.rdb.Pipeline()
+	head := pipe.ZRevRangeByScore(ctx, ref.key(), &redis.ZRangeBy{Min: "-inf", Max: strconv.Itoa(from), Count: 1})
+	rest := pipe.ZRangeByScore(ctx, ref.key(), &redis.ZRangeBy{Min: "(" + strconv.Itoa(from), Max: "(" + strconv.Itoa(end)})
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		r.log.Warn("log index unavailable; reading the stream", "err", err)
+		return nil, false
+	}
+	var out []chunk
+	for _, m := range append(head.Val(), rest.Val()...) {
+		if c, ok := parseMember(m); ok {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 || out[0].first > from {
+		return nil, false
+	}
+	next := out[0].first
+	for _, c := range out {
+		if c.first != next {
+			return nil, false
+		}
+		next = c.first + c.count
+	}
+	return out, next >= end
+}
+
+// rebuild reads every chunk header of a log from the stream and writes the
+// index back to Redis.
+func (r *Reader) rebuild(ctx context.Context, ref LogRef) ([]chunk, error) {
+	cons, err := r.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{ref.subject()}, HeadersOnly: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+	}
+	var chunks []chunk
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+		}
+		var pending uint64
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if c, ok := chunkOf(m.Headers(), meta.Sequence.Stream); ok {
+				chunks = append(chunks, c)
+			}
+			pending = meta.NumPending
+		}
+		if n == 0 || pending == 0 {
+			break
+		}
+	}
+	if len(chunks) > 0 {
+		zs := make([]redis.Z, len(chunks))
+		for i, c := range chunks {
+			zs[i] = redis.Z{Score: float64(c.first), Member: c.member()}
+		}
+		if err := r.rdb.ZAdd(ctx, ref.key(), zs...).Err(); err != nil {
+			r.log.Warn("write rebuilt log index", "err", err)
+		}
+	}
+	return chunks, nil
+}
+
+// cover keeps the chunks that hold lines of [from, end).
+func cover(chunks []chunk, from, end int) []chunk {
+	var out []chunk
+	for _, c := range chunks {
+		if c.first < end && c.first+c.count > from {
+			out = append(out, c)
+		}
+	}
+	return out
+}

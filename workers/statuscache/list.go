@@ -1,0 +1,228 @@
+package statuscache
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// ListQuery selects and orders jobs.
+type ListQuery struct {
+	Status string // one job status word, or empty
+	Name   string // exact name, or empty
+	Sort   string // id (default), created_at or updated_at
+	Desc   bool
+	Page   int // from 1
+	Size   int
+}
+
+// List answers a job listing from the Redis indexes, rebuilding them from
+// KV first when Redis has been flushed.
+func (c *Cache) List(ctx context.Context, q ListQuery) ([]schemas.JobSummary, int, error) {
+	if err := c.EnsureBuilt(ctx); err != nil {
+		return nil, 0, err
+	}
+	start := int64((q.Page - 1) * q.Size)
+	stop := start + int64(q.Size) - 1
+	var ids []int64
+	var total int64
+	simple := (q.Status == "" || q.Name == "") && (q.Sort != "updated_at" || (q.Status == "" && q.Name == ""))
+	if simple {
+		key := keyAll
+		switch {
+		case q.Sort == "updated_at":
+			key = keyUpdated
+		case q.Status != "":
+			key = keyStatus(q.Status)
+		case q.Name != "":
+			key = keyName(q.Name)
+		}
+		n, err := c.rdb.ZCard(ctx, key).Result()
+		if err != nil {
+			return nil, 0, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		}
+		total = n
+		rng := c.rdb.ZRange(ctx, key, start, stop)
+		if q.Desc {
+			rng = c.rdb.ZRevRange(ctx, key, start, stop)
+		}
+		members, err := rng.Result()
+		if err != nil {
+			return nil, 0, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		}
+		ids = parseIDs(members)
+	} else {
+		var err error
+		ids, err = c.filtered(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
+		total = int64(len(ids))
+		if start >= total {
+			ids = nil
+		} else {
+			ids = ids[start:min(stop+1, total)]
+		}
+	}
+	out, err := c.summaries(ctx, ids)
+	return out, int(total), err
+}
+
+// filtered handles two filters at once, or a filter sorted by update time,
+// in memory: name sets are small.
+func (c *Cache) filtered(ctx context.Context, q ListQuery) ([]int64, error) {
+	key := keyName(q.Name)
+	if q.Name == "" {
+		key = keyStatus(q.Status)
+	}
+	members, err := c.rdb.ZRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+	}
+	if q.Name != "" && q.Status != "" && len(members) > 0 {
+		scores, err := c.rdb.ZMScore(ctx, keyStatus(q.Status), members...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		}
+		kept := members[:0]
+		for i, m := range members {
+			if scores[i] != 0 {
+				kept = append(kept, m)
+			}
+		}
+		members = kept
+	}
+	ids := parseIDs(members)
+	order := map[int64]float64{}
+	if q.Sort == "updated_at" && len(members) > 0 {
+		scores, err := c.rdb.ZMScore(ctx, keyUpdated, members...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		}
+		for i, id := range ids {
+			order[id] = scores[i]
+		}
+	}
+	slices.SortFunc(ids, func(a, b int64) int {
+		r := cmp.Compare(order[a], order[b])
+		if r == 0 {
+			r = cmp.Compare(a, b)
+		}
+		if q.Desc {
+			return -r
+		}
+		return r
+	})
+	return ids, nil
+}
+
+func parseIDs(members []string) []int64 {
+	ids := make([]int64, 0, len(members))
+	for _, m := range members {
+		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (c *Cache) summaries(ctx context.Context, ids []int64) ([]schemas.JobSummary, error) {
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(ctx, keyJob(id), "v")
+	}
+	if len(ids) > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
+	out := make([]schemas.JobSummary, 0, len(ids))
+	for i, id := range ids {
+		var s schemas.JobSummary
+		b, err := cmds[i].Bytes()
+		if err == nil && json.Unmarshal(b, &s) == nil {
+			out = append(out, s)
+			continue
+		}
+		s, err = c.Job(ctx, id)
+		if errors.Is(err, schemas.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// HostJobs lists, newest first, the ids of jobs that targeted a host.
+func (c *Cache) HostJobs(ctx context.Context, h schemas.Host, limit int) ([]int64, error) {
+	if err := c.EnsureBuilt(ctx); err != nil {
+		return nil, err
+	}
+	members, err := c.rdb.ZRevRange(ctx, keyHostJobs(h), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("host jobs: %w: %w", schemas.ErrUnavailable, err)
+	}
+	return parseIDs(members), nil
+}
+
+// EnsureBuilt rebuilds the job indexes from KV when Redis lost them (a
+// fresh or flushed Redis). Concurrent callers share one rebuild.
+func (c *Cache) EnsureBuilt(ctx context.Context) error {
+	n, err := c.rdb.Exists(ctx, keyBuilt).Result()
+	if err != nil {
+		return fmt.Errorf("status cache: %w: %w", schemas.ErrUnavailable, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	_, err, _ = c.sf.Do("rebuild", func() (any, error) { return nil, c.Rebuild(ctx) })
+	return err
+}
+
+// Rebuild writes every job's summary and host index from KV, then marks the
+// cache built.
+func (c *Cache) Rebuild(ctx context.Context) error {
+	lister, err := c.kv.ListKeysFiltered(ctx, "*")
+	if err != nil {
+		return fmt.Errorf("rebuild: list jobs: %w: %w", schemas.ErrUnavailable, err)
+	}
+	var ids []int64
+	for k := range lister.Keys() {
+		if id, err := strconv.ParseInt(k, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	pipe := c.rdb.Pipeline()
+	for i, id := range ids {
+		spec, st, rev, err := c.Load(ctx, id)
+		if errors.Is(err, schemas.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		c.queueJob(ctx, pipe, schemas.Summarize(spec, st), rev)
+		queueHostIndex(ctx, pipe, spec, id)
+		if i%256 == 255 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
+			}
+		}
+	}
+	pipe.Set(ctx, keyBuilt, "1", 0)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
+	}
+	c.log.Info("status cache rebuilt from JetStream", "jobs", len(ids))
+	return nil
+}

@@ -1,0 +1,338 @@
+// Package statuscache keeps job and host status in Redis for fast reads,
+// listing and sorting. Redis is only a cache: every entry carries the KV
+// revision it was built from, older writes never replace newer ones, and a
+// miss (or a flushed Redis) is rebuilt from the jobs KV bucket.
+package statuscache
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// All keys share one hash tag so the Lua scripts stay valid on Redis Cluster.
+const (
+	keyPrefix   = "{fj}:"
+	keyAll      = keyPrefix + "jobs"
+	keyUpdated  = keyPrefix + "jobs:upd"
+	keyBuilt    = keyPrefix + "built"
+	completeFld = "_complete"
+)
+
+func keyJob(id int64) string            { return keyPrefix + "job:" + strconv.FormatInt(id, 10) }
+func keyHosts(id int64) string          { return keyPrefix + "hosts:" + strconv.FormatInt(id, 10) }
+func keyStatus(st string) string        { return keyPrefix + "jobs:st:" + st }
+func keyName(name string) string        { return keyPrefix + "jobs:name:" + name }
+func keyHostJobs(h schemas.Host) string { return keyPrefix + "hostjobs:" + h.String() }
+func hostField(step, idx int) string    { return strconv.Itoa(step) + "." + strconv.Itoa(idx) }
+
+// putJob replaces the summary and moves the job between index sets, but only
+// when the revision is not older than the one already cached.
+var putJob = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'v', ARGV[2])
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
+redis.call('ZADD', KEYS[4 + tonumber(ARGV[6])], ARGV[3], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
+return 1
+`)
+
+// putHosts sets host rows "rev|json" field by field, never over a newer row.
+var putHosts = redis.NewScript(`
+for i = 1, #ARGV, 3 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local keep = false
+  if cur then
+    local r = tonumber(string.match(cur, '^(%d+)|'))
+    if r and r > tonumber(ARGV[i+1]) then keep = true end
+  end
+  if not keep then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1] .. '|' .. ARGV[i+2]) end
+end
+return 1
+`)
+
+// Cache is the Redis status cache with its JetStream fallback.
+type Cache struct {
+	rdb  redis.UniversalClient
+	kv   jetstream.KeyValue
+	cmds jetstream.Stream
+	log *slog.Logger
+	sf  singleflight.Group
+}
+
+// New returns a cache over rdb that rebuilds from the jobs bucket kv; cmds
+// is the JOBS stream, where jobs no worker has taken yet are found.
+func New(rdb redis.UniversalClient, kv jetstream.KeyValue, cmds jetstream.Stream, log *slog.Logger) *Cache {
+	return &Cache{rdb: rdb, kv: kv, cmds: cmds, log: log.With("component", "statuscache")}
+}
+
+// Queued caches a job the API has just accepted, before any worker took it.
+// Revision 0 makes any worker write replace it.
+func (c *Cache) Queued(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) error {
+	pipe := c.rdb.Pipeline()
+	c.queueJob(ctx, pipe, schemas.Summarize(spec, st), 0)
+	queueHostIndex(ctx, pipe, spec, st.ID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("cache queued job %d: %w", st.ID, err)
+	}
+	return nil
+}
+
+// queued finds a job whose submit command still waits in the JOBS stream.
+func (c *Cache) queued(ctx context.Context, id int64) (*schemas.JobSpec, *schemas.JobState, bool) {
+	m, err := c.cmds.GetMsg(ctx, uint64(id))
+	if err != nil || m.Subject != schemas.SubjSubmit {
+		return nil, nil, false
+	}
+	var cmd schemas.SubmitCommand
+	if json.Unmarshal(m.Data, &cmd) != nil || cmd.Spec.Normalize() != nil {
+		return nil, nil, false
+	}
+	return &cmd.Spec, schemas.NewJobState(id, &cmd.Spec, m.Time.UTC()), true
+}
+
+// HostRow is one host of a job as the cache serves it.
+type HostRow struct {
+	schemas.HostResult
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Created writes a new job: its summary, its place in the per-host index and
+// every host row, and marks the row set complete.
+func (c *Cache) Created(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow) error {
+	return c.write(ctx, spec, st, rev, rows, true)
+}
+
+// Update writes a committed job state: the summary, its index entries and the
+// rows of the hosts that changed.
+func (c *Cache) Update(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow) error {
+	return c.write(ctx, spec, st, rev, rows, false)
+}
+
+func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow, complete bool) error {
+	pipe := c.rdb.Pipeline()
+	c.queueJob(ctx, pipe, schemas.Summarize(spec, st), rev)
+	if complete {
+		queueHostIndex(ctx, pipe, spec, st.ID)
+	}
+	if len(rows) > 0 {
+		args := make([]any, 0, 3*len(rows))
+		for _, r := range rows {
+			b, _ := json.Marshal(r)
+			args = append(args, hostField(r.Step, r.Index), rev, b)
+		}
+		putHosts.Eval(ctx, pipe, []string{keyHosts(st.ID)}, args...)
+	}
+	if complete {
+		pipe.HSet(ctx, keyHosts(st.ID), completeFld, "1")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("cache job %d: %w", st.ID, err)
+	}
+	return nil
+}
+
+func queueHostIndex(ctx context.Context, pipe redis.Pipeliner, spec *schemas.JobSpec, id int64) {
+	for _, h := range allTargets(spec) {
+		pipe.ZAdd(ctx, keyHostJobs(h), redis.Z{Score: float64(id), Member: id})
+	}
+}
+
+// allTargets lists every host a job touches, once.
+func allTargets(spec *schemas.JobSpec) []schemas.Host {
+	seen := map[schemas.Host]bool{}
+	var out []schemas.Host
+	for _, step := range spec.Steps {
+		for _, h := range step.Targets {
+			if !seen[h] {
+				seen[h] = true
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+func (c *Cache) queueJob(ctx context.Context, pipe redis.Pipeliner, sum schemas.JobSummary, rev uint64) {
+	b, _ := json.Marshal(sum)
+	keys := []string{keyJob(sum.ID), keyAll, keyUpdated, keyName(sum.Name)}
+	stIdx := 0
+	for i, s := range schemas.JobStatuses {
+		keys = append(keys, keyStatus(s))
+		if s == sum.Status {
+			stIdx = i + 1
+		}
+	}
+	putJob.Eval(ctx, pipe, keys, rev, b, sum.ID, sum.Status, sum.UpdatedAt.UnixMilli(), stIdx)
+}
+
+// Load reads a job's spec and state from the KV bucket.
+func (c *Cache) Load(ctx context.Context, id int64) (*schemas.JobSpec, *schemas.JobState, uint64, error) {
+	se, err := c.kv.Get(ctx, schemas.KeyJobState(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if spec, st, ok := c.queued(ctx, id); ok {
+			return spec, st, 0, nil
+		}
+		return nil, nil, 0, fmt.Errorf("job %d: %w", id, schemas.ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("load job %d: %w: %w", id, schemas.ErrUnavailable, err)
+	}
+	var st schemas.JobState
+	if err := json.Unmarshal(se.Value(), &st); err != nil {
+		return nil, nil, 0, fmt.Errorf("decode job %d: %w", id, err)
+	}
+	spec, err := c.LoadSpec(ctx, id)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return spec, &st, se.Revision(), nil
+}
+
+// LoadSpec reads a job's spec from the KV bucket.
+func (c *Cache) LoadSpec(ctx context.Context, id int64) (*schemas.JobSpec, error) {
+	e, err := c.kv.Get(ctx, schemas.KeyJobSpec(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("job %d spec: %w", id, schemas.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load job %d spec: %w: %w", id, schemas.ErrUnavailable, err)
+	}
+	var spec schemas.JobSpec
+	if err := json.Unmarshal(e.Value(), &spec); err != nil {
+		return nil, fmt.Errorf("decode job %d spec: %w", id, err)
+	}
+	return &spec, nil
+}
+
+// Job returns a job's summary from Redis, or rebuilt from KV on a miss or
+// when Redis does not answer.
+func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
+	var sum schemas.JobSummary
+	v, err := c.rdb.HGet(ctx, keyJob(id), "v").Bytes()
+	if err == nil && json.Unmarshal(v, &sum) == nil {
+		return sum, nil
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		c.log.Warn("redis read failed; answering from JetStream", "job", id, "err", err)
+	}
+	spec, st, rev, lerr := c.Load(ctx, id)
+	if lerr != nil {
+		return sum, lerr
+	}
+	sum = schemas.Summarize(spec, st)
+	if err == nil || errors.Is(err, redis.Nil) {
+		pipe := c.rdb.Pipeline()
+		c.queueJob(ctx, pipe, sum, rev)
+		if _, perr := pipe.Exec(ctx); perr != nil {
+			c.log.Warn("repopulate job", "job", id, "err", perr)
+		}
+	}
+	return sum, nil
+}
+
+// Hosts returns every host row of a job, in step then target order.
+func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
+	m, err := c.rdb.HGetAll(ctx, keyHosts(id)).Result()
+	if err == nil && m[completeFld] == "1" {
+		rows := make([]HostRow, 0, len(m))
+		for k, v := range m {
+			if k == completeFld {
+				continue
+			}
+			_, js, ok := strings.Cut(v, "|")
+			var r HostRow
+			if ok && json.Unmarshal([]byte(js), &r) == nil {
+				rows = append(rows, r)
+			}
+		}
+		sortRows(rows)
+		return rows, nil
+	}
+	if err != nil {
+		c.log.Warn("redis read failed; answering from JetStream", "job", id, "err", err)
+	}
+	spec, st, rev, lerr := c.Load(ctx, id)
+	if lerr != nil {
+		return nil, lerr
+	}
+	rows, lerr := c.rowsFromKV(ctx, spec, st)
+	if lerr != nil {
+		return nil, lerr
+	}
+	if err == nil {
+		if uerr := c.Created(ctx, spec, st, rev, rows); uerr != nil {
+			c.log.Warn("repopulate hosts", "job", id, "err", uerr)
+		}
+	}
+	return rows, nil
+}
+
+// rowsFromKV joins the state table with the stored host results.
+func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) ([]HostRow, error) {
+	results := map[string]schemas.HostResult{}
+	lister, err := c.kv.ListKeysFiltered(ctx, schemas.KeyHostResults(st.ID))
+	if err != nil {
+		return nil, fmt.Errorf("list host results of job %d: %w: %w", st.ID, schemas.ErrUnavailable, err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		e, err := c.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var r schemas.HostResult
+		if json.Unmarshal(e.Value(), &r) == nil {
+			results[hostField(r.Step, r.Index)] = r
+		}
+	}
+	return BuildRows(spec, st, results), nil
+}
+
+// BuildRows makes every host row of a job from its state table, filling in
+// stored results where the table agrees with them.
+func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]schemas.HostResult) []HostRow {
+	var rows []HostRow
+	for i, ss := range st.Steps {
+		for j, status := range ss.Hosts.Status {
+			r := HostRow{Since: st.At(ss.Hosts.Since[j])}
+			if res, ok := results[hostField(i, j)]; ok {
+				r.HostResult = res
+			}
+			r.Step, r.Index, r.Status = i, j, status
+			if i < len(spec.Steps) && j < len(spec.Steps[i].Targets) {
+				r.Host = spec.Steps[i].Targets[j]
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+func sortRows(rows []HostRow) {
+	slices.SortFunc(rows, func(a, b HostRow) int {
+		if c := cmp.Compare(a.Step, b.Step); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Index, b.Index)
+	})
+}

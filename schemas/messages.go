@@ -31,14 +31,14 @@ func ExecID(job int64, step, host, attempt int) string {
 
 // Task is what a worker sends to one agent: run this on your host.
 type Task struct {
-	V       int    `json:"v"`
-	ExecID  string `json:"exec_id"`
-	JobID   int64  `json:"job_id"`
-	Step    int    `json:"step"`
-	Host    int    `json:"host"`
-	Attempt int    `json:"attempt"`
-	Target  Host   `json:"target"`
-	Kind    string `json:"kind"`
+	V       int     `json:"v"`
+	ExecID  string  `json:"exec_id"`
+	JobID   int64   `json:"job_id"`
+	Step    int     `json:"step"`
+	Host    int     `json:"host"`
+	Attempt int     `json:"attempt"`
+	Target  Host    `json:"target"`
+	Kind    string  `json:"kind"`
 	Script  *Script `json:"script,omitempty"`
 	// Timeout is in seconds.
 	Timeout int `json:"timeout"`

@@ -335,4 +335,3 @@ func (t *txn) rows() []statuscache.HostRow {
 	}
 	return out
 }
-

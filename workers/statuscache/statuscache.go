@@ -72,8 +72,8 @@ type Cache struct {
 	rdb  redis.UniversalClient
 	kv   jetstream.KeyValue
 	cmds jetstream.Stream
-	log *slog.Logger
-	sf  singleflight.Group
+	log  *slog.Logger
+	sf   singleflight.Group
 }
 
 // New returns a cache over rdb that rebuilds from the jobs bucket kv; cmds

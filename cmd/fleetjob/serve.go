@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/node"
 )
 
 func serveCmd(logger func() *slog.Logger) *cobra.Command {
@@ -63,7 +64,7 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen %s (choose another with --http-addr): %w", httpAddr, err)
 			}
-			p := plumbing{nc: nc, js: js, rdb: rdb, top: top, reg: newRegistry(), log: log}
+			p := node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log}
 			acfg, err := af.config(filepath.Join(dataDir, "agent"), top)
 			if err != nil {
 				return err
@@ -72,11 +73,11 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error {
-				return runAPI(gctx, p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN")})
+				return node.RunAPI(gctx, p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN")})
 			})
-			g.Go(func() error { return runWorkers(gctx, p, workers, "serve-"+hostname()) })
+			g.Go(func() error { return node.RunWorkers(gctx, p, workers, "serve-"+hostname()) })
 			if !noAgent {
-				g.Go(func() error { return runAgent(gctx, p, acfg) })
+				g.Go(func() error { return node.RunAgent(gctx, p, acfg, nil) })
 			}
 			err = g.Wait()
 			log.Info("fleetjob stopped")

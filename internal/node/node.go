@@ -1,0 +1,141 @@
+// Package node wires fleetjob's parts into runnable roles (api, workers,
+// agent) over shared plumbing, for the binary and for tests.
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/agent"
+	"github.com/fleetjob/fleetjob/workers/logindex"
+	"github.com/fleetjob/fleetjob/workers/orchestrator"
+	"github.com/fleetjob/fleetjob/workers/registry"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+// AgentTTL is how long an agent counts as online after its last heartbeat.
+const AgentTTL = 15 * time.Second
+
+// Plumbing is what every role shares.
+type Plumbing struct {
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+	RDB redis.UniversalClient
+	Top schemas.Topology
+	Reg *prometheus.Registry
+	Log *slog.Logger
+}
+
+// Cache returns the status cache over this plumbing.
+func (p Plumbing) Cache(ctx context.Context) (*statuscache.Cache, error) {
+	kv, err := p.JS.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("jobs bucket: %w", err)
+	}
+	cmds, err := p.JS.Stream(ctx, schemas.StreamJobs)
+	if err != nil {
+		return nil, fmt.Errorf("jobs stream: %w", err)
+	}
+	return statuscache.New(p.RDB, kv, cmds, p.Log), nil
+}
+
+// Registry returns an agent registry (not yet running).
+func (p Plumbing) Registry(ctx context.Context) (*registry.Registry, error) {
+	kv, err := p.JS.KeyValue(ctx, schemas.BucketAgents)
+	if err != nil {
+		return nil, fmt.Errorf("agents bucket: %w", err)
+	}
+	return registry.New(kv, AgentTTL), nil
+}
+
+// RunWorkers runs n workers and one log indexer until ctx ends.
+func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
+	cache, err := p.Cache(ctx)
+	if err != nil {
+		return err
+	}
+	dir, err := p.Registry(ctx)
+	if err != nil {
+		return err
+	}
+	m := orchestrator.NewMetrics(p.Reg)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dir.Run(gctx) })
+	select {
+	case <-dir.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	if err := cache.EnsureBuilt(ctx); err != nil {
+		p.Log.Warn("status cache not rebuilt at start; it will be on first read", "err", err)
+	}
+	g.Go(func() error { return logindex.NewIndexer(p.JS, p.RDB, p.Top, p.Log).Run(gctx) })
+	for i := 0; i < n; i++ {
+		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// RunAPI serves the HTTP API on ln until ctx ends.
+func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) error {
+	cache, err := p.Cache(ctx)
+	if err != nil {
+		return err
+	}
+	dir, err := p.Registry(ctx)
+	if err != nil {
+		return err
+	}
+	names, err := p.JS.KeyValue(ctx, schemas.BucketNames)
+	if err != nil {
+		return fmt.Errorf("names bucket: %w", err)
+	}
+	logs, err := logindex.NewReader(ctx, p.JS, p.RDB, p.Log)
+	if err != nil {
+		return err
+	}
+	srv := api.New(cfg, api.Deps{
+		Publisher: api.JetStreamPublisher{JS: p.JS},
+		Claims:    api.KVClaims{KV: names},
+		Cache:     cache, Logs: logs, Agents: dir, Registry: p.Reg, Log: p.Log,
+		Checks: map[string]api.Checker{
+			"nats": func(ctx context.Context) error {
+				_, err := p.JS.AccountInfo(ctx)
+				return err
+			},
+			"redis": func(ctx context.Context) error { return p.RDB.Ping(ctx).Err() },
+		},
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dir.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	return g.Wait()
+}
+
+// RunAgent runs one agent until ctx ends. Agents of one process share m;
+// nil registers new metrics on p.Reg.
+func RunAgent(ctx context.Context, p Plumbing, cfg agent.Config, m *agent.Metrics) error {
+	if m == nil {
+		m = agent.NewMetrics(p.Reg)
+	}
+	a, err := agent.New(cfg, p.NC, p.JS, m, p.Log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

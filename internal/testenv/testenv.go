@@ -1,0 +1,330 @@
+// Package testenv starts real dependencies for tests: an embedded
+// nats-server with JetStream on a free port and a store in a temp dir, a
+// real redis-server on a free port, and a whole fleetjob system (API,
+// workers, agents running real bash) wired the way the binary wires it.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/agent"
+)
+
+// Logger is a discarding logger, or stderr when FLEETJOB_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("FLEETJOB_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// NATS starts an embedded JetStream server for the test and returns its URL.
+func NATS(t testing.TB) string {
+	t.Helper()
+	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("embedded nats: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
+}
+
+// FreePort returns a TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Redis starts a real redis-server (no persistence) on a free port and
+// returns its URL. Without redis-server the test fails and says how to get it.
+func Redis(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not found: install it (apt-get install -y redis-server); `make test` does this when it can")
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		port := FreePort(t)
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", t.TempDir(), "--logfile", "")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start redis-server: %v", err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+		rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+		ok := false
+		for i := 0; i < 100; i++ {
+			if rdb.Ping(context.Background()).Err() == nil {
+				ok = true
+				break
+			}
+			select {
+			case <-done:
+				i = 100
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		rdb.Close()
+		if ok {
+			t.Cleanup(func() { cmd.Process.Kill(); <-done })
+			return url
+		}
+		cmd.Process.Kill()
+		<-done
+	}
+	t.Fatal("redis-server did not answer PING")
+	return ""
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Options shape a System.
+type Options struct {
+	// Workers run in the test process; 0 runs none (tests that start worker
+	// processes of the real binary).
+	Workers int
+	// Agents are started in-process as "id=ip" pairs.
+	Agents []string
+}
+
+// System is a running fleetjob: embedded NATS, real Redis, API, workers
+// and agents.
+type System struct {
+	NATSURL  string
+	RedisURL string
+	APIURL   string
+	Token    string
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	RDB      redis.UniversalClient
+	P        node.Plumbing
+	Dir      string
+
+	agentMetrics *agent.Metrics
+	mu           sync.Mutex
+	agents       map[string]func()
+}
+
+// Start brings a system up for the test and tears it down in cleanup.
+func Start(t testing.TB, o Options) *System {
+	t.Helper()
+	s := &System{NATSURL: NATS(t), RedisURL: Redis(t), Token: "test-token", Dir: t.TempDir(), agents: map[string]func(){}}
+	nc, err := nats.Connect(s.NATSURL, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, _ := redis.ParseURL(s.RedisURL)
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{opt.Addr}})
+	t.Cleanup(func() { rdb.Close() })
+	s.NC, s.JS, s.RDB = nc, js, rdb
+	s.P = node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: schemas.DefaultTopology(), Reg: prometheus.NewRegistry(), Log: Logger()}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.P.Top.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	s.agentMetrics = agent.NewMetrics(s.P.Reg)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.APIURL = "http://" + ln.Addr().String()
+	s.run(t, "api", func(ctx context.Context) error {
+		return node.RunAPI(ctx, s.P, ln, api.Config{Token: s.Token})
+	})
+	if o.Workers > 0 {
+		s.StartWorkers(t, o.Workers)
+	}
+	for _, a := range o.Agents {
+		id, ip, _ := cut(a)
+		s.StartAgent(t, id, ip)
+	}
+	Eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get(s.APIURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}, "api up")
+	return s
+}
+
+func cut(a string) (string, string, bool) {
+	for i := range a {
+		if a[i] == '=' {
+			return a[:i], a[i+1:], true
+		}
+	}
+	return a, "127.0.0.1", false
+}
+
+// run starts a component and stops it (waiting for it) at cleanup; it
+// returns the stop function.
+func (s *System) run(t testing.TB, name string, f func(ctx context.Context) error) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			t.Errorf("%s stopped: %v", name, err)
+		}
+	}()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// StartWorkers runs n workers (and a log indexer) in the test process.
+func (s *System) StartWorkers(t testing.TB, n int) func() {
+	p := s.P
+	p.Reg = prometheus.NewRegistry()
+	return s.run(t, "workers", func(ctx context.Context) error { return node.RunWorkers(ctx, p, n, "test") })
+}
+
+// StartAgent runs an agent in-process (real agent code, real bash) and
+// waits until it is registered; the returned function stops it.
+func (s *System) StartAgent(t testing.TB, id, ip string) func() {
+	t.Helper()
+	cfg := agent.Config{
+		ID: id, IP: ip, Version: "test", DataDir: filepath.Join(s.Dir, "agent-"+id),
+		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top,
+	}
+	stop := s.run(t, "agent "+id, func(ctx context.Context) error {
+		return node.RunAgent(ctx, s.P, cfg, s.agentMetrics)
+	})
+	s.WaitAgent(t, id)
+	return stop
+}
+
+// WaitAgent waits until an agent is registered and online.
+func (s *System) WaitAgent(t testing.TB, id string) {
+	t.Helper()
+	Eventually(t, 10*time.Second, func() bool {
+		var out struct {
+			Items []struct {
+				ID     string `json:"id"`
+				Online bool   `json:"online"`
+			} `json:"items"`
+		}
+		if s.JSON(t, "GET", "/v1/agents", nil, nil, &out) != 200 {
+			return false
+		}
+		for _, a := range out.Items {
+			if a.ID == id && a.Online {
+				return true
+			}
+		}
+		return false
+	}, "agent %s online", id)
+}
+
+// Do sends a request to the API with the admin token (unless headers set
+// Authorization) and returns the status and body.
+func (s *System) Do(t testing.TB, method, path string, body any, headers map[string]string) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = bytes.NewBufferString(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.APIURL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	for k, v := range headers {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+// JSON is Do that decodes the answer into out.
+func (s *System) JSON(t testing.TB, method, path string, body any, headers map[string]string, out any) int {
+	t.Helper()
+	code, b := s.Do(t, method, path, body, headers)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, b, err)
+		}
+	}
+	return code
+}
+
+// CommandCount is how many commands the JOBS stream has ever accepted
+// (its last sequence), to prove that bad input queued nothing.
+func (s *System) CommandCount(t testing.TB) uint64 {
+	t.Helper()
+	st, err := s.JS.Stream(context.Background(), schemas.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}

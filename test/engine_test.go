@@ -1,0 +1,290 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+func TestHappyPathTwoAgents(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 2, Agents: []string{"a1=127.0.0.1", "a2=127.0.0.2"}})
+	id := submit(t, s, script(`echo "hello from $FLEETJOB_HOST_IP"; echo "to stderr" >&2; echo "param=$GREETING"`, "127.0.0.1", "127.0.0.2"), nil)
+	sum := waitJob(t, s, id, 20*time.Second)
+	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != 2 || sum.TotalHosts != 2 {
+		t.Fatalf("job: got %s %v, want success on 2 hosts", sum.Status, sum.Counts)
+	}
+	if sum.StartedAt.IsZero() || sum.EndedAt.Before(sum.StartedAt) {
+		t.Errorf("timestamps: started %v ended %v", sum.StartedAt, sum.EndedAt)
+	}
+	agents := map[string]string{}
+	for _, h := range hosts(t, s, id) {
+		if h.Status != schemas.HostSuccess || h.ExitCode == nil || *h.ExitCode != 0 {
+			t.Errorf("host %s: got %s exit %v, want success exit 0", h.Host.IP, h.Status, h.ExitCode)
+		}
+		if h.StartedAt.IsZero() || h.EndedAt.IsZero() {
+			t.Errorf("host %s: missing start/end", h.Host.IP)
+		}
+		agents[h.Host.IP] = h.AgentID
+		log := readLog(t, s, id, h.Host.IP, 0, 100)
+		want := []string{"hello from " + h.Host.IP, "to stderr", "param="}
+		if strings.Join(log.Lines, "|") != strings.Join(want, "|") || !log.Complete || log.Total != 3 {
+			t.Errorf("log of %s: got %q total %d complete %v, want %q complete", h.Host.IP, log.Lines, log.Total, log.Complete, want)
+		}
+	}
+	if agents["127.0.0.1"] != "a1" || agents["127.0.0.2"] != "a2" {
+		t.Errorf("hosts ran on %v, want 127.0.0.1 on a1 and 127.0.0.2 on a2", agents)
+	}
+	var list struct {
+		Items []schemas.JobSummary `json:"items"`
+		Total int                  `json:"total"`
+	}
+	if code := s.JSON(t, "GET", "/v1/jobs?status=success&sort=updated_at&order=desc", nil, nil, &list); code != 200 || list.Total != 1 || list.Items[0].ID != id {
+		t.Errorf("list: got %d %+v, want job %d", code, list, id)
+	}
+}
+
+func TestEnvAndArgs(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	body := map[string]any{
+		"targets": []any{map[string]any{"cloud_id": 0, "ip": "127.0.0.1"}},
+		"steps": []any{map[string]any{"type": "script", "timeout": 30, "script": map[string]any{
+			"interpreter": "python3", "content": "import os,sys\nprint(os.environ['COLOR'], sys.argv[1:])",
+			"args": []string{"x", "y z"}, "env": map[string]string{"COLOR": "blue"}}}},
+	}
+	id := submit(t, s, body, nil)
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("got %s, want success", sum.Status)
+	}
+	if got := readLog(t, s, id, "127.0.0.1", 0, 10).Lines; len(got) != 1 || got[0] != "blue ['x', 'y z']" {
+		t.Errorf("python output: got %q", got)
+	}
+}
+
+func TestStopMidRun(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1", "a2=127.0.0.2"}})
+	l := newLedger(t)
+	marker := fmt.Sprintf("fj-stop-%d", time.Now().UnixNano())
+	// concurrency 1: the second host is still pending when the stop arrives
+	body := script(l.append("$FLEETJOB_HOST_IP")+"; exec -a "+marker+" sleep 60", "127.0.0.1", "127.0.0.2")
+	body["concurrency"] = 1
+	id := submit(t, s, body, nil)
+	waitStatus(t, s, id, "127.0.0.1", schemas.HostRunning, 20*time.Second)
+	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/stop", id), nil, nil); code != 202 {
+		t.Fatalf("stop: %d %s", code, b)
+	}
+	sum := waitJob(t, s, id, 20*time.Second)
+	if sum.Status != schemas.JobStopped || sum.Counts["stopped"] != 2 {
+		t.Fatalf("got %s %v, want stopped with 2 stopped hosts", sum.Status, sum.Counts)
+	}
+	h := hostByIP(t, s, id, "127.0.0.1")
+	if h.ExitCode == nil || h.EndedAt.IsZero() {
+		t.Errorf("running host: got exit %v ended %v, want the killed process's exit", h.ExitCode, h.EndedAt)
+	}
+	if out, _ := exec.Command("pgrep", "-f", marker).Output(); len(out) > 0 {
+		t.Errorf("process group not killed: pgrep found %q", out)
+	}
+	if got := l.lines(t); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Errorf("ran on %v, want only 127.0.0.1 (the pending host must not start)", got)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	body := script("echo before; sleep 30; echo after", "127.0.0.1")
+	body["steps"].([]any)[0].(map[string]any)["timeout"] = 1
+	id := submit(t, s, body, nil)
+	sum := waitJob(t, s, id, 20*time.Second)
+	h := hostByIP(t, s, id, "127.0.0.1")
+	if sum.Status != schemas.JobFailed || h.Status != schemas.HostTimeout {
+		t.Fatalf("got job %s host %s, want failed/timeout", sum.Status, h.Status)
+	}
+	if d := h.DurationMS; d < 900 || d > 10000 {
+		t.Errorf("ran %d ms, want about the 1 s timeout", d)
+	}
+	if got := readLog(t, s, id, "127.0.0.1", 0, 10).Lines; strings.Join(got, ",") != "before" {
+		t.Errorf("log: got %q, want only the line before the kill", got)
+	}
+}
+
+func TestAgentOffline(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	body := script("echo hi", "127.0.0.1", "10.255.255.1")
+	body["agent_wait"] = 1
+	id := submit(t, s, body, nil)
+	sum := waitJob(t, s, id, 20*time.Second)
+	if sum.Status != schemas.JobPartial {
+		t.Errorf("job: got %s, want partial", sum.Status)
+	}
+	h := hostByIP(t, s, id, "10.255.255.1")
+	if h.Status != schemas.HostAgentOffline || !strings.Contains(h.Error, "no online agent") {
+		t.Errorf("offline host: got %s %q, want agent_offline with a reason", h.Status, h.Error)
+	}
+}
+
+func TestAgentArrivesWhileWaiting(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1})
+	body := script("echo late", "127.0.0.5")
+	body["agent_wait"] = 30
+	id := submit(t, s, body, nil)
+	waitStatus(t, s, id, "127.0.0.5", schemas.HostWaitingAgent, 10*time.Second)
+	s.StartAgent(t, "late", "127.0.0.5")
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("got %s, want success once the agent came online", sum.Status)
+	}
+}
+
+func TestIdempotentResubmit(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	l := newLedger(t)
+	body := script(l.append("ran"), "127.0.0.1")
+	hdr := map[string]string{"Idempotency-Key": "deploy-42"}
+	first := submit(t, s, body, hdr)
+	second := submit(t, s, body, hdr)
+	waitJob(t, s, first, 20*time.Second)
+	third := submit(t, s, body, hdr) // after the job finished, too
+	if second != first || third != first {
+		t.Fatalf("ids: %d %d %d, want the same job", first, second, third)
+	}
+	other := submit(t, s, body, map[string]string{"Idempotency-Key": "deploy-43"})
+	waitJob(t, s, other, 20*time.Second)
+	if other == first {
+		t.Fatalf("a different key got the same job %d", first)
+	}
+	if got := l.lines(t); len(got) != 2 {
+		t.Errorf("script ran %d times, want 2 (one per key)", len(got))
+	}
+}
+
+func TestLogRangesAcrossChunks(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	id := submit(t, s, script(`for i in $(seq 0 2999); do echo "line $i"; done`, "127.0.0.1"), nil)
+	waitJob(t, s, id, 30*time.Second)
+	for _, c := range []struct{ from, limit, want int }{
+		{0, 10, 10}, {500, 100, 100}, {510, 20, 20}, {1000, 600, 600}, {2990, 100, 10}, {3000, 10, 0}, {5000, 10, 0},
+	} {
+		got := readLog(t, s, id, "127.0.0.1", c.from, c.limit)
+		if len(got.Lines) != c.want || got.From != c.from || got.To != c.from+c.want || got.Total != 3000 || !got.Complete {
+			t.Errorf("from %d limit %d: got %d lines from %d to %d total %d complete %v; want %d lines",
+				c.from, c.limit, len(got.Lines), got.From, got.To, got.Total, got.Complete, c.want)
+			continue
+		}
+		for i, line := range got.Lines {
+			if want := fmt.Sprintf("line %d", c.from+i); line != want {
+				t.Errorf("from %d: line %d is %q, want %q", c.from, i, line, want)
+				break
+			}
+		}
+	}
+}
+
+func TestRedisFlushedMidJob(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1", "a2=127.0.0.2"}})
+	before := submit(t, s, script("echo earlier", "127.0.0.1"), nil)
+	waitJob(t, s, before, 20*time.Second)
+	id := submit(t, s, script(`for i in $(seq 1 1500); do echo "n $i"; done; sleep 1.5; echo done`, "127.0.0.1", "127.0.0.2"), nil)
+	waitStatus(t, s, id, "127.0.0.1", schemas.HostRunning, 20*time.Second)
+	if err := s.RDB.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// reads during the run are answered from JetStream
+	if sum := job(t, s, id); sum.Status != schemas.JobRunning {
+		t.Errorf("during the run after FLUSHALL: got %s, want running", sum.Status)
+	}
+	sum := waitJob(t, s, id, 30*time.Second)
+	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != 2 {
+		t.Fatalf("got %s %v, want success on both hosts", sum.Status, sum.Counts)
+	}
+	if err := s.RDB.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts(t, s, id) {
+		if h.Status != schemas.HostSuccess || h.ExitCode == nil || h.EndedAt.IsZero() {
+			t.Errorf("host %s after flush: %+v", h.Host.IP, h)
+		}
+	}
+	got := readLog(t, s, id, "127.0.0.2", 1499, 3)
+	if strings.Join(got.Lines, ",") != "n 1500,done" || got.Total != 1501 || !got.Complete {
+		t.Errorf("log after flush: got %q total %d complete %v", got.Lines, got.Total, got.Complete)
+	}
+	var list struct {
+		Items []schemas.JobSummary `json:"items"`
+		Total int                  `json:"total"`
+	}
+	if code := s.JSON(t, "GET", "/v1/jobs?order=asc", nil, nil, &list); code != 200 || list.Total != 2 ||
+		list.Items[0].ID != before || list.Items[1].ID != id || list.Items[1].Status != schemas.JobSuccess {
+		t.Errorf("list after flush: %d %+v", code, list)
+	}
+}
+
+func TestBadInputQueuesNothing(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{})
+	big := strings.Repeat("x", schemas.MaxScriptBytes+1)
+	cases := []struct {
+		name    string
+		body    any
+		headers map[string]string
+		code    int
+		detail  string
+	}{
+		{"no token", script("true", "127.0.0.1"), map[string]string{"Authorization": ""}, 401, "bearer"},
+		{"wrong token", script("true", "127.0.0.1"), map[string]string{"Authorization": "Bearer nope"}, 401, "bearer"},
+		{"malformed", `{"steps": [`, nil, 400, "JSON"},
+		{"trailing", `{"steps": []} {}`, nil, 400, "trailing"},
+		{"unknown field", `{"stepz": []}`, nil, 400, "stepz"},
+		{"wrong type", `{"concurrency": "ten"}`, nil, 400, "concurrency"},
+		{"empty hosts", script("true"), nil, 400, "no target hosts"},
+		{"bad ip", script("true", "10.0.0.300"), nil, 400, "not an IP"},
+		{"no steps", map[string]any{"targets": []string{"127.0.0.1"}}, nil, 400, "at least one step"},
+		{"empty script", script("  ", "127.0.0.1"), nil, 400, "empty script"},
+		{"script too large", script(big, "127.0.0.1"), nil, 400, "at most"},
+		{"unknown interpreter", map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"script": map[string]any{"content": "x", "interpreter": "perl"}}}}, nil, 400, "unknown interpreter"},
+		{"negative timeout", map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"timeout": -1, "script": map[string]any{"content": "x"}}}}, nil, 400, "timeout"},
+		{"bad env name", map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"script": map[string]any{"content": "x", "env": map[string]string{"1X": "y"}}}}}, nil, 400, "environment variable"},
+		{"oversize body", `{"name":"` + strings.Repeat("y", 5<<20) + `"}`, nil, 413, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := s.CommandCount(t)
+			code, b := s.Do(t, "POST", "/v1/jobs", c.body, c.headers)
+			if code != c.code || !strings.Contains(string(b), c.detail) {
+				t.Errorf("got %d %s, want %d mentioning %q", code, b, c.code, c.detail)
+			}
+			if c.code != 413 && !strings.Contains(string(b), `"status"`) {
+				t.Errorf("not a problem document: %s", b)
+			}
+			if after := s.CommandCount(t); after != before {
+				t.Errorf("%d commands queued by a bad request", after-before)
+			}
+		})
+	}
+	for _, c := range []struct {
+		path string
+		code int
+	}{
+		{"/v1/jobs/abc", 400}, {"/v1/jobs/999", 404}, {"/v1/jobs?size=5000", 400}, {"/v1/jobs?status=nope", 400},
+		{"/v1/jobs?sort=color", 400}, {"/v1/jobs/999/hosts", 404}, {"/v1/jobs/1/hosts/nohost/log", 400},
+	} {
+		if code, b := s.Do(t, "GET", c.path, nil, nil); code != c.code {
+			t.Errorf("GET %s: got %d %s, want %d", c.path, code, b, c.code)
+		}
+	}
+	if code, _ := s.Do(t, "POST", "/v1/jobs/999/stop", nil, nil); code != 404 {
+		t.Errorf("stop unknown job: got %d, want 404", code)
+	}
+}

@@ -82,16 +82,16 @@ type Decoded struct {
 }
 
 // Decode reads the CloudEvents attributes back from a message's headers.
-func Decode(m *nats.Msg) (Decoded, error) {
+func Decode(h nats.Header, data []byte) (Decoded, error) {
 	d := Decoded{
-		ID: m.Header.Get("ce-id"), Source: m.Header.Get("ce-source"),
-		Type: m.Header.Get("ce-type"), Subject: m.Header.Get("ce-subject"),
-		Data: m.Data,
+		ID: h.Get("ce-id"), Source: h.Get("ce-source"),
+		Type: h.Get("ce-type"), Subject: h.Get("ce-subject"),
+		Data: data,
 	}
-	if m.Header.Get("ce-specversion") != "1.0" || d.ID == "" || d.Type == "" || d.Source == "" {
+	if h.Get("ce-specversion") != "1.0" || d.ID == "" || d.Type == "" || d.Source == "" {
 		return d, fmt.Errorf("not a CloudEvents 1.0 binary-mode message")
 	}
-	t, err := time.Parse(time.RFC3339Nano, m.Header.Get("ce-time"))
+	t, err := time.Parse(time.RFC3339Nano, h.Get("ce-time"))
 	if err != nil {
 		return d, fmt.Errorf("ce-time: %w", err)
 	}

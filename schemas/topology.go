@@ -3,6 +3,7 @@ package schemas
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -111,7 +112,31 @@ type Topology struct {
 	EventAge   time.Duration
 	LeaseTTL   time.Duration
 	TaskWait   time.Duration // AckWait of agents' task consumers
+	AckWait    time.Duration // AckWait of the workers' consumers
 	MaxDeliver int
+}
+
+// FromEnv applies FLEETJOB_REPLICAS (1 embedded, 3 in a cluster),
+// FLEETJOB_ACK_WAIT (workers' consumers) and FLEETJOB_TASK_ACK_WAIT
+// (agents' consumers). Every process of one system must agree on them.
+func (t Topology) FromEnv() (Topology, error) {
+	if v := os.Getenv("FLEETJOB_REPLICAS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5 {
+			return t, fmt.Errorf("FLEETJOB_REPLICAS=%q: want 1 to 5", v)
+		}
+		t.Replicas = n
+	}
+	for env, dst := range map[string]*time.Duration{"FLEETJOB_ACK_WAIT": &t.AckWait, "FLEETJOB_TASK_ACK_WAIT": &t.TaskWait} {
+		if v := os.Getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return t, fmt.Errorf("%s=%q: want a duration of at least 1s", env, v)
+			}
+			*dst = d
+		}
+	}
+	return t, nil
 }
 
 // DefaultTopology is the single-node setting.
@@ -123,6 +148,7 @@ func DefaultTopology() Topology {
 		EventAge:   7 * 24 * time.Hour,
 		LeaseTTL:   10 * time.Second,
 		TaskWait:   30 * time.Second,
+		AckWait:    30 * time.Second,
 		MaxDeliver: 10,
 	}
 }
@@ -180,7 +206,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 func (t Topology) CommandConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: ConsumerCommands, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: t.MaxDeliver, MaxAckPending: 4096,
+		AckWait: t.AckWait, MaxDeliver: t.MaxDeliver, MaxAckPending: 4096,
 		FilterSubject: subjCmdAll,
 		BackOff:       nil,
 	}
@@ -191,7 +217,7 @@ func (t Topology) CommandConsumer() jetstream.ConsumerConfig {
 func (t Topology) ResultConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: ConsumerResults, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
+		AckWait: t.AckWait, MaxDeliver: -1, MaxAckPending: 20000,
 		FilterSubject: subjResAll,
 	}
 }
@@ -200,7 +226,7 @@ func (t Topology) ResultConsumer() jetstream.ConsumerConfig {
 func (t Topology) IndexerConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: ConsumerIndexer, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
+		AckWait: t.AckWait, MaxDeliver: -1, MaxAckPending: 20000,
 		FilterSubject: SubjJobLogs, DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }

@@ -64,7 +64,12 @@ func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Lo
 	if err != nil {
 		return node.Plumbing{}, nil, err
 	}
-	p := node.Plumbing{NC: nc, JS: js, Top: topologyFromEnv(), Reg: newRegistry(), Log: log}
+	top, err := schemas.DefaultTopology().FromEnv()
+	if err != nil {
+		nc.Close()
+		return node.Plumbing{}, nil, err
+	}
+	p := node.Plumbing{NC: nc, JS: js, Top: top, Reg: newRegistry(), Log: log}
 	if err := ensureTopology(ctx, js, p.Top); err != nil {
 		nc.Close()
 		return node.Plumbing{}, nil, err
@@ -82,15 +87,6 @@ func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Lo
 		}
 	}
 	return p, func() { closeRedis(); nc.Drain() }, nil
-}
-
-// topologyFromEnv reads FLEETJOB_REPLICAS (1 embedded, 3 in a cluster).
-func topologyFromEnv() schemas.Topology {
-	top := schemas.DefaultTopology()
-	if v := os.Getenv("FLEETJOB_REPLICAS"); v != "" {
-		fmt.Sscan(v, &top.Replicas)
-	}
-	return top
 }
 
 func apiCmd(logger func() *slog.Logger) *cobra.Command {

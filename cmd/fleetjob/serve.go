@@ -14,6 +14,7 @@ import (
 	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/schemas"
 )
 
 func serveCmd(logger func() *slog.Logger) *cobra.Command {
@@ -47,7 +48,10 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 				return err
 			}
 			defer nc.Drain()
-			top := topologyFromEnv()
+			top, err := schemas.DefaultTopology().FromEnv()
+			if err != nil {
+				return err
+			}
 			if err := ensureTopology(ctx, js, top); err != nil {
 				return err
 			}

@@ -125,6 +125,10 @@ type Options struct {
 	Workers int
 	// Agents are started in-process as "id=ip" pairs.
 	Agents []string
+	// AckWait and TaskAckWait shorten redelivery for fault tests; processes
+	// of the binary get the same through FLEETJOB_ACK_WAIT and
+	// FLEETJOB_TASK_ACK_WAIT.
+	AckWait, TaskAckWait time.Duration
 }
 
 // System is a running fleetjob: embedded NATS, real Redis, API, workers
@@ -162,7 +166,17 @@ func Start(t testing.TB, o Options) *System {
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{opt.Addr}})
 	t.Cleanup(func() { rdb.Close() })
 	s.NC, s.JS, s.RDB = nc, js, rdb
-	s.P = node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: schemas.DefaultTopology(), Reg: prometheus.NewRegistry(), Log: Logger()}
+	top, err := schemas.DefaultTopology().FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.AckWait > 0 {
+		top.AckWait = o.AckWait
+	}
+	if o.TaskAckWait > 0 {
+		top.TaskWait = o.TaskAckWait
+	}
+	s.P = node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger()}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.P.Top.Ensure(ctx, js); err != nil {

@@ -1,0 +1,147 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// hostFinishedEvents counts host.finished events of a job by execution.
+func hostFinishedEvents(t *testing.T, s *testenv.System, id int64) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.JS.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.Subject(events.HostFinished, fmt.Sprint(id))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			d, err := events.Decode(m.Headers(), m.Data())
+			if err != nil {
+				t.Fatalf("event: %v", err)
+			}
+			out[d.ID]++
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+func TestWorkerKilledMidJob(t *testing.T) {
+	t.Parallel()
+	var agents []string
+	var ips []string
+	for i := 11; i <= 16; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		agents, ips = append(agents, fmt.Sprintf("w%d=%s", i, ip)), append(ips, ip)
+	}
+	s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 3 * time.Second})
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_LOG_LEVEL=warn"}
+	w1 := startProc(t, env, "worker", "--workers", "2")
+	w2 := startProc(t, env, "worker", "--workers", "2")
+	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
+
+	l := newLedger(t)
+	body := script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.3", ips...)
+	body["concurrency"] = 2
+	id := submit(t, s, body, nil)
+	testenv.Eventually(t, 30*time.Second, func() bool { return job(t, s, id).Counts["success"] >= 2 }, "two hosts done")
+	w1.kill()
+	sum := waitJob(t, s, id, 60*time.Second)
+	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) {
+		t.Fatalf("got %s %v, want success on %d hosts", sum.Status, sum.Counts, len(ips))
+	}
+	runs := count(l.lines(t))
+	evs := hostFinishedEvents(t, s, id)
+	for i := range ips {
+		exec := schemas.ExecID(id, 0, i, 1)
+		if runs[exec] != 1 {
+			t.Errorf("%s ran %d times, want once", exec, runs[exec])
+		}
+		if evs[exec] != 1 {
+			t.Errorf("%s reported %d times, want once", exec, evs[exec])
+		}
+	}
+	if len(runs) != len(ips) || len(evs) != len(ips) {
+		t.Errorf("runs %v events %v, want %d of each", runs, evs, len(ips))
+	}
+	w2.stop(t, 15*time.Second)
+}
+
+func TestAgentKilledMidTask(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
+	dir := t.TempDir()
+	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
+	args := []string{"agent", "--id", "pa", "--ip", "127.0.0.21", "--data-dir", dir}
+	a := startProc(t, env, args...)
+	s.WaitAgent(t, "pa")
+
+	l := newLedger(t)
+	marker := fmt.Sprintf("fj-orphan-%d", time.Now().UnixNano())
+	id := submit(t, s, script(l.append("start")+"; exec -a "+marker+" sleep 60", "127.0.0.21"), nil)
+	waitStatus(t, s, id, "127.0.0.21", schemas.HostRunning, 20*time.Second)
+	a.kill()
+	if out, _ := exec.Command("pgrep", "-f", marker).Output(); len(out) == 0 {
+		t.Fatal("the script died with the agent; the test needs it orphaned")
+	}
+	startProc(t, env, args...)
+	waitStatus(t, s, id, "127.0.0.21", schemas.HostInterrupted, 20*time.Second)
+	h := hostByIP(t, s, id, "127.0.0.21")
+	if !strings.Contains(h.Error, "restarted") {
+		t.Errorf("interrupted host: error %q should say the agent restarted", h.Error)
+	}
+	if sum := waitJob(t, s, id, 10*time.Second); sum.Status != schemas.JobFailed {
+		t.Errorf("job: got %s, want failed", sum.Status)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		out, _ := exec.Command("pgrep", "-f", marker).Output()
+		return len(out) == 0
+	}, "the orphaned process group to be killed")
+	// the unacked delivery comes back after the ack wait: it must not run again
+	time.Sleep(4 * time.Second)
+	if got := l.lines(t); len(got) != 1 {
+		t.Errorf("script started %d times, want once", len(got))
+	}
+	// and the restarted agent still works
+	next := submit(t, s, script("echo again", "127.0.0.21"), nil)
+	if sum := waitJob(t, s, next, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Errorf("next job on the restarted agent: %s", sum.Status)
+	}
+}
+
+// waitPullers waits until n processes pull from a consumer.
+func waitPullers(t *testing.T, s *testenv.System, stream, consumer string, n int) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		c, err := s.JS.Consumer(context.Background(), stream, consumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting >= n
+	}, "%d pullers on %s", n, consumer)
+}

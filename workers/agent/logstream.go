@@ -46,7 +46,9 @@ func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *l
 		js: js, subject: schemas.LogSubject(t.JobID, t.Step, t.Host, t.Attempt),
 		exec: t.ExecID, onBytes: onBytes,
 	}
+	l.mu.Lock()
 	l.timer = time.AfterFunc(chunkEvery, l.tick)
+	l.mu.Unlock()
 	return l
 }
 

@@ -1,0 +1,43 @@
+# fleetjob — the two commands that matter: `make run` and `make test`.
+GO      ?= go
+BIN     := bin/fleetjob
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Packages where concurrency lives run under the race detector.
+RACE_PKGS := ./workers/... ./api/... ./events/... ./schemas/... ./internal/...
+
+.PHONY: build run test test-race test-integration bench deps vet fmt clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/fleetjob
+
+# Everything in one process: embedded NATS JetStream, in-process Redis
+# (unless REDIS_URL is set), API, workers and an agent for this machine.
+run: build
+	./$(BIN) serve $(ARGS)
+
+# The test suite needs a real redis-server (started by the tests on a free
+# port); install it when it is missing and we can.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: apt-get install redis-server"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test: deps vet test-race test-integration
+
+test-race:
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
+
+test-integration:
+	$(GO) test -race -count=1 -timeout 10m ./test/
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/
+
+clean:
+	rm -rf bin data

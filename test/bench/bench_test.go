@@ -1,0 +1,175 @@
+// Package bench measures fleetjob on this machine: go test -bench . (or
+// make bench). Each benchmark prints its figures with b.ReportMetric;
+// nothing here asserts on speed.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+func jobBody(targets ...string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"name": "bench", "targets": targets,
+		"steps": []any{map[string]any{"script": map[string]any{"content": "true"}}},
+	})
+	return b
+}
+
+func post(client *http.Client, s *testenv.System, body []byte) (int64, error) {
+	req, _ := http.NewRequest("POST", s.APIURL+"/v1/jobs", strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out api.SubmitResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 202 {
+		return 0, fmt.Errorf("submit: %d %v", resp.StatusCode, err)
+	}
+	return out.ID, nil
+}
+
+// BenchmarkSubmit measures POST /v1/jobs from 64 concurrent clients (the
+// API validates, publishes one command and waits for its ack, caches the
+// job as queued), with no workers draining the stream, beside raw
+// JetStream publish-with-ack at the same concurrency in the same run.
+func BenchmarkSubmit(b *testing.B) {
+	const clients, total = 64, 6000
+	s := testenv.Start(b, testenv.Options{})
+	body := jobBody("127.0.0.1")
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	client := &http.Client{Transport: tr}
+	for b.Loop() {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range clients {
+			wg.Go(func() {
+				for n.Add(1) <= total {
+					if _, err := post(client, s, body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		api := float64(total) / time.Since(start).Seconds()
+
+		n.Store(0)
+		start = time.Now()
+		for range clients {
+			wg.Go(func() {
+				for n.Add(1) <= total {
+					if _, err := s.JS.Publish(context.Background(), "fleetjob.cmd.bench", body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		raw := float64(total) / time.Since(start).Seconds()
+		b.ReportMetric(api, "submits/s")
+		b.ReportMetric(raw, "raw-js-pubs/s")
+		b.ReportMetric(api/raw, "ratio")
+	}
+}
+
+// BenchmarkStartLatency measures, on an idle system, the time from the
+// POST of a one-host job to the agent starting its script (the agent's own
+// start timestamp), one job at a time.
+func BenchmarkStartLatency(b *testing.B) {
+	const jobs = 200
+	s := testenv.Start(b, testenv.Options{Workers: 2, Agents: []string{"a1=127.0.0.1"}})
+	client := &http.Client{}
+	body := jobBody("127.0.0.1")
+	for b.Loop() {
+		lat := make([]time.Duration, 0, jobs)
+		for range jobs {
+			t0 := time.Now()
+			id, err := post(client, s, body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var h api.HostView
+			testenv.Eventually(b, 30*time.Second, func() bool {
+				var out api.ListResponse[api.HostView]
+				s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d/hosts", id), nil, nil, &out)
+				if len(out.Items) == 1 && out.Items[0].Status.Final() {
+					h = out.Items[0]
+					return true
+				}
+				return false
+			}, "job %d", id)
+			lat = append(lat, h.StartedAt.Sub(t0))
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
+
+// BenchmarkFanOut200 measures one `true` script on 200 agents (in-process
+// agents with separate identities, each running real bash): from the POST
+// to the job.finished event.
+func BenchmarkFanOut200(b *testing.B) {
+	const n = 200
+	var agents, ips []string
+	for i := range n {
+		ip := fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250)
+		agents, ips = append(agents, fmt.Sprintf("f%d=%s", i, ip)), append(ips, ip)
+	}
+	s := testenv.Start(b, testenv.Options{Workers: 2, Agents: agents})
+	client := &http.Client{}
+	body := jobBody(ips...)
+	for b.Loop() {
+		done := make(chan string, 1)
+		sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(m *nats.Msg) {
+			d, _ := events.Decode(m.Header, m.Data)
+			done <- d.Subject
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		id, err := post(client, s, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case got := <-done:
+			if got != fmt.Sprint(id) {
+				b.Fatalf("finished %s, want %d", got, id)
+			}
+		case <-time.After(2 * time.Minute):
+			b.Fatal("job did not finish")
+		}
+		el := time.Since(start)
+		sub.Unsubscribe()
+		var sum schemas.JobSummary
+		s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum)
+		if sum.Counts["success"] != n {
+			b.Fatalf("got %v, want %d successes", sum.Counts, n)
+		}
+		b.ReportMetric(el.Seconds(), "s/200-hosts")
+	}
+}

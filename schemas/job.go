@@ -50,7 +50,8 @@ type JobSpec struct {
 	// Surface names the API that accepted the job (native, octans, …).
 	Surface string `json:"surface,omitempty"`
 	Steps   []Step `json:"steps"`
-	// Targets and Concurrency are defaults for steps that leave them out.
+	// Targets and Concurrency are defaults for steps that leave them out;
+	// Normalize copies Targets into the steps and clears it.
 	Targets     []Host `json:"targets,omitempty"`
 	Concurrency int    `json:"concurrency,omitempty"`
 	// AgentWait bounds, in seconds, how long a host waits for an online agent
@@ -162,6 +163,8 @@ func (s *JobSpec) Normalize() error {
 			fe.Add(p+".type", "unknown step type %q (want %q)", st.Type, StepScript)
 		}
 	}
+	// Steps now carry their targets; the stored spec need not repeat them.
+	s.Targets = nil
 	if total > MaxHostsPerJob {
 		fe.Add("targets", "%d target hosts over all steps; at most %d", total, MaxHostsPerJob)
 	}

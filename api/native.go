@@ -356,10 +356,17 @@ func (s *Server) stopJob(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, map[string]any{"id": id, "status": schemas.JobStopping})
 }
 
-// stop publishes a stop command for a job that exists.
+// errFinished refuses to stop a job that has already ended.
+var errFinished = fmt.Errorf("job already finished: %w", schemas.ErrConflict)
+
+// stop publishes a stop command for a job that exists and has not ended.
 func (s *Server) stop(ctx context.Context, id int64, by string) error {
-	if _, err := s.deps.Cache.Job(ctx, id); err != nil {
+	sum, err := s.deps.Cache.Job(ctx, id)
+	if err != nil {
 		return err
+	}
+	if schemas.JobFinal(sum.Status) {
+		return fmt.Errorf("job %d is %s: %w", id, sum.Status, errFinished)
 	}
 	body, _ := json.Marshal(schemas.StopCommand{V: schemas.MessageVersion, JobID: id, By: by})
 	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {

@@ -66,6 +66,8 @@ func (s *Server) octansError(err error, c echo.Context) {
 		msg = "json encode error"
 	case errors.As(err, &fe):
 		msg = "param error, error: " + fe.Error()
+	case errors.Is(err, errFinished):
+		msg = "task already finished"
 	case errors.Is(err, schemas.ErrConflict):
 		msg = "task name is duplicate"
 	case errors.Is(err, schemas.ErrNotFound):

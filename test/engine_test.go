@@ -288,3 +288,17 @@ func TestBadInputQueuesNothing(t *testing.T) {
 		t.Errorf("stop unknown job: got %d, want 404", code)
 	}
 }
+
+func TestStopFinishedJobRefused(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	id := submit(t, s, script("true", "127.0.0.1"), nil)
+	waitJob(t, s, id, 20*time.Second)
+	before := s.CommandCount(t)
+	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/stop", id), nil, nil); code != 409 || !strings.Contains(string(b), "already finished") {
+		t.Errorf("stop a finished job: got %d %s, want 409", code, b)
+	}
+	if s.CommandCount(t) != before {
+		t.Error("a refused stop was queued")
+	}
+}

@@ -60,8 +60,8 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	}
 	s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 3 * time.Second})
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_LOG_LEVEL=warn"}
-	w1 := startProc(t, env, "worker", "--workers", "2")
-	w2 := startProc(t, env, "worker", "--workers", "2")
+	w1 := startProc(t, "", env, "worker", "--workers", "2")
+	w2 := startProc(t, "", env, "worker", "--workers", "2")
 	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
 
 	l := newLedger(t)
@@ -96,8 +96,9 @@ func TestAgentKilledMidTask(t *testing.T) {
 	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
 	dir := t.TempDir()
 	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
-	args := []string{"agent", "--id", "pa", "--ip", "127.0.0.21", "--data-dir", dir}
-	a := startProc(t, env, args...)
+	// a relative data dir: scripts run elsewhere, so the agent must not care
+	args := []string{"agent", "--id", "pa", "--ip", "127.0.0.21", "--data-dir", "agent-data"}
+	a := startProc(t, dir, env, args...)
 	s.WaitAgent(t, "pa")
 
 	l := newLedger(t)
@@ -108,7 +109,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", marker).Output(); len(out) == 0 {
 		t.Fatal("the script died with the agent; the test needs it orphaned")
 	}
-	startProc(t, env, args...)
+	startProc(t, dir, env, args...)
 	waitStatus(t, s, id, "127.0.0.21", schemas.HostInterrupted, 20*time.Second)
 	h := hostByIP(t, s, id, "127.0.0.21")
 	if !strings.Contains(h.Error, "restarted") {

@@ -38,9 +38,9 @@ type proc struct {
 	log  string
 }
 
-// startProc runs `fleetjob args…` with env added; its output goes to a file
-// that is printed if the test fails.
-func startProc(t *testing.T, env []string, args ...string) *proc {
+// startProc runs `fleetjob args…` in cwd (when not empty) with env added;
+// its output goes to a file that is printed if the test fails.
+func startProc(t *testing.T, cwd string, env []string, args ...string) *proc {
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "proc-*.log")
 	if err != nil {
@@ -48,6 +48,7 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	}
 	cmd := exec.Command(binPath, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = cwd
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -89,6 +90,11 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 		return nil, fmt.Errorf("agent ip: %w", err)
 	}
 	cfg.IP = h.IP
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent data dir: %w", err)
+	}
+	cfg.DataDir = dir // scripts run with their directory as cwd
 	if cfg.Slots <= 0 {
 		cfg.Slots = 64
 	}

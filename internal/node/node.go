@@ -81,6 +81,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		p.Log.Warn("status cache not rebuilt at start; it will be on first read", "err", err)
 	}
 	g.Go(func() error { return logindex.NewIndexer(p.JS, p.RDB, p.Top, p.Log).Run(gctx) })
+	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {

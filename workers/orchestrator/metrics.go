@@ -1,6 +1,14 @@
 package orchestrator
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
 
 // Metrics are the workers' Prometheus collectors.
 type Metrics struct {
@@ -11,6 +19,13 @@ type Metrics struct {
 	CASConflicts    prometheus.Counter
 	Kicks           prometheus.Counter
 	ProcessSeconds  prometheus.Histogram
+	// ConsumerPending is, per durable consumer, messages not yet delivered;
+	// ConsumerAckPending those delivered and not yet acked. A consumer whose
+	// ack-pending sits at its MaxAckPending has stalled.
+	ConsumerPending    *prometheus.GaugeVec
+	ConsumerAckPending *prometheus.GaugeVec
+	AgentsOnline       prometheus.Gauge
+	AgentsKnown        prometheus.Gauge
 }
 
 // NewMetrics registers the worker metrics on reg.
@@ -32,6 +47,51 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetjob_worker_process_seconds", Help: "Time to apply a batch of reports to one job and commit it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
+	m.ConsumerPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetjob_consumer_pending", Help: "Messages not yet delivered, per durable consumer."}, []string{"stream", "consumer"})
+	m.ConsumerAckPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetjob_consumer_ack_pending", Help: "Messages delivered and not yet acked, per durable consumer."}, []string{"stream", "consumer"})
+	m.AgentsOnline = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_online", Help: "Agents heard from within the heartbeat TTL."})
+	m.AgentsKnown = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_registered", Help: "Agents in the registry."})
+	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.ProcessSeconds)
 	return m
+}
+
+// Observe samples consumer lag and the agent registry every period until
+// ctx ends. One goroutine per worker process runs it.
+func (m *Metrics) Observe(ctx context.Context, js jetstream.JetStream, agents func() []schemas.AgentInfo, ttl, period time.Duration) error {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	consumers := [][2]string{
+		{schemas.StreamJobs, schemas.ConsumerCommands},
+		{schemas.StreamResults, schemas.ConsumerResults},
+		{schemas.StreamLogs, schemas.ConsumerIndexer},
+	}
+	for {
+		for _, c := range consumers {
+			cons, err := js.Consumer(ctx, c[0], c[1])
+			if err != nil {
+				continue
+			}
+			if info, err := cons.Info(ctx); err == nil {
+				m.ConsumerPending.WithLabelValues(c[0], c[1]).Set(float64(info.NumPending))
+				m.ConsumerAckPending.WithLabelValues(c[0], c[1]).Set(float64(info.NumAckPending))
+			}
+		}
+		all := agents()
+		online, now := 0, time.Now()
+		for _, a := range all {
+			if a.Online(now, ttl) {
+				online++
+			}
+		}
+		m.AgentsOnline.Set(float64(online))
+		m.AgentsKnown.Set(float64(len(all)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }

@@ -193,6 +193,11 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	now := time.Now().UTC()
 	st := schemas.NewJobState(id, spec, now)
 	stJSON, _ := json.Marshal(st)
+	// Index the job for the sweeper first: a crash after the create must
+	// not leave a job no deadline ever looks at. A stale entry is harmless.
+	if _, err := w.active.Put(ctx, strconv.FormatInt(id, 10), nil); err != nil {
+		return fmt.Errorf("index active job %d: %w", id, err)
+	}
 	rev, err := w.jobs.Create(ctx, schemas.KeyJobState(id), stJSON)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
@@ -200,9 +205,6 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	case err != nil:
 		return fmt.Errorf("create job %d: %w", id, err)
 	default:
-		if _, err := w.active.Put(ctx, strconv.FormatInt(id, 10), nil); err != nil {
-			return fmt.Errorf("index active job %d: %w", id, err)
-		}
 		w.m.JobsCreated.Inc()
 		if err := w.cache.Created(ctx, spec, st, rev, statuscache.BuildRows(spec, st, nil)); err != nil {
 			w.log.Warn("cache new job", "job", id, "err", err)

@@ -85,8 +85,10 @@ func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), err
 	}
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,
-		TLSConfig: opt.TLSConfig, DialTimeout: 2 * time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolSize: 64,
+		TLSConfig: opt.TLSConfig, PoolSize: 64,
+		// Redis is a cache: when it is slow or gone, fail fast and answer
+		// from JetStream rather than retrying for seconds.
+		DialTimeout: time.Second, DialerRetries: 1, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
 	})
 	return rdb, func() { rdb.Close() }, nil
 }

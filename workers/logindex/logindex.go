@@ -246,17 +246,22 @@ func (r *Reader) lookup(ctx context.Context, ref LogRef, from, end int) ([]chunk
 			out = append(out, c)
 		}
 	}
-	if len(out) == 0 || out[0].first > from {
-		return nil, false
+	return out, contiguous(out, from, end)
+}
+
+// contiguous reports whether chunks, in order, cover [from, end) without gaps.
+func contiguous(chunks []chunk, from, end int) bool {
+	if len(chunks) == 0 || chunks[0].first > from {
+		return false
 	}
-	next := out[0].first
-	for _, c := range out {
+	next := chunks[0].first
+	for _, c := range chunks {
 		if c.first != next {
-			return nil, false
+			return false
 		}
 		next = c.first + c.count
 	}
-	return out, next >= end
+	return next >= end
 }
 
 // rebuild reads every chunk header of a log from the stream and writes the

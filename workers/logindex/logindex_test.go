@@ -1,0 +1,109 @@
+package logindex
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// These tests need only NATS: Redis is exercised through the integration
+// suite; here the index is a real redis-server when REDIS_TEST_ADDR points
+// at one, and otherwise an address that refuses, which must still answer
+// from the stream.
+
+func publishLog(t *testing.T, js jetstream.JetStream, ref LogRef, chunks []int) int {
+	t.Helper()
+	line := 0
+	for i, n := range chunks {
+		m := nats.NewMsg(ref.subject())
+		var lines []string
+		for k := 0; k < n; k++ {
+			lines = append(lines, fmt.Sprintf("l%d", line+k))
+		}
+		m.Data = []byte(strings.Join(lines, "\n"))
+		m.Header.Set(schemas.HdrFirstLine, strconv.Itoa(line))
+		m.Header.Set(schemas.HdrLineCount, strconv.Itoa(n))
+		if i == len(chunks)-1 {
+			m.Header.Set(schemas.HdrFinal, "1")
+		}
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		line += n
+	}
+	return line
+}
+
+func TestReadWithoutRedis(t *testing.T) {
+	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	nc, _ := nats.Connect(s.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	// a Redis that is not there: every index read fails, reads still work
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1, DialerRetries: 1})
+	r, err := NewReader(ctx, js, rdb, slogDiscard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := LogRef{Job: 9, Step: 0, Host: 2, Attempt: 1}
+	total := publishLog(t, js, ref, []int{3, 0, 5, 1, 4})
+	for _, c := range []struct{ from, limit int }{{0, 2}, {2, 5}, {8, 10}, {12, 1}, {13, 5}} {
+		p, err := r.Read(ctx, ref, c.from, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{}
+		for i := c.from; i < min(c.from+c.limit, total); i++ {
+			want = append(want, fmt.Sprintf("l%d", i))
+		}
+		if strings.Join(p.Lines, ",") != strings.Join(want, ",") || p.Total != total || !p.Complete || p.To != c.from+len(want) {
+			t.Errorf("read %d+%d: got %+v, want %v", c.from, c.limit, p, want)
+		}
+	}
+	empty, err := r.Read(ctx, LogRef{Job: 10, Attempt: 1}, 0, 10)
+	if err != nil || empty.Total != 0 || empty.Complete || len(empty.Lines) != 0 {
+		t.Errorf("missing log: %+v %v", empty, err)
+	}
+}
+
+func TestLookupNeedsContiguousChunks(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		chunks []chunk
+		from   int
+		end    int
+		ok     bool
+	}{
+		{"covered", []chunk{{0, 5, 1}, {5, 5, 2}}, 2, 8, true},
+		{"gap", []chunk{{0, 5, 1}, {6, 5, 2}}, 2, 8, false},
+		{"starts late", []chunk{{3, 5, 1}}, 2, 4, false},
+		{"short", []chunk{{0, 5, 1}}, 2, 8, false},
+	} {
+		got := contiguous(c.chunks, c.from, c.end)
+		if got != c.ok {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.ok)
+		}
+	}
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

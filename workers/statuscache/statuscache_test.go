@@ -1,0 +1,147 @@
+package statuscache_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+type fixture struct {
+	cache *statuscache.Cache
+	kv    jetstream.KeyValue
+	js    jetstream.JetStream
+	rdb   *redis.Client
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	ctx := context.Background()
+	nc, err := nats.Connect(testenv.NATS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	opt, _ := redis.ParseURL(testenv.Redis(t))
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	kv, _ := js.KeyValue(ctx, schemas.BucketJobs)
+	cmds, _ := js.Stream(ctx, schemas.StreamJobs)
+	return fixture{statuscache.New(rdb, kv, cmds, testenv.Logger()), kv, js, rdb}
+}
+
+func spec(t *testing.T, name string) *schemas.JobSpec {
+	s := &schemas.JobSpec{Name: name, Targets: []schemas.Host{{IP: "10.0.0.1"}, {IP: "10.0.0.2"}},
+		Steps: []schemas.Step{{Script: &schemas.Script{Content: "true"}}}}
+	if err := s.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// store writes a job to KV the way workers do and returns the state revision.
+func (f fixture) store(t *testing.T, id int64, sp *schemas.JobSpec, st *schemas.JobState) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	b, _ := json.Marshal(sp)
+	f.kv.Put(ctx, schemas.KeyJobSpec(id), b)
+	b, _ = json.Marshal(st)
+	rev, err := f.kv.Put(ctx, schemas.KeyJobState(id), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func TestOlderWritesNeverWin(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sp := spec(t, "j")
+	now := time.Now().UTC()
+	st := schemas.NewJobState(1, sp, now)
+	if err := f.cache.Created(ctx, sp, st, 1, statuscache.BuildRows(sp, st, nil)); err != nil {
+		t.Fatal(err)
+	}
+	running := *st
+	running.Status = schemas.JobRunning
+	row := statuscache.HostRow{HostResult: schemas.HostResult{Index: 1, Host: sp.Steps[0].Targets[1], Status: schemas.HostRunning}}
+	if err := f.cache.Update(ctx, sp, &running, 9, []statuscache.HostRow{row}); err != nil {
+		t.Fatal(err)
+	}
+	stale := row
+	stale.Status = schemas.HostPending
+	if err := f.cache.Update(ctx, sp, st, 4, []statuscache.HostRow{stale}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := f.cache.Job(ctx, 1)
+	if err != nil || sum.Status != schemas.JobRunning {
+		t.Errorf("summary: got %s %v, want running (the newer revision)", sum.Status, err)
+	}
+	rows, err := f.cache.Hosts(ctx, 1)
+	if err != nil || len(rows) != 2 || rows[1].Status != schemas.HostRunning || rows[0].Status != schemas.HostPending {
+		t.Errorf("rows: %+v %v", rows, err)
+	}
+	items, total, err := f.cache.List(ctx, statuscache.ListQuery{Status: schemas.JobWaiting, Page: 1, Size: 10})
+	if err != nil || total != 0 || len(items) != 0 {
+		t.Errorf("a stale write moved the job back to waiting: %d %v", total, err)
+	}
+}
+
+func TestRebuiltAfterFlush(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for id, status := range map[int64]string{3: schemas.JobSuccess, 5: schemas.JobFailed, 8: schemas.JobSuccess} {
+		sp := spec(t, "n"+string(rune('a'+id)))
+		st := schemas.NewJobState(id, sp, now.Add(time.Duration(id)*time.Second))
+		st.Status, st.UpdatedAt = status, now.Add(time.Duration(10-id)*time.Second)
+		f.store(t, id, sp, st)
+	}
+	f.rdb.FlushAll(ctx)
+	items, total, err := f.cache.List(ctx, statuscache.ListQuery{Status: schemas.JobSuccess, Desc: true, Page: 1, Size: 10})
+	if err != nil || total != 2 || len(items) != 2 || items[0].ID != 8 || items[1].ID != 3 {
+		t.Fatalf("list after flush: %+v %d %v", items, total, err)
+	}
+	items, _, _ = f.cache.List(ctx, statuscache.ListQuery{Sort: "updated_at", Page: 1, Size: 2})
+	if len(items) != 2 || items[0].ID != 8 || items[1].ID != 5 {
+		t.Errorf("sorted by update time: %+v", items)
+	}
+	items, total, _ = f.cache.List(ctx, statuscache.ListQuery{Name: "nf", Status: schemas.JobFailed, Page: 1, Size: 10})
+	if total != 1 || items[0].ID != 5 {
+		t.Errorf("name and status: %+v", items)
+	}
+	ids, err := f.cache.HostJobs(ctx, schemas.Host{IP: "10.0.0.2"}, 10)
+	if err != nil || len(ids) != 3 || ids[0] != 8 {
+		t.Errorf("host index after flush: %v %v", ids, err)
+	}
+	if _, err := f.cache.Job(ctx, 99); !errors.Is(err, schemas.ErrNotFound) {
+		t.Errorf("unknown job: %v", err)
+	}
+}
+
+func TestQueuedJobFoundInTheCommandStream(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	b, _ := json.Marshal(schemas.SubmitCommand{V: 1, Spec: *spec(t, "q"), SubmittedAt: time.Now()})
+	ack, err := f.js.Publish(ctx, schemas.SubjSubmit, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := f.cache.Job(ctx, int64(ack.Sequence))
+	if err != nil || sum.Status != schemas.JobWaiting || sum.Name != "q" || sum.TotalHosts != 2 {
+		t.Errorf("queued job: %+v %v", sum, err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/pull"
 )
 
 // LogRef names one execution's log.
@@ -107,54 +108,33 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("indexer consumer: %w", err)
 	}
-	for ctx.Err() == nil {
-		batch, err := cons.FetchNoWait(1000)
-		if err != nil {
-			return fmt.Errorf("fetch log chunks: %w", err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) == 0 {
-			// nothing buffered: wait for the next chunk
-			b, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("fetch log chunks: %w", err)
-			}
-			for m := range b.Messages() {
-				msgs = append(msgs, m)
-			}
-		}
-		if len(msgs) == 0 {
+	return pull.Batches(ctx, cons, 1000, func(msgs []jetstream.Msg) { ix.index(ctx, msgs) })
+}
+
+// index records a batch of chunks in one pipeline; on failure the batch
+// comes back later.
+func (ix *Indexer) index(ctx context.Context, msgs []jetstream.Msg) {
+	pipe := ix.rdb.Pipeline()
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		ref, ok := refOf(m.Subject())
+		c, cok := chunkOf(m.Headers(), 0)
+		if err != nil || !ok || !cok {
 			continue
 		}
-		pipe := ix.rdb.Pipeline()
-		for _, m := range msgs {
-			meta, err := m.Metadata()
-			ref, ok := refOf(m.Subject())
-			c, cok := chunkOf(m.Headers(), 0)
-			if err != nil || !ok || !cok {
-				continue
-			}
-			c.seq = meta.Sequence.Stream
-			pipe.ZAdd(ctx, ref.key(), redis.Z{Score: float64(c.first), Member: c.member()})
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			ix.log.Warn("index chunks; will retry", "err", err)
-			for _, m := range msgs {
-				_ = m.NakWithDelay(time.Second)
-			}
-			continue
-		}
-		for _, m := range msgs {
-			_ = m.Ack()
-		}
+		c.seq = meta.Sequence.Stream
+		pipe.ZAdd(ctx, ref.key(), redis.Z{Score: float64(c.first), Member: c.member()})
 	}
-	return nil
+	if _, err := pipe.Exec(ctx); err != nil {
+		ix.log.Warn("index chunks; will retry", "err", err)
+		for _, m := range msgs {
+			_ = m.NakWithDelay(time.Second)
+		}
+		return
+	}
+	for _, m := range msgs {
+		_ = m.Ack()
+	}
 }
 
 // Reader serves line ranges of execution logs.
@@ -273,26 +253,25 @@ func (r *Reader) rebuild(ctx context.Context, ref LogRef) ([]chunk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
 	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+	}
+	defer it.Stop()
 	var chunks []chunk
 	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
 		}
-		var pending uint64
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			if c, ok := chunkOf(m.Headers(), meta.Sequence.Stream); ok {
-				chunks = append(chunks, c)
-			}
-			pending = meta.NumPending
+		meta, err := m.Metadata()
+		if err != nil {
+			continue
 		}
-		if n == 0 || pending == 0 {
+		if c, ok := chunkOf(m.Headers(), meta.Sequence.Stream); ok {
+			chunks = append(chunks, c)
+		}
+		if meta.NumPending == 0 {
 			break
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/pull"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
@@ -97,8 +98,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("result consumer: %w", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return consume(gctx, cmds, 256, w.onCommands) })
-	g.Go(func() error { return consume(gctx, res, 1024, w.onReports) })
+	g.Go(func() error { return pull.Batches(gctx, cmds, 256, w.onCommands) })
+	g.Go(func() error { return pull.Batches(gctx, res, 1024, w.onReports) })
 	g.Go(func() error { return w.sweep(gctx) })
 	err = g.Wait()
 	w.wg.Wait()

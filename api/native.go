@@ -252,19 +252,40 @@ func (s *Server) jobHosts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	var fe schemas.FieldErrors
+	page, err := intParam(c, "page", 1, 1, 1<<30)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	size, err := intParam(c, "size", 1000, 1, 10000)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	step, err := intParam(c, "step", -1, 0, schemas.MaxSteps-1)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	status := c.QueryParam("status")
+	if _, ok := schemas.ParseHostStatus(status); status != "" && !ok {
+		fe.Add("status", "unknown host status %q (want one of %s)", status, strings.Join(schemas.HostStatusNames(), ", "))
+	}
+	if err := fe.Err(); err != nil {
+		return err
+	}
 	rows, err := s.deps.Cache.Hosts(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
-	statusFilter := c.QueryParam("status")
 	out := make([]HostView, 0, len(rows))
 	for _, r := range rows {
-		if statusFilter != "" && r.Status.String() != statusFilter {
+		if (status != "" && r.Status.String() != status) || (step >= 0 && r.Step != step) {
 			continue
 		}
 		out = append(out, HostView{HostRow: r, DurationMS: r.DurationMS()})
 	}
-	return c.JSON(http.StatusOK, ListResponse[HostView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
+	total := len(out)
+	from := min((page-1)*size, total)
+	return c.JSON(http.StatusOK, ListResponse[HostView]{Items: out[from:min(from+size, total)], Total: total, Page: page, Size: size})
 }
 
 // LogResponse is a range of one host's log.
@@ -382,13 +403,26 @@ type AgentView struct {
 }
 
 func (s *Server) listAgents(c echo.Context) error {
-	now := time.Now()
-	var out []AgentView
-	for _, a := range s.deps.Agents.All() {
-		out = append(out, AgentView{AgentInfo: a, Online: a.Online(now, s.deps.Agents.TTL())})
+	var fe schemas.FieldErrors
+	online := c.QueryParam("online")
+	if online != "" && online != "true" && online != "false" {
+		fe.Add("online", "want true or false")
 	}
-	if out == nil {
-		out = []AgentView{}
+	label, value, hasLabel := strings.Cut(c.QueryParam("label"), "=")
+	if c.QueryParam("label") != "" && (!hasLabel || label == "") {
+		fe.Add("label", "want k=v")
+	}
+	if err := fe.Err(); err != nil {
+		return err
+	}
+	now := time.Now()
+	out := []AgentView{}
+	for _, a := range s.deps.Agents.All() {
+		v := AgentView{AgentInfo: a, Online: a.Online(now, s.deps.Agents.TTL())}
+		if (online != "" && strconv.FormatBool(v.Online) != online) || (hasLabel && a.Labels[label] != value) {
+			continue
+		}
+		out = append(out, v)
 	}
 	return c.JSON(http.StatusOK, ListResponse[AgentView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
 }

@@ -302,3 +302,33 @@ func TestStopFinishedJobRefused(t *testing.T) {
 		t.Error("a refused stop was queued")
 	}
 }
+
+func TestHostAndAgentFilters(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	body := script(`[ "$FLEETJOB_HOST_IP" = 127.0.0.1 ]`, "127.0.0.1", "10.255.255.2", "10.255.255.3")
+	body["agent_wait"] = 1
+	id := submit(t, s, body, nil)
+	waitJob(t, s, id, 20*time.Second)
+	var page struct {
+		Items []struct{ Host schemas.Host } `json:"items"`
+		Total int                           `json:"total"`
+	}
+	if code := s.JSON(t, "GET", fmt.Sprintf("/v1/jobs/%d/hosts?status=agent_offline&size=1&page=2", id), nil, nil, &page); code != 200 ||
+		page.Total != 2 || len(page.Items) != 1 || page.Items[0].Host.IP != "10.255.255.3" {
+		t.Errorf("filtered page: %d %+v", code, page)
+	}
+	if code, _ := s.Do(t, "GET", fmt.Sprintf("/v1/jobs/%d/hosts?status=bogus", id), nil, nil); code != 400 {
+		t.Errorf("bad status filter: %d", code)
+	}
+	var agents struct{ Total int }
+	if s.JSON(t, "GET", "/v1/agents?online=true", nil, nil, &agents); agents.Total != 1 {
+		t.Errorf("online agents: %d", agents.Total)
+	}
+	if s.JSON(t, "GET", "/v1/agents?online=false", nil, nil, &agents); agents.Total != 0 {
+		t.Errorf("offline agents: %d", agents.Total)
+	}
+	if code, _ := s.Do(t, "GET", "/v1/agents?label=nope", nil, nil); code != 400 {
+		t.Errorf("bad label filter: %d", code)
+	}
+}

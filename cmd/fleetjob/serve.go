@@ -107,7 +107,7 @@ func printBanner(httpAddr, natsURL, token string, generated bool, dataDir, agent
 	}
 	fmt.Printf(`
 fleetjob is running
-  API + console   http://%[1]s      (GET /healthz, /readyz, /metrics)
+  API             http://%[1]s      (GET /healthz, /readyz, /metrics)
   NATS            %[2]s   (remote agents: NATS_URL=%[2]s fleetjob agent)
   admin token     %[3]s %[4]s
   agent           %[5]s

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/schemas"
 )
 
 // JetStreamPublisher publishes commands and waits for the stream's ack.
@@ -22,7 +24,7 @@ func (p JetStreamPublisher) Publish(ctx context.Context, subject string, body []
 	}
 	ack, err := p.JS.PublishMsg(ctx, m)
 	if err != nil {
-		return 0, false, fmt.Errorf("publish %s: %w", subject, err)
+		return 0, false, fmt.Errorf("publish %s: %w: %w", subject, schemas.ErrUnavailable, err)
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
@@ -39,7 +41,7 @@ func (k KVClaims) Claim(ctx context.Context, key string, id int64) (int64, error
 		return got, lerr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("claim %s: %w", key, err)
+		return 0, fmt.Errorf("claim %s: %w: %w", key, schemas.ErrUnavailable, err)
 	}
 	return id, nil
 }
@@ -51,7 +53,7 @@ func (k KVClaims) Lookup(ctx context.Context, key string) (int64, bool, error) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("look up %s: %w", key, err)
+		return 0, false, fmt.Errorf("look up %s: %w: %w", key, schemas.ErrUnavailable, err)
 	}
 	id, err := strconv.ParseInt(string(e.Value()), 10, 64)
 	if err != nil {

@@ -136,7 +136,7 @@ func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (i
 	body, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: *spec, SubmittedAt: time.Now().UTC()})
 	seq, dup, err := s.deps.Publisher.Publish(ctx, schemas.SubjSubmit, body, cl.msgID)
 	if err != nil {
-		return 0, false, fmt.Errorf("submit: %w: %w", schemas.ErrUnavailable, err)
+		return 0, false, fmt.Errorf("submit: %w", err)
 	}
 	id := int64(seq)
 	if cl.key != "" {
@@ -391,7 +391,7 @@ func (s *Server) stop(ctx context.Context, id int64, by string) error {
 	}
 	body, _ := json.Marshal(schemas.StopCommand{V: schemas.MessageVersion, JobID: id, By: by})
 	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {
-		return fmt.Errorf("stop: %w: %w", schemas.ErrUnavailable, err)
+		return fmt.Errorf("stop: %w", err)
 	}
 	return nil
 }

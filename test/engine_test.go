@@ -332,3 +332,27 @@ func TestHostAndAgentFilters(t *testing.T) {
 		t.Errorf("bad label filter: %d", code)
 	}
 }
+
+// A stop that reaches the workers before its job's submit command (both wait
+// in the stream while no worker runs) must still stop the job.
+func TestStopBeforeWorkersTakeTheJob(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Agents: []string{"a1=127.0.0.1"}})
+	l := newLedger(t)
+	id := submit(t, s, script(l.append("ran")+"; sleep 30", "127.0.0.1"), nil)
+	if sum := job(t, s, id); sum.Status != schemas.JobWaiting {
+		t.Fatalf("queued job: %s, want waiting", sum.Status)
+	}
+	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/stop", id), nil, nil); code != 202 {
+		t.Fatalf("stop a queued job: %d %s", code, b)
+	}
+	s.StartWorkers(t, 2)
+	sum := waitJob(t, s, id, 20*time.Second)
+	if sum.Status != schemas.JobStopped {
+		t.Errorf("got %s, want stopped", sum.Status)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := l.lines(t); len(got) > 1 {
+		t.Errorf("script ran %d times", len(got))
+	}
+}

@@ -153,6 +153,12 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 		unlock := w.locks.lock(cmd.JobID)
 		err = w.process(ctx, cmd.JobID, nil, &cmd, redelivered)
 		unlock()
+		if errors.Is(err, schemas.ErrNotFound) {
+			// The API only stops jobs it can see, so the submit command is
+			// still on its way to a worker: try again shortly.
+			_ = m.NakWithDelay(500 * time.Millisecond)
+			return
+		}
 	default:
 		w.log.Error("unknown command subject; dropped", "subject", m.Subject())
 		_ = m.Term()

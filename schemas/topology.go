@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -242,16 +243,21 @@ func (t Topology) AgentConsumerConfig(agent string, slots int) jetstream.Consume
 	}
 }
 
-// Ensure creates or updates every stream and bucket. Any process may call it
-// at start; it is idempotent.
+// Ensure creates every stream and bucket that does not exist yet. Any
+// process may call it at start; it never changes one that exists, so a
+// process started with other settings (say, one replica instead of three)
+// cannot reshape a running system. Change existing streams deliberately,
+// with the nats CLI.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	for _, sc := range t.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		_, err := js.CreateStream(ctx, sc)
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
 	for _, kc := range t.Buckets() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+		_, err := js.CreateKeyValue(ctx, kc)
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
 		}
 	}

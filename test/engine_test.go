@@ -356,3 +356,15 @@ func TestStopBeforeWorkersTakeTheJob(t *testing.T) {
 		t.Errorf("script ran %d times", len(got))
 	}
 }
+
+func TestScriptsDoNotSeeTheAgentsEnvironment(t *testing.T) {
+	t.Setenv("FLEETJOB_TEST_SECRET", "hunter2")
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	id := submit(t, s, script(`echo "[$FLEETJOB_TEST_SECRET]"; test -n "$PATH"`, "127.0.0.1"), nil)
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("got %s (PATH missing?)", sum.Status)
+	}
+	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "[]" {
+		t.Errorf("the script saw the agent's environment: %q", got)
+	}
+}

@@ -53,7 +53,7 @@ func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetS
 
 // ensureTopology creates streams and buckets, retrying while a cluster
 // elects its leaders.
-func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Topology) error {
+func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Topology, log *slog.Logger) error {
 	var err error
 	for i := 0; i < 20; i++ {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -62,6 +62,7 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Top
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		log.Warn("streams not ready yet; retrying", "attempt", i+1, "err", err)
 		time.Sleep(500 * time.Millisecond)
 	}
 	return err

@@ -70,7 +70,7 @@ func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Lo
 		return node.Plumbing{}, nil, err
 	}
 	p := node.Plumbing{NC: nc, JS: js, Top: top, Reg: newRegistry(), Log: log}
-	if err := ensureTopology(ctx, js, p.Top); err != nil {
+	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
 		nc.Close()
 		return node.Plumbing{}, nil, err
 	}

@@ -52,7 +52,7 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := ensureTopology(ctx, js, top); err != nil {
+			if err := ensureTopology(ctx, js, top, log); err != nil {
 				return err
 			}
 			rdb, closeRedis, err := openRedis(os.Getenv("REDIS_URL"), log)

@@ -89,6 +89,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
+	p.Log.Info("workers running", "workers", n, "name", name)
 	return g.Wait()
 }
 

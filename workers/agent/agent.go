@@ -208,7 +208,7 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 // never finished as interrupted, and kills their process groups.
 func (a *Agent) recover(ctx context.Context) error {
 	for _, e := range a.journal.unfinished() {
-		killOrphan(e.Pgid)
+		killOrphan(e.Pgid, e.Start)
 		if e.Task == nil {
 			continue
 		}

@@ -31,6 +31,7 @@ type journalEntry struct {
 	Exec   string          `json:"exec"`
 	Task   *schemas.Task   `json:"task,omitempty"`
 	Pgid   int             `json:"pgid,omitempty"`
+	Start  uint64          `json:"start,omitempty"` // the group leader's start time, see procStart
 	Report *schemas.Report `json:"report,omitempty"`
 }
 
@@ -60,7 +61,7 @@ func openJournal(dir, agentID string) (*journal, error) {
 				j.entries[e.Exec] = &journalEntry{Op: "start", Exec: e.Exec, Task: e.Task}
 			case "pgid":
 				if cur != nil {
-					cur.Pgid = e.Pgid
+					cur.Pgid, cur.Start = e.Pgid, e.Start
 				}
 			case "end":
 				if cur == nil {
@@ -135,14 +136,15 @@ func (j *journal) start(t *schemas.Task) error {
 	return j.write(*e)
 }
 
-// pgid records the process group, so a restarted agent can kill orphans.
-func (j *journal) pgid(exec string, pgid int) error {
+// pgid records the process group and its leader's start time, so a
+// restarted agent can kill orphans (and only them).
+func (j *journal) pgid(exec string, pgid int, start uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if e := j.entries[exec]; e != nil {
-		e.Pgid = pgid
+		e.Pgid, e.Start = pgid, start
 	}
-	return j.write(journalEntry{Op: "pgid", Exec: exec, Pgid: pgid})
+	return j.write(journalEntry{Op: "pgid", Exec: exec, Pgid: pgid, Start: start})
 }
 
 // end records the final report.

@@ -17,7 +17,7 @@ func TestJournalSurvivesRestart(t *testing.T) {
 	t1 := &schemas.Task{ExecID: "1.0.0.1", JobID: 1}
 	t2 := &schemas.Task{ExecID: "2.0.0.1", JobID: 2}
 	for _, err := range []error{
-		j.start(t1), j.pgid(t1.ExecID, 4242), j.start(t2),
+		j.start(t1), j.pgid(t1.ExecID, 4242, 777), j.start(t2),
 		j.end(&schemas.Report{ExecID: t2.ExecID, Status: schemas.HostSuccess}),
 	} {
 		if err != nil {
@@ -36,7 +36,7 @@ func TestJournalSurvivesRestart(t *testing.T) {
 	}
 	defer j.close()
 	un := j.unfinished()
-	if len(un) != 1 || un[0].Exec != t1.ExecID || un[0].Pgid != 4242 || un[0].Task.JobID != 1 {
+	if len(un) != 1 || un[0].Exec != t1.ExecID || un[0].Pgid != 4242 || un[0].Start != 777 || un[0].Task.JobID != 1 {
 		t.Fatalf("unfinished: %+v, want 1.0.0.1 with its pgid and task", un)
 	}
 	if e, ok := j.lookup(t2.ExecID); !ok || e.Op != "end" || e.Report.Status != schemas.HostSuccess {

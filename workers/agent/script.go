@@ -99,7 +99,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 
 	cmd := exec.Command(path, append([]string{file}, sc.Args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(baseEnv(),
 		"FLEETJOB_JOB_ID="+strconv.FormatInt(t.JobID, 10),
 		"FLEETJOB_EXEC_ID="+t.ExecID,
 		"FLEETJOB_HOST_IP="+t.Target.IP,
@@ -136,7 +136,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	}
 	e.pgid = cmd.Process.Pid
 	e.mu.Unlock()
-	if err := a.journal.pgid(t.ExecID, e.pgid); err != nil {
+	if err := a.journal.pgid(t.ExecID, e.pgid, procStart(e.pgid)); err != nil {
 		a.log.Warn("journal pgid", "exec", t.ExecID, "err", err)
 	}
 
@@ -226,9 +226,50 @@ func (a *Agent) switchUser(cmd *exec.Cmd, name string) (outcome, bool) {
 	return outcome{}, true
 }
 
-// killOrphan kills a process group left by an earlier life of the agent.
-func killOrphan(pgid int) {
-	if pgid > 0 {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+// inheritedEnv names the agent's variables a script sees. Nothing else of
+// the agent's environment (its NATS credentials, say) reaches scripts.
+var inheritedEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
+
+func baseEnv() []string {
+	env := make([]string, 0, len(inheritedEnv)+1)
+	for _, k := range inheritedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
 	}
+	if _, ok := os.LookupEnv("PATH"); !ok {
+		env = append(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	return env
+}
+
+// procStart returns a process's start time in clock ticks since boot (field
+// 22 of /proc/<pid>/stat), or 0 when it cannot be read. With the pid it
+// identifies a process across pid reuse.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// the command name (field 2) may hold spaces; fields resume after ')'
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
+}
+
+// killOrphan kills a process group left by an earlier life of the agent,
+// but only if its leader is still the process that was journaled: a pid
+// reused by something else is left alone.
+func killOrphan(pgid int, start uint64) {
+	if pgid <= 0 || start == 0 || procStart(pgid) != start {
+		return
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }

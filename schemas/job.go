@@ -61,10 +61,11 @@ type JobSpec struct {
 
 // Step is one stage of a job.
 type Step struct {
-	Name    string  `json:"name,omitempty"`
-	Type    string  `json:"type"`
-	Script  *Script `json:"script,omitempty"`
-	Targets []Host  `json:"targets,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	Type    string    `json:"type"`
+	Script  *Script   `json:"script,omitempty"`
+	File    *FileSpec `json:"file,omitempty"`
+	Targets []Host    `json:"targets,omitempty"`
 	// Timeout is in seconds; 0 means DefaultTimeoutSecs.
 	Timeout int `json:"timeout,omitempty"`
 	// Concurrency caps hosts running at once; 0 means all at once.
@@ -149,18 +150,27 @@ func (s *JobSpec) Normalize() error {
 		if utf8.RuneCountInString(st.Name) > MaxNameLen {
 			fe.Add(p+".name", "longer than %d characters", MaxNameLen)
 		}
-		if st.Type == "" && st.Script != nil {
+		if st.Type == "" && st.Script != nil && st.File == nil {
 			st.Type = StepScript
+		}
+		if st.Type == "" && st.File != nil && st.Script == nil {
+			st.Type = StepFile
 		}
 		switch st.Type {
 		case StepScript:
-			if st.Script == nil {
-				fe.Add(p+".script", "required for a script step")
+			if st.Script == nil || st.File != nil {
+				fe.Add(p+".script", "a script step needs script and no file")
 				continue
 			}
 			st.Script.validate(p+".script", &fe)
+		case StepFile:
+			if st.File == nil || st.Script != nil {
+				fe.Add(p+".file", "a file step needs file and no script")
+				continue
+			}
+			st.File.validate(p+".file", &fe)
 		default:
-			fe.Add(p+".type", "unknown step type %q (want %q)", st.Type, StepScript)
+			fe.Add(p+".type", "unknown step type %q (want %q or %q)", st.Type, StepScript, StepFile)
 		}
 	}
 	// Steps now carry their targets; the stored spec need not repeat them.

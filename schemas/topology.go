@@ -32,6 +32,8 @@ const (
 	BucketAgents = "agents" // agent registry, refreshed by heartbeats
 	BucketActive = "active" // ids of jobs not yet final (the sweeper's index)
 	BucketLeases = "leases" // short leases, e.g. the sweeper's
+	// BucketArtifacts is the object store of files to distribute.
+	BucketArtifacts = "artifacts"
 )
 
 // Subjects.
@@ -108,13 +110,15 @@ func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*"
 type Topology struct {
 	Replicas int
 	// Dedupe is the JetStream duplicate window of command, task and result streams.
-	Dedupe     time.Duration
-	LogMaxAge  time.Duration
-	EventAge   time.Duration
-	LeaseTTL   time.Duration
-	TaskWait   time.Duration // AckWait of agents' task consumers
-	AckWait    time.Duration // AckWait of the workers' consumers
-	MaxDeliver int
+	Dedupe    time.Duration
+	LogMaxAge time.Duration
+	EventAge  time.Duration
+	LeaseTTL  time.Duration
+	// ArtifactAge bounds how long distributed files stay in the store.
+	ArtifactAge time.Duration
+	TaskWait    time.Duration // AckWait of agents' task consumers
+	AckWait     time.Duration // AckWait of the workers' consumers
+	MaxDeliver  int
 }
 
 // FromEnv applies FLEETJOB_REPLICAS (1 embedded, 3 in a cluster),
@@ -143,14 +147,15 @@ func (t Topology) FromEnv() (Topology, error) {
 // DefaultTopology is the single-node setting.
 func DefaultTopology() Topology {
 	return Topology{
-		Replicas:   1,
-		Dedupe:     10 * time.Minute,
-		LogMaxAge:  7 * 24 * time.Hour,
-		EventAge:   7 * 24 * time.Hour,
-		LeaseTTL:   10 * time.Second,
-		TaskWait:   30 * time.Second,
-		AckWait:    30 * time.Second,
-		MaxDeliver: 10,
+		Replicas:    1,
+		Dedupe:      10 * time.Minute,
+		LogMaxAge:   7 * 24 * time.Hour,
+		EventAge:    7 * 24 * time.Hour,
+		LeaseTTL:    10 * time.Second,
+		ArtifactAge: 7 * 24 * time.Hour,
+		TaskWait:    30 * time.Second,
+		AckWait:     30 * time.Second,
+		MaxDeliver:  10,
 	}
 }
 
@@ -200,6 +205,16 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketAgents, "agent registry"),
 		kv(BucketActive, "jobs not yet final"),
 		leases,
+	}
+}
+
+// Artifacts is the object store of distributed files. Files a job uploads
+// live under "job/<id>/…" and age out after ArtifactAge.
+func (t Topology) Artifacts() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket: BucketArtifacts, Description: "files to distribute, deploy packages",
+		Storage: jetstream.FileStorage, Replicas: t.Replicas, TTL: t.ArtifactAge,
+		Compression: false,
 	}
 }
 
@@ -260,6 +275,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
 		}
+	}
+	oc := t.Artifacts()
+	if _, err := js.CreateObjectStore(ctx, oc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("ensure object store %s: %w", oc.Bucket, err)
 	}
 	return nil
 }

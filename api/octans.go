@@ -404,7 +404,7 @@ func octansJobStatus(st string) int {
 	switch st {
 	case schemas.JobWaiting:
 		return octInit
-	case schemas.JobRunning, schemas.JobStopping:
+	case schemas.JobRunning, schemas.JobStopping, schemas.JobWaitingUser:
 		return octRunning
 	case schemas.JobSuccess:
 		return octSuccess

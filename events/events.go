@@ -22,6 +22,8 @@ const (
 	JobFinished  = "job.finished"
 	StepStarted  = "step.started"
 	StepFinished = "step.finished"
+	StepWaiting  = "step.waiting"  // a rolling step waits for a person
+	StepOperated = "step.operated" // confirm, skip, retry, ignore error
 	HostStarted  = "host.started"
 	HostFinished = "host.finished"
 	AgentOnline  = "agent.online"

@@ -70,7 +70,22 @@ type Step struct {
 	Timeout int `json:"timeout,omitempty"`
 	// Concurrency caps hosts running at once; 0 means all at once.
 	Concurrency int `json:"concurrency,omitempty"`
+	// OnFailure says what a step whose hosts did not all succeed does:
+	// "stop" (the default) ends the job, "continue" marks the step
+	// error-ignored and goes on with the next.
+	OnFailure string `json:"on_failure,omitempty"`
+	// Rolling runs the hosts in batches.
+	Rolling *Rolling `json:"rolling,omitempty"`
+	// MaxFailPercent, when above 0, ends the step as failed (its remaining
+	// hosts skipped) once more than that share of its hosts has failed.
+	MaxFailPercent int `json:"max_fail_percent,omitempty"`
 }
+
+// Step failure modes.
+const (
+	OnFailureStop     = "stop"
+	OnFailureContinue = "continue"
+)
 
 // Script is the body of a script step.
 type Script struct {
@@ -149,6 +164,19 @@ func (s *JobSpec) Normalize() error {
 		}
 		if utf8.RuneCountInString(st.Name) > MaxNameLen {
 			fe.Add(p+".name", "longer than %d characters", MaxNameLen)
+		}
+		switch st.OnFailure {
+		case "":
+			st.OnFailure = OnFailureStop
+		case OnFailureStop, OnFailureContinue:
+		default:
+			fe.Add(p+".on_failure", "want %q or %q", OnFailureStop, OnFailureContinue)
+		}
+		if st.Rolling != nil {
+			st.Rolling.validate(p+".rolling", &fe)
+		}
+		if st.MaxFailPercent < 0 || st.MaxFailPercent > 100 {
+			fe.Add(p+".max_fail_percent", "want 0 to 100")
 		}
 		if st.Type == "" && st.Script != nil && st.File == nil {
 			st.Type = StepScript

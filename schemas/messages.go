@@ -23,6 +23,27 @@ type StopCommand struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// Step operations (BlueKing's operate_step_instance, in words).
+const (
+	OpConfirm     = "confirm"      // go on with the next batch of a held step
+	OpSkip        = "skip"         // end the step as skipped and go on
+	OpRetryFailed = "retry_failed" // run the step's failed hosts again
+	OpRetryAll    = "retry_all"    // run all of the step's hosts again
+	OpIgnoreError = "ignore_error" // accept the failed step and go on
+)
+
+// StepOps lists the operations OpCommand takes.
+var StepOps = []string{OpConfirm, OpSkip, OpRetryFailed, OpRetryAll, OpIgnoreError}
+
+// OpCommand operates on the current step of a job.
+type OpCommand struct {
+	V     int    `json:"v"`
+	JobID int64  `json:"job_id"`
+	Step  int    `json:"step"`
+	Op    string `json:"op"`
+	By    string `json:"by,omitempty"`
+}
+
 // ExecID names one execution of one host in one step: job.step.host.attempt.
 // Agents journal it so a redelivered task is never silently run twice.
 func ExecID(job int64, step, host, attempt int) string {

@@ -84,13 +84,16 @@ func HostStatusNames() []string { return append([]string(nil), hostStatusNames[:
 
 // Job statuses (native words).
 const (
-	JobWaiting  = "waiting"
-	JobRunning  = "running"
-	JobSuccess  = "success"
-	JobFailed   = "failed"
-	JobPartial  = "partial"
-	JobStopping = "stopping"
-	JobStopped  = "stopped"
+	JobWaiting = "waiting"
+	JobRunning = "running"
+	// JobWaitingUser: a rolling step paused on a failure or waits for
+	// confirmation before its next batch.
+	JobWaitingUser = "waiting_user"
+	JobSuccess     = "success"
+	JobFailed      = "failed"
+	JobPartial     = "partial"
+	JobStopping    = "stopping"
+	JobStopped     = "stopped"
 )
 
 // JobFinal reports whether a job status is terminal.
@@ -103,18 +106,48 @@ func JobFinal(s string) bool {
 }
 
 // JobStatuses lists every job status word.
-var JobStatuses = []string{JobWaiting, JobRunning, JobSuccess, JobFailed, JobPartial, JobStopping, JobStopped}
+var JobStatuses = []string{JobWaiting, JobRunning, JobWaitingUser, JobSuccess, JobFailed, JobPartial, JobStopping, JobStopped}
+
+// Step statuses besides the job words: a step whose failure was ignored,
+// and one skipped by an operator.
+const (
+	StepIgnored = "ignored"
+	StepSkipped = "skipped"
+)
 
 // HostTable holds each host's status and the second (since the job was
 // created) it entered that status. It encodes compactly as base64.
 type HostTable struct {
 	Status []HostStatus
 	Since  []uint32
+	// Attempt counts executions from 1; nil means every host is on its first.
+	Attempt []uint8
 }
 
 // NewHostTable returns a table of n pending hosts.
 func NewHostTable(n int) HostTable {
 	return HostTable{Status: make([]HostStatus, n), Since: make([]uint32, n)}
+}
+
+// AttemptOf returns host i's current attempt (1 for the first).
+func (t HostTable) AttemptOf(i int) int {
+	if i < len(t.Attempt) && t.Attempt[i] > 0 {
+		return int(t.Attempt[i])
+	}
+	return 1
+}
+
+// Retry puts host i back to pending for its next attempt.
+func (t *HostTable) Retry(i int, sec uint32) {
+	if t.Attempt == nil {
+		t.Attempt = make([]uint8, len(t.Status))
+	}
+	next := t.AttemptOf(i) + 1
+	if next > 255 {
+		next = 255
+	}
+	t.Attempt[i] = uint8(next)
+	t.Set(i, HostPending, sec)
 }
 
 // Set moves host i to st at second sec.
@@ -141,8 +174,9 @@ func (t HostTable) Counts() map[string]int {
 }
 
 type hostTableJSON struct {
-	Status string `json:"status"`
-	Since  string `json:"since"`
+	Status  string `json:"status"`
+	Since   string `json:"since"`
+	Attempt string `json:"attempt,omitempty"`
 }
 
 // MarshalJSON packs both columns as base64.
@@ -155,10 +189,14 @@ func (t HostTable) MarshalJSON() ([]byte, error) {
 	for i, s := range t.Since {
 		binary.LittleEndian.PutUint32(since[4*i:], s)
 	}
-	return json.Marshal(hostTableJSON{
+	j := hostTableJSON{
 		Status: base64.StdEncoding.EncodeToString(st),
 		Since:  base64.StdEncoding.EncodeToString(since),
-	})
+	}
+	if t.Attempt != nil {
+		j.Attempt = base64.StdEncoding.EncodeToString(t.Attempt)
+	}
+	return json.Marshal(j)
 }
 
 // UnmarshalJSON unpacks what MarshalJSON wrote.
@@ -174,6 +212,14 @@ func (t *HostTable) UnmarshalJSON(b []byte) error {
 	since, err := base64.StdEncoding.DecodeString(j.Since)
 	if err != nil || len(since) != 4*len(st) {
 		return fmt.Errorf("host table since: bad length or encoding")
+	}
+	t.Attempt = nil
+	if j.Attempt != "" {
+		att, err := base64.StdEncoding.DecodeString(j.Attempt)
+		if err != nil || len(att) != len(st) {
+			return fmt.Errorf("host table attempt: bad length or encoding")
+		}
+		t.Attempt = att
 	}
 	t.Status = make([]HostStatus, len(st))
 	t.Since = make([]uint32, len(st))
@@ -208,6 +254,29 @@ type StepState struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 	Hosts     HostTable `json:"hosts"`
+	// Batches holds each rolling batch's end (exclusive) host index; a step
+	// without rolling has one batch. Batch is the one running now.
+	Batches []int `json:"batches,omitempty"`
+	Batch   int   `json:"batch"`
+	// Hold says why the step waits for a person: "failure" or "confirm".
+	Hold string `json:"hold,omitempty"`
+	// Aborted is set when the step gave up on its remaining hosts (its
+	// maximum failure percentage was passed); it ends failed.
+	Aborted bool `json:"aborted,omitempty"`
+}
+
+// Holds of a rolling step.
+const (
+	HoldFailure = "failure"
+	HoldConfirm = "confirm"
+)
+
+// BatchEnd is the end (exclusive) of the hosts the step may run now.
+func (s *StepState) BatchEnd() int {
+	if len(s.Batches) == 0 {
+		return len(s.Hosts.Status)
+	}
+	return s.Batches[min(s.Batch, len(s.Batches)-1)]
 }
 
 // Sec converts a time into the HostTable's clock: seconds since creation.
@@ -274,6 +343,9 @@ type StepSummary struct {
 	Name      string         `json:"name,omitempty"`
 	Type      string         `json:"type"`
 	Status    string         `json:"status"`
+	Hold      string         `json:"hold,omitempty"`
+	Batch     int            `json:"batch,omitempty"`   // 1-based, for rolling steps
+	Batches   int            `json:"batches,omitempty"` // rolling batches in all
 	StartedAt time.Time      `json:"started_at,omitzero"`
 	EndedAt   time.Time      `json:"ended_at,omitzero"`
 	Hosts     int            `json:"hosts"`
@@ -293,7 +365,10 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 		c := ss.Hosts.Counts()
 		sum := StepSummary{
 			Status: ss.Status, StartedAt: ss.StartedAt, EndedAt: ss.EndedAt,
-			Hosts: len(ss.Hosts.Status), Counts: c,
+			Hosts: len(ss.Hosts.Status), Counts: c, Hold: ss.Hold,
+		}
+		if len(ss.Batches) > 1 {
+			sum.Batch, sum.Batches = ss.Batch+1, len(ss.Batches)
 		}
 		if i < len(spec.Steps) {
 			sum.Name, sum.Type = spec.Steps[i].Name, spec.Steps[i].Type
@@ -314,4 +389,68 @@ func NewJobState(id int64, spec *JobSpec, now time.Time) *JobState {
 		st.Steps = append(st.Steps, StepState{Status: JobWaiting, Hosts: NewHostTable(len(step.Targets))})
 	}
 	return st
+}
+
+// CheckOp says whether an operation may be applied to a step now: only to
+// the current step, only when no host of it runs, and only in the states
+// where the operation means something. Refusals wrap ErrConflict.
+func (j *JobState) CheckOp(op string, step int) error {
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%s on step %d: %s: %w", op, step+1, fmt.Sprintf(format, args...), ErrConflict)
+	}
+	known := false
+	for _, o := range StepOps {
+		known = known || o == op
+	}
+	if !known {
+		return Invalid("op", "unknown operation %q", op)
+	}
+	if step < 0 || step >= len(j.Steps) {
+		return fmt.Errorf("step %d of job %d: %w", step+1, j.ID, ErrNotFound)
+	}
+	if step != j.Step {
+		return refuse("the job is at step %d", j.Step+1)
+	}
+	if j.Status == JobStopping || j.Status == JobStopped || j.Status == JobWaiting {
+		return refuse("the job is %s", j.Status)
+	}
+	ss := &j.Steps[step]
+	for _, s := range ss.Hosts.Status {
+		if s == HostDispatched || s == HostRunning {
+			return refuse("hosts are still running")
+		}
+	}
+	failed := ss.Status == JobFailed || ss.Status == JobPartial
+	switch op {
+	case OpConfirm:
+		if ss.Hold == "" {
+			return refuse("it waits for no confirmation")
+		}
+	case OpIgnoreError:
+		if !failed && ss.Hold != HoldFailure {
+			return refuse("it has no failure to ignore")
+		}
+	case OpSkip:
+		if !failed && ss.Hold == "" {
+			return refuse("only a failed step or one that waits may be skipped")
+		}
+	case OpRetryFailed:
+		if !failed && ss.Hold == "" {
+			return refuse("only a failed step or one that waits may be retried")
+		}
+		n := 0
+		for _, s := range ss.Hosts.Status {
+			if s.Final() && s != HostSuccess {
+				n++
+			}
+		}
+		if n == 0 {
+			return refuse("no host failed")
+		}
+	case OpRetryAll:
+		if !failed && ss.Hold == "" && ss.Status != JobSuccess {
+			return refuse("the step is %s", ss.Status)
+		}
+	}
+	return nil
 }

@@ -40,6 +40,7 @@ const (
 const (
 	SubjSubmit  = "fleetjob.cmd.submit"
 	SubjStop    = "fleetjob.cmd.stop"
+	SubjOp      = "fleetjob.cmd.op"
 	subjCmdAll  = "fleetjob.cmd.>"
 	subjTaskAll = "fleetjob.task.>"
 	subjResAll  = "fleetjob.result.>"

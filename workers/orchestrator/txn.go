@@ -48,6 +48,7 @@ type txn struct {
 	events   []events.Event
 	kills    map[string][]string // agent → exec ids
 	finished bool
+	reopened bool // an operation brought a finished job back
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {
@@ -69,7 +70,8 @@ func (t *txn) row(step, host int) *statuscache.HostRow {
 		return r
 	}
 	r := &statuscache.HostRow{}
-	r.Step, r.Index, r.Host, r.Attempt = step, host, t.target(step, host), 1
+	r.Step, r.Index, r.Host = step, host, t.target(step, host)
+	r.Attempt = t.st.Steps[step].Hosts.AttemptOf(host)
 	t.touched[ref] = r
 	return r
 }
@@ -98,13 +100,14 @@ func (t *txn) finalize(step, host int, s schemas.HostStatus, reason string) {
 }
 
 // apply folds one report into the state. Reports about hosts that are
-// already final are ignored: each host's result is recorded exactly once.
+// already final, or about an earlier attempt, are ignored: each host's
+// result is recorded exactly once per attempt.
 func (t *txn) apply(r schemas.Report) {
 	if r.Kind == schemas.ReportKick || r.Step < 0 || r.Step >= len(t.st.Steps) {
 		return
 	}
 	hs := t.st.Steps[r.Step].Hosts
-	if r.Host < 0 || r.Host >= len(hs.Status) || r.Attempt != 1 {
+	if r.Host < 0 || r.Host >= len(hs.Status) || r.Attempt != hs.AttemptOf(r.Host) {
 		return
 	}
 	cur := hs.Status[r.Host]
@@ -145,8 +148,22 @@ func (t *txn) stop(by, reason string) {
 	t.emit(events.JobStopping, t.jobID(), t.jobID(), map[string]any{"id": t.st.ID, "by": by})
 }
 
-// advance runs deadlines, dispatch and step/job transitions until nothing
-// more can happen now.
+// stepOver reports whether a step status is final.
+func stepOver(s string) bool {
+	switch s {
+	case schemas.JobSuccess, schemas.JobFailed, schemas.JobPartial, schemas.JobStopped, schemas.StepIgnored, schemas.StepSkipped:
+		return true
+	}
+	return false
+}
+
+// stepPassed reports whether a finished step lets the job go on.
+func stepPassed(s string) bool {
+	return s == schemas.JobSuccess || s == schemas.StepIgnored || s == schemas.StepSkipped
+}
+
+// advance runs deadlines, dispatch, rolling batches and step/job
+// transitions until nothing more can happen now.
 func (t *txn) advance() {
 	st := t.st
 	if schemas.JobFinal(st.Status) {
@@ -159,33 +176,141 @@ func (t *txn) advance() {
 	for {
 		ss := &st.Steps[st.Step]
 		if ss.Status == schemas.JobWaiting {
-			ss.Status, ss.StartedAt, t.changed = schemas.JobRunning, t.now, true
-			t.emit(events.StepStarted, t.jobID(), fmt.Sprintf("%d.%d", st.ID, st.Step), map[string]any{"id": st.ID, "step": st.Step})
+			t.startStep(st.Step)
 		}
-		t.expire(st.Step)
-		if st.Status == schemas.JobStopping {
-			t.stopHosts(st.Step)
-		} else {
-			t.dispatch(st.Step)
+		if !stepOver(ss.Status) && !t.runStep(st.Step) {
+			return // the step goes on, or waits for a person
 		}
-		if !allFinal(ss.Hosts) {
-			return
-		}
-		ss.Status, ss.EndedAt, t.changed = outcome(ss.Hosts, st.Status == schemas.JobStopping), t.now, true
-		t.emit(events.StepFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, st.Step), map[string]any{"id": st.ID, "step": st.Step, "status": ss.Status})
-		if ss.Status == schemas.JobSuccess && st.Status != schemas.JobStopping && st.Step+1 < len(st.Steps) {
+		if stepPassed(ss.Status) && st.Status != schemas.JobStopping && st.Step+1 < len(st.Steps) {
 			st.Step++
 			continue
 		}
-		st.Status = ss.Status
-		st.EndedAt, t.finished = t.now, true
-		t.emit(events.JobFinished, t.jobID(), t.jobID(), map[string]any{"id": st.ID, "status": st.Status})
+		t.finish()
 		return
 	}
 }
 
-func allFinal(hs schemas.HostTable) bool {
-	for _, s := range hs.Status {
+func (t *txn) startStep(step int) {
+	ss := &t.st.Steps[step]
+	spec := t.spec.Steps[step]
+	ss.Status, ss.StartedAt, ss.EndedAt, t.changed = schemas.JobRunning, t.now, time.Time{}, true
+	ss.Batch, ss.Batches, ss.Hold, ss.Aborted = 0, nil, "", false
+	if spec.Rolling != nil {
+		// validated at submit; an error here leaves one batch
+		ss.Batches, _ = schemas.RollingBatches(spec.Rolling.Expr, len(ss.Hosts.Status))
+	}
+	t.emit(events.StepStarted, t.jobID(), fmt.Sprintf("%d.%d", t.st.ID, step), map[string]any{"id": t.st.ID, "step": step})
+}
+
+// runStep drives a running step; it reports true once the step has ended.
+func (t *txn) runStep(step int) bool {
+	st := t.st
+	ss := &st.Steps[step]
+	spec := t.spec.Steps[step]
+	for {
+		t.expire(step)
+		if st.Status == schemas.JobStopping {
+			ss.Hold = ""
+			t.stopHosts(step)
+		} else if ss.Hold == "" {
+			t.dispatch(step)
+		}
+		t.checkMaxFail(step)
+		if ss.Hold != "" && st.Status != schemas.JobStopping {
+			if st.Status != schemas.JobWaitingUser {
+				st.Status, t.changed = schemas.JobWaitingUser, true
+			}
+			return false
+		}
+		if st.Status == schemas.JobWaitingUser {
+			st.Status, t.changed = schemas.JobRunning, true
+		}
+		end := ss.BatchEnd()
+		if !allFinal(ss.Hosts, end) {
+			return false
+		}
+		if end < len(ss.Hosts.Status) && st.Status != schemas.JobStopping && !ss.Aborted {
+			begin := 0
+			if ss.Batch > 0 {
+				begin = ss.Batches[ss.Batch-1]
+			}
+			failed := !allSucceeded(ss.Hosts, begin, end)
+			switch {
+			case failed && spec.Rolling.Mode != schemas.RollingIgnoreFailure:
+				t.hold(step, schemas.HoldFailure)
+				continue
+			case spec.Rolling.Mode == schemas.RollingConfirmEach:
+				t.hold(step, schemas.HoldConfirm)
+				continue
+			}
+			ss.Batch++
+			t.changed = true
+			continue
+		}
+		ss.Status, ss.EndedAt, t.changed = t.outcome(step), t.now, true
+		t.emit(events.StepFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, step), map[string]any{"id": st.ID, "step": step, "status": ss.Status})
+		return true
+	}
+}
+
+func (t *txn) hold(step int, why string) {
+	ss := &t.st.Steps[step]
+	ss.Hold, t.changed = why, true
+	t.emit(events.StepWaiting, t.jobID(), fmt.Sprintf("%d.%d.%d", t.st.ID, step, ss.Batch), map[string]any{
+		"id": t.st.ID, "step": step, "batch": ss.Batch + 1, "hold": why})
+}
+
+// checkMaxFail gives up on a step's remaining hosts once more than its
+// maximum failure percentage of hosts has failed.
+func (t *txn) checkMaxFail(step int) {
+	ss := &t.st.Steps[step]
+	limit := t.spec.Steps[step].MaxFailPercent
+	if limit <= 0 || ss.Aborted {
+		return
+	}
+	failed := 0
+	for _, s := range ss.Hosts.Status {
+		if s.Final() && s != schemas.HostSuccess && s != schemas.HostSkipped {
+			failed++
+		}
+	}
+	if failed*100 <= limit*len(ss.Hosts.Status) {
+		return
+	}
+	ss.Aborted, ss.Hold, t.changed = true, "", true
+	if len(ss.Batches) > 0 {
+		ss.Batch = len(ss.Batches) - 1
+	}
+	reason := fmt.Sprintf("more than %d%% of the step's hosts failed", limit)
+	for i, s := range ss.Hosts.Status {
+		if s == schemas.HostPending || s == schemas.HostWaitingAgent {
+			t.finalize(step, i, schemas.HostSkipped, reason)
+		}
+	}
+	if t.st.Reason == "" {
+		t.st.Reason = fmt.Sprintf("step %d: %s", step+1, reason)
+	}
+}
+
+// finish ends the job: stopped after a stop, otherwise as the step that
+// ended it (success when every step passed).
+func (t *txn) finish() {
+	st := t.st
+	last := st.Steps[st.Step].Status
+	switch {
+	case st.Status == schemas.JobStopping:
+		st.Status = schemas.JobStopped
+	case stepPassed(last):
+		st.Status = schemas.JobSuccess
+	default:
+		st.Status = last
+	}
+	st.EndedAt, t.finished, t.changed = t.now, true, true
+	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, t.now.UnixNano()), map[string]any{"id": st.ID, "status": st.Status})
+}
+
+func allFinal(hs schemas.HostTable, end int) bool {
+	for _, s := range hs.Status[:end] {
 		if !s.Final() {
 			return false
 		}
@@ -193,24 +318,46 @@ func allFinal(hs schemas.HostTable) bool {
 	return true
 }
 
-// outcome is a finished step's status: success when every host succeeded,
-// partial when some did, failed when none did, stopped after a stop.
-func outcome(hs schemas.HostTable, stopping bool) string {
-	ok := 0
-	for _, s := range hs.Status {
-		if s == schemas.HostSuccess {
-			ok++
+func allSucceeded(hs schemas.HostTable, begin, end int) bool {
+	for _, s := range hs.Status[begin:end] {
+		if s != schemas.HostSuccess && s != schemas.HostSkipped {
+			return false
 		}
 	}
+	return true
+}
+
+// outcome is a finished step's status: success when every host succeeded,
+// partial when some did, failed when none did (or the step gave up),
+// stopped after a stop; a step that may fail is error-ignored instead.
+func (t *txn) outcome(step int) string {
+	hs := t.st.Steps[step].Hosts
+	ok, skipped := 0, 0
+	for _, s := range hs.Status {
+		switch s {
+		case schemas.HostSuccess:
+			ok++
+		case schemas.HostSkipped:
+			skipped++
+		}
+	}
+	var out string
 	switch {
-	case stopping:
+	case t.st.Status == schemas.JobStopping:
 		return schemas.JobStopped
-	case ok == len(hs.Status):
+	case t.st.Steps[step].Aborted:
+		out = schemas.JobFailed
+	case ok+skipped == len(hs.Status):
 		return schemas.JobSuccess
 	case ok > 0:
-		return schemas.JobPartial
+		out = schemas.JobPartial
+	default:
+		out = schemas.JobFailed
 	}
-	return schemas.JobFailed
+	if t.spec.Steps[step].OnFailure == schemas.OnFailureContinue {
+		return schemas.StepIgnored
+	}
+	return out
 }
 
 // expire ends hosts whose deadlines passed.
@@ -254,7 +401,7 @@ func (t *txn) stopHosts(step int) {
 				if t.kills == nil {
 					t.kills = map[string][]string{}
 				}
-				t.kills[a.ID] = append(t.kills[a.ID], schemas.ExecID(t.st.ID, step, i, 1))
+				t.kills[a.ID] = append(t.kills[a.ID], schemas.ExecID(t.st.ID, step, i, hs.AttemptOf(i)))
 			}
 			if s == schemas.HostDispatched {
 				t.finalize(step, i, schemas.HostStopped, "stopped before it started")
@@ -263,11 +410,13 @@ func (t *txn) stopHosts(step int) {
 	}
 }
 
-// dispatch sends tasks to hosts with an online agent, up to the step's
-// concurrency; hosts without one wait (bounded by the job's agent wait).
+// dispatch sends tasks to hosts of the current batch that have an online
+// agent, up to the step's concurrency; hosts without one wait (bounded by
+// the job's agent wait).
 func (t *txn) dispatch(step int) {
 	spec := t.spec.Steps[step]
-	hs := t.st.Steps[step].Hosts
+	ss := &t.st.Steps[step]
+	hs := ss.Hosts
 	limit := spec.Concurrency
 	if limit <= 0 {
 		limit = len(hs.Status)
@@ -278,7 +427,7 @@ func (t *txn) dispatch(step int) {
 			inflight++
 		}
 	}
-	for i, s := range hs.Status {
+	for i, s := range hs.Status[:ss.BatchEnd()] {
 		if inflight >= limit {
 			return
 		}
@@ -317,9 +466,10 @@ func (t *txn) resend() {
 
 func (t *txn) task(step, host int, dispatchedAt time.Time) schemas.Task {
 	spec := t.spec.Steps[step]
+	attempt := t.st.Steps[step].Hosts.AttemptOf(host)
 	return schemas.Task{
-		V: schemas.MessageVersion, ExecID: schemas.ExecID(t.st.ID, step, host, 1),
-		JobID: t.st.ID, Step: step, Host: host, Attempt: 1,
+		V: schemas.MessageVersion, ExecID: schemas.ExecID(t.st.ID, step, host, attempt),
+		JobID: t.st.ID, Step: step, Host: host, Attempt: attempt,
 		Target: spec.Targets[host], Kind: spec.Type, Script: spec.Script,
 		Timeout:       spec.Timeout,
 		NotAfter:      dispatchedAt.Add(time.Duration(t.spec.AgentWait)*time.Second + startSlack),
@@ -334,4 +484,51 @@ func (t *txn) rows() []statuscache.HostRow {
 		out = append(out, *r)
 	}
 	return out
+}
+
+// op applies an operator's decision to the job's current step. It checks
+// again what it may do: the API checked against a cached state that may
+// have moved on since.
+func (t *txn) op(cmd schemas.OpCommand) error {
+	if err := t.st.CheckOp(cmd.Op, cmd.Step); err != nil {
+		return err
+	}
+	st := t.st
+	ss := &st.Steps[st.Step]
+	switch cmd.Op {
+	case schemas.OpConfirm:
+		ss.Hold = ""
+		ss.Batch++
+	case schemas.OpSkip, schemas.OpIgnoreError:
+		for i, s := range ss.Hosts.Status {
+			if !s.Final() {
+				t.finalize(st.Step, i, schemas.HostSkipped, "skipped by "+cmd.By)
+			}
+		}
+		ss.Hold, ss.EndedAt = "", t.now
+		ss.Status = schemas.StepSkipped
+		if cmd.Op == schemas.OpIgnoreError {
+			ss.Status = schemas.StepIgnored
+		}
+	case schemas.OpRetryFailed, schemas.OpRetryAll:
+		for i, s := range ss.Hosts.Status {
+			if cmd.Op == schemas.OpRetryAll || (s.Final() && s != schemas.HostSuccess) {
+				ss.Hosts.Retry(i, st.Sec(t.now))
+				r := t.row(st.Step, i)
+				r.HostResult = schemas.HostResult{Step: st.Step, Index: i, Host: t.target(st.Step, i), Status: schemas.HostPending, Attempt: ss.Hosts.AttemptOf(i)}
+				r.Since = t.now
+			}
+		}
+		ss.Hold, ss.Aborted, ss.Status, ss.EndedAt = "", false, schemas.JobRunning, time.Time{}
+	default:
+		return fmt.Errorf("unknown operation %q: %w", cmd.Op, schemas.ErrInvalid)
+	}
+	if schemas.JobFinal(st.Status) {
+		t.reopened = true
+		st.EndedAt = time.Time{}
+	}
+	st.Status, t.changed = schemas.JobRunning, true
+	t.emit(events.StepOperated, t.jobID(), fmt.Sprintf("%d.%d.%s.%d", st.ID, st.Step, cmd.Op, t.now.UnixNano()),
+		map[string]any{"id": st.ID, "step": st.Step, "op": cmd.Op, "by": cmd.By})
+	return nil
 }

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -203,5 +204,162 @@ func TestResendRebuildsDispatchedTasks(t *testing.T) {
 	tx.resend()
 	if len(tx.tasks) != 2 || tx.tasks[0].task != first.tasks[0].task {
 		t.Errorf("resent %+v, want the same tasks as first sent", tx.tasks)
+	}
+}
+
+func rollingJob(t *testing.T, expr string, mode int, n int) (*schemas.JobSpec, *schemas.JobState, fakeDir) {
+	t.Helper()
+	var ips []string
+	dir := fakeDir{}
+	for i := 1; i <= n; i++ {
+		ip := fmt.Sprintf("10.0.0.%d", i)
+		ips, dir[ip] = append(ips, ip), true
+	}
+	spec, st := newJob(t, 0, ips...)
+	spec.Steps[0].Rolling = &schemas.Rolling{Expr: expr, Mode: mode}
+	return spec, st, dir
+}
+
+// finishAll reports every dispatched host of the current step with the
+// status from result (default success).
+func finishAll(spec *schemas.JobSpec, st *schemas.JobState, dir fakeDir, result map[int]schemas.HostStatus) *txn {
+	tx := newTxn(spec, st, t0, dir)
+	for i, s := range st.Steps[st.Step].Hosts.Status {
+		if s == schemas.HostDispatched {
+			want := schemas.HostSuccess
+			if r, ok := result[i]; ok {
+				want = r
+			}
+			r := finished(i, want)
+			r.Step = st.Step
+			tx.apply(r)
+		}
+	}
+	tx.advance()
+	return tx
+}
+
+func TestRollingPausesOnFailure(t *testing.T) {
+	spec, st, dir := rollingJob(t, "1 50% 100%", schemas.RollingPauseOnFailure, 4)
+	newTxn(spec, st, t0, dir).advance()
+	if got := statuses(st); !cmp.Equal(got, []string{"dispatched", "pending", "pending", "pending"}) {
+		t.Fatalf("batch 1: %v", got)
+	}
+	finishAll(spec, st, dir, nil)
+	if got := statuses(st); !cmp.Equal(got, []string{"success", "dispatched", "dispatched", "pending"}) {
+		t.Fatalf("batch 2 (50%% of 4): %v", got)
+	}
+	finishAll(spec, st, dir, map[int]schemas.HostStatus{2: schemas.HostFailed})
+	if st.Status != schemas.JobWaitingUser || st.Steps[0].Hold != schemas.HoldFailure || statuses(st)[3] != "pending" {
+		t.Fatalf("after a failure in batch 2: job %s hold %q %v", st.Status, st.Steps[0].Hold, statuses(st))
+	}
+	if err := st.CheckOp(schemas.OpConfirm, 1); err == nil {
+		t.Error("an operation on another step was allowed")
+	}
+	tx := newTxn(spec, st, t0, dir)
+	if err := tx.op(schemas.OpCommand{Op: schemas.OpRetryFailed, By: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	tx.advance()
+	if got := statuses(st); got[2] != "dispatched" || st.Steps[0].Hosts.AttemptOf(2) != 2 || tx.tasks[0].task.ExecID != "7.0.2.2" {
+		t.Fatalf("retry: %v attempt %d tasks %+v", got, st.Steps[0].Hosts.AttemptOf(2), tx.tasks)
+	}
+	// a late report from the first attempt changes nothing
+	late := newTxn(spec, st, t0, dir)
+	late.apply(finished(2, schemas.HostFailed))
+	if late.changed {
+		t.Error("a report of an earlier attempt was applied")
+	}
+	r := finished(2, schemas.HostSuccess)
+	r.Attempt = 2
+	tx = newTxn(spec, st, t0, dir)
+	tx.apply(r)
+	tx.advance()
+	if got := statuses(st); got[3] != "dispatched" || st.Status != schemas.JobRunning {
+		t.Fatalf("batch 3 after the retry: %v %s", got, st.Status)
+	}
+	finishAll(spec, st, dir, nil)
+	if st.Status != schemas.JobSuccess {
+		t.Errorf("job %s, want success", st.Status)
+	}
+}
+
+func TestRollingIgnoresFailuresInMode2(t *testing.T) {
+	spec, st, dir := rollingJob(t, "1 50% 100%", schemas.RollingIgnoreFailure, 4)
+	newTxn(spec, st, t0, dir).advance()
+	finishAll(spec, st, dir, nil)
+	finishAll(spec, st, dir, map[int]schemas.HostStatus{2: schemas.HostFailed})
+	if got := statuses(st); got[3] != "dispatched" {
+		t.Fatalf("mode 2 did not go on: %v", got)
+	}
+	finishAll(spec, st, dir, nil)
+	if st.Status != schemas.JobPartial {
+		t.Errorf("job %s, want partial", st.Status)
+	}
+}
+
+func TestRollingConfirmsEachBatch(t *testing.T) {
+	spec, st, dir := rollingJob(t, "2", schemas.RollingConfirmEach, 4)
+	newTxn(spec, st, t0, dir).advance()
+	finishAll(spec, st, dir, nil)
+	if st.Steps[0].Hold != schemas.HoldConfirm || statuses(st)[2] != "pending" {
+		t.Fatalf("no confirmation asked: %q %v", st.Steps[0].Hold, statuses(st))
+	}
+	if err := st.CheckOp(schemas.OpIgnoreError, 0); err == nil {
+		t.Error("ignore_error allowed without a failure")
+	}
+	tx := newTxn(spec, st, t0, dir)
+	if err := tx.op(schemas.OpCommand{Op: schemas.OpConfirm}); err != nil {
+		t.Fatal(err)
+	}
+	tx.advance()
+	finishAll(spec, st, dir, nil)
+	if st.Status != schemas.JobSuccess || st.Steps[0].Hold != "" {
+		t.Errorf("after the last batch: %s %q", st.Status, st.Steps[0].Hold)
+	}
+}
+
+func TestMaxFailPercentAbortsTheStep(t *testing.T) {
+	spec, st, dir := rollingJob(t, "2", schemas.RollingIgnoreFailure, 6)
+	spec.Steps[0].MaxFailPercent = 20
+	newTxn(spec, st, t0, dir).advance()
+	finishAll(spec, st, dir, map[int]schemas.HostStatus{0: schemas.HostFailed, 1: schemas.HostFailed})
+	if got := statuses(st); !cmp.Equal(got[2:], []string{"skipped", "skipped", "skipped", "skipped"}) || st.Status != schemas.JobFailed {
+		t.Errorf("after 2 of 6 failed with a 20%% limit: %v %s", got, st.Status)
+	}
+}
+
+func TestMultiStepFailureModes(t *testing.T) {
+	dir := fakeDir{"10.0.0.1": true}
+	spec := &schemas.JobSpec{AgentWait: 10, Targets: []schemas.Host{{IP: "10.0.0.1"}}, Steps: []schemas.Step{
+		{Script: &schemas.Script{Content: "a"}, OnFailure: schemas.OnFailureContinue},
+		{Script: &schemas.Script{Content: "b"}},
+		{Script: &schemas.Script{Content: "c"}},
+	}}
+	if err := spec.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	st := schemas.NewJobState(7, spec, t0)
+	newTxn(spec, st, t0, dir).advance()
+	finishAll(spec, st, dir, map[int]schemas.HostStatus{0: schemas.HostFailed})
+	if st.Steps[0].Status != schemas.StepIgnored || st.Step != 1 {
+		t.Fatalf("step 1 failure with on_failure=continue: %s, at step %d", st.Steps[0].Status, st.Step+1)
+	}
+	finishAll(spec, st, dir, map[int]schemas.HostStatus{0: schemas.HostFailed})
+	if st.Status != schemas.JobFailed || st.Step != 1 {
+		t.Fatalf("step 2 failure ends the job: %s at step %d", st.Status, st.Step+1)
+	}
+	// the operator ignores it; the job goes on to step 3 and succeeds
+	tx := newTxn(spec, st, t0, dir)
+	if err := tx.op(schemas.OpCommand{Step: 1, Op: schemas.OpIgnoreError}); err != nil {
+		t.Fatal(err)
+	}
+	tx.advance()
+	if !tx.reopened || st.Step != 2 || statuses(st)[0] != "dispatched" {
+		t.Fatalf("after ignore_error: reopened %v step %d %v", tx.reopened, st.Step+1, statuses(st))
+	}
+	finishAll(spec, st, dir, nil)
+	if st.Status != schemas.JobSuccess {
+		t.Errorf("job %s, want success", st.Status)
 	}
 }

@@ -151,7 +151,7 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 			return
 		}
 		unlock := w.locks.lock(cmd.JobID)
-		err = w.process(ctx, cmd.JobID, nil, &cmd, redelivered)
+		err = w.process(ctx, cmd.JobID, nil, &cmd, nil, redelivered)
 		unlock()
 		if errors.Is(err, schemas.ErrNotFound) {
 			// The API only stops jobs it can see, so the submit command is
@@ -159,6 +159,16 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 			_ = m.NakWithDelay(500 * time.Millisecond)
 			return
 		}
+	case schemas.SubjOp:
+		var cmd schemas.OpCommand
+		if err = json.Unmarshal(m.Data(), &cmd); err != nil {
+			w.log.Error("bad operation command; dropped", "err", err)
+			_ = m.Term()
+			return
+		}
+		unlock := w.locks.lock(cmd.JobID)
+		err = w.process(ctx, cmd.JobID, nil, nil, &cmd, redelivered)
+		unlock()
 	default:
 		w.log.Error("unknown command subject; dropped", "subject", m.Subject())
 		_ = m.Term()
@@ -173,7 +183,7 @@ func (w *Worker) settle(m jetstream.Msg, err error) {
 	switch {
 	case err == nil:
 		_ = m.Ack()
-	case errors.Is(err, schemas.ErrNotFound) || errors.Is(err, schemas.ErrInvalid):
+	case errors.Is(err, schemas.ErrNotFound) || errors.Is(err, schemas.ErrInvalid) || errors.Is(err, schemas.ErrConflict):
 		w.log.Error("message dropped", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 	default:
@@ -219,7 +229,7 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 		_ = w.pub.Publish(ctx, events.Event{Kind: events.JobCreated, Subject: strconv.FormatInt(id, 10),
 			ID: strconv.FormatInt(id, 10), Time: now, Data: schemas.Summarize(spec, st)})
 	}
-	return w.process(ctx, id, nil, nil, redelivered)
+	return w.process(ctx, id, nil, nil, nil, redelivered)
 }
 
 func (w *Worker) onReports(batch []jetstream.Msg) {
@@ -260,7 +270,7 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 		reports = append(reports, r)
 	}
 	unlock := w.locks.lock(id)
-	err := w.process(ctx, id, reports, nil, redelivered)
+	err := w.process(ctx, id, reports, nil, nil, redelivered)
 	unlock()
 	for _, m := range msgs {
 		w.settle(m, err)
@@ -307,7 +317,7 @@ func (w *Worker) loadState(ctx context.Context, id int64) (*schemas.JobState, ui
 // new state by compare-and-set, and only then performs the effects. A lost
 // race reloads and recomputes; resend republishes tasks of dispatched hosts
 // in case an earlier attempt committed but died before publishing.
-func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report, stop *schemas.StopCommand, resend bool) error {
+func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report, stop *schemas.StopCommand, op *schemas.OpCommand, resend bool) error {
 	start := time.Now()
 	defer func() { w.m.ProcessSeconds.Observe(time.Since(start).Seconds()) }()
 	spec, err := w.spec(ctx, id)
@@ -319,7 +329,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		if err != nil {
 			return err
 		}
-		if schemas.JobFinal(st.Status) {
+		if schemas.JobFinal(st.Status) && op == nil {
 			return nil // late reports for a finished job
 		}
 		t := newTxn(spec, st, time.Now().UTC(), w.dir)
@@ -329,9 +339,19 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		if stop != nil {
 			t.stop(stop.By, stop.Reason)
 		}
+		if op != nil {
+			if err := t.op(*op); err != nil {
+				return fmt.Errorf("job %d: %w", id, err)
+			}
+		}
 		t.advance()
 		if resend {
 			t.resend()
+		}
+		if t.reopened { // index it for the sweeper before it runs again
+			if _, err := w.active.Put(ctx, strconv.FormatInt(id, 10), nil); err != nil {
+				return fmt.Errorf("index reopened job %d: %w", id, err)
+			}
 		}
 		if t.changed {
 			st.UpdatedAt = t.now

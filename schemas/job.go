@@ -174,6 +174,11 @@ func (s *JobSpec) Normalize() error {
 		}
 		if st.Rolling != nil {
 			st.Rolling.validate(p+".rolling", &fe)
+			if _, perr := parseRolling(st.Rolling.Expr); perr != nil {
+				// reported by validate
+			} else if _, err := RollingBatches(st.Rolling.Expr, len(st.Targets)); err != nil && len(st.Targets) > 0 {
+				fe.Add(p+".rolling.expr", "%v", err)
+			}
 		}
 		if st.MaxFailPercent < 0 || st.MaxFailPercent > 100 {
 			fe.Add(p+".max_fail_percent", "want 0 to 100")

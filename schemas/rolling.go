@@ -76,14 +76,15 @@ func parseRolling(expr string) ([]rollTerm, error) {
 			return nil, fmt.Errorf("%q: more than 100%%", f)
 		case t.kind == '%' && v == 100 && !last:
 			return nil, fmt.Errorf("%q: 100%% may only be the last term", f)
-		case t.kind == '*' && v < 2:
-			return nil, fmt.Errorf("%q: multiply by at least 2", f)
 		}
 		t.v = v
 		terms = append(terms, t)
 	}
 	return terms, nil
 }
+
+// MaxRollingBatches bounds the batches of one step (BlueKing's limit).
+const MaxRollingBatches = 500
 
 // RollingBatches splits n hosts into batches and returns each batch's end
 // (exclusive) host index; the last is n.
@@ -120,6 +121,9 @@ func RollingBatches(expr string, n int) ([]int, error) {
 		done += s
 		prev = s
 		ends = append(ends, done)
+		if len(ends) > MaxRollingBatches {
+			return nil, fmt.Errorf("%q makes more than %d batches of %d hosts", expr, MaxRollingBatches, n)
+		}
 	}
 	return ends, nil
 }

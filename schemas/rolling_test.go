@@ -21,6 +21,10 @@ func TestRollingBatches(t *testing.T) {
 		{"100%", 5, []int{5}},
 		{"5 100%", 3, []int{3}},
 		{"10%", 3, []int{1, 2, 3}},
+		{"5 *2", 100, []int{5, 15, 35, 75, 100}},
+		{"5 +10", 100, []int{5, 20, 45, 80, 100}},
+		{"30%", 100, []int{30, 60, 90, 100}},
+		{"10 20 20 20 100%", 100, []int{10, 30, 50, 70, 100}},
 	} {
 		got, err := RollingBatches(c.expr, c.n)
 		if err != nil {
@@ -34,7 +38,7 @@ func TestRollingBatches(t *testing.T) {
 }
 
 func TestRollingRejects(t *testing.T) {
-	for _, expr := range []string{"", "0", "0%", "100% 1", "+1", "1 +1 2", "1 *1", "101%", "x", "1 -2", "1 ++2", "5%%", "1.5"} {
+	for _, expr := range []string{"", "0", "0%", "100% 1", "+1", "1 +1 2", "1 *0", "101%", "x", "1 -2", "1 ++2", "5%%", "1.5"} {
 		var fe FieldErrors
 		(&Rolling{Expr: expr, Mode: 1}).validate("r", &fe)
 		if len(fe) == 0 {
@@ -45,5 +49,14 @@ func TestRollingRejects(t *testing.T) {
 	(&Rolling{Expr: "1", Mode: 4}).validate("r", &fe)
 	if len(fe) == 0 {
 		t.Error("mode 4 accepted")
+	}
+}
+
+func TestRollingBatchLimit(t *testing.T) {
+	if _, err := RollingBatches("1", 501); err == nil {
+		t.Error("501 batches accepted")
+	}
+	if b, err := RollingBatches("1", 500); err != nil || len(b) != 500 {
+		t.Errorf("500 batches: %d %v", len(b), err)
 	}
 }

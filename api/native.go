@@ -24,6 +24,7 @@ func (s *Server) nativeRoutes(g *echo.Group) {
 	g.GET("/jobs/:id/hosts", s.jobHosts)
 	g.GET("/jobs/:id/hosts/:host/log", s.hostLog)
 	g.POST("/jobs/:id/stop", s.stopJob)
+	g.POST("/jobs/:id/steps/:step/:op", s.operateStep)
 	g.GET("/agents", s.listAgents)
 }
 
@@ -323,9 +324,19 @@ func (s *Server) hostLog(c echo.Context) error {
 	if err := fe.Err(); err != nil {
 		return err
 	}
+	attempt, err := intParam(c, "attempt", 0, 1, 255)
+	if err != nil {
+		return err
+	}
 	ref, err := s.logRef(ctx, id, step, host)
 	if err != nil {
 		return err
+	}
+	if attempt > 0 {
+		if attempt > ref.Attempt {
+			return schemas.Invalid("attempt", "the host has run %d times", ref.Attempt)
+		}
+		ref.Attempt = attempt
 	}
 	page, err := s.deps.Logs.Read(ctx, ref, from, limit)
 	if err != nil {
@@ -337,14 +348,14 @@ func (s *Server) hostLog(c echo.Context) error {
 // logRef finds a host's log in a job: in the given step, or else in the
 // latest step so far that targets the host.
 func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Host) (logindex.LogRef, error) {
-	spec, st, _, err := s.deps.Cache.Load(ctx, id)
+	spec, state, _, err := s.deps.Cache.Load(ctx, id)
 	if err != nil {
 		return logindex.LogRef{}, err
 	}
 	steps := []int{step}
 	if step < 0 {
 		steps = steps[:0]
-		for i := st.Step; i >= 0; i-- {
+		for i := state.Step; i >= 0; i-- {
 			steps = append(steps, i)
 		}
 	}
@@ -354,7 +365,7 @@ func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Ho
 		}
 		for i, h := range spec.Steps[st].Targets {
 			if h == host {
-				return logindex.LogRef{Job: id, Step: st, Host: i, Attempt: 1}, nil
+				return logindex.LogRef{Job: id, Step: st, Host: i, Attempt: state.Steps[st].Hosts.AttemptOf(i)}, nil
 			}
 		}
 	}
@@ -425,4 +436,47 @@ func (s *Server) listAgents(c echo.Context) error {
 		out = append(out, v)
 	}
 	return c.JSON(http.StatusOK, ListResponse[AgentView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
+}
+
+// nativeOps maps the path words of step operations to their commands.
+var nativeOps = map[string]string{
+	"confirm": schemas.OpConfirm, "skip": schemas.OpSkip, "retry-failed": schemas.OpRetryFailed,
+	"retry-all": schemas.OpRetryAll, "ignore-error": schemas.OpIgnoreError,
+}
+
+func (s *Server) operateStep(c echo.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	step, err := strconv.Atoi(c.Param("step"))
+	if err != nil || step < 0 {
+		return schemas.Invalid("step", "%q is not a step index (0-based)", c.Param("step"))
+	}
+	op, ok := nativeOps[c.Param("op")]
+	if !ok {
+		return schemas.Invalid("op", "unknown operation %q (want confirm, skip, retry-failed, retry-all or ignore-error)", c.Param("op"))
+	}
+	if err := s.operate(c.Request().Context(), id, step, op, "admin"); err != nil {
+		return err
+	}
+	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
+	return c.JSON(http.StatusAccepted, map[string]any{"id": id, "step": step, "op": c.Param("op")})
+}
+
+// operate checks an operation against the job's current state and
+// publishes it; the worker checks again when it applies it.
+func (s *Server) operate(ctx context.Context, id int64, step int, op, by string) error {
+	_, st, _, err := s.deps.Cache.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := st.CheckOp(op, step); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})
+	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjOp, body, ""); err != nil {
+		return fmt.Errorf("operate: %w", err)
+	}
+	return nil
 }

@@ -123,3 +123,10 @@ func count(lines []string) map[string]int {
 	}
 	return m
 }
+
+func writeFile(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,96 @@
+// Package riskrules checks scripts against high-risk command rules (BlueKing
+// Job's 高危语句规则) before a job is accepted. Each rule is a regular
+// expression for some script languages and an action: "scan" records a
+// Finding on the job and lets it run, "intercept" refuses the script with an
+// error wrapping ErrIntercepted and schemas.ErrInvalid, so surfaces answer
+// 400 unchanged (and the bkjob surface can single it out as code 1244019,
+// DANGEROUS_SCRIPT_FORBIDDEN_EXECUTION).
+//
+// # Matching
+//
+// A script is matched line by line. A line ending in a backslash is joined
+// to the next one first, and its findings carry the number of its first
+// line. Blank lines and full-line comments (first non-blank character '#',
+// which also covers a shebang, for bash, sh and python3 alike) are skipped.
+// Everything else on a line is matched as a whole, so a rule finds its
+// command after ';', '&&', '|' or inside "$(...)": `echo x; rm -rf /`
+// matches, `# rm -rf /` does not.
+//
+// Rules match anywhere in the line, quoted strings included, because
+// `bash -c "rm -rf /"`, `ssh host 'mkfs.ext4 /dev/sdb'` and Python's
+// os.system("rm -rf /") run those strings. The price is a documented false
+// positive: `echo "rm -rf /"` is intercepted too; rewrite such a line (for
+// example, split the words) to run it. Likewise a trailing comment is
+// matched as code, and text inside a heredoc or a Python docstring is
+// matched as if it ran. Commands spread over several lines without
+// backslashes (a fork bomb written over three lines) are not seen.
+//
+// Patterns are Go RE2 syntax (no backreferences or lookaround), so a check
+// takes time linear in the script's size whatever the rules or the input.
+//
+// # Rule file
+//
+// Load reads a JSON file that replaces the defaults (append Defaults() to
+// the loaded rules to extend them instead). testdata/defaults.json in this
+// package is the default set in this format, a starting point to edit:
+//
+//	{
+//	  "rules": [
+//	    {
+//	      "id": "no-curl-pipe-sh",
+//	      "languages": ["bash", "sh"],
+//	      "pattern": "curl[^|]*\\|\\s*(sudo\\s+)?(ba)?sh\\b",
+//	      "action": "scan",
+//	      "description": "pipes a download into a shell"
+//	    }
+//	  ]
+//	}
+//
+// id names the rule in findings and errors (letters, digits, '.', '_', '-',
+// at most 64, unique); languages is a subset of bash, sh and python3, and
+// empty or absent means all of them; pattern is required; action is "scan"
+// or "intercept"; description is shown in findings and errors. Unknown keys
+// are an error. New reports every bad rule by id.
+//
+// # Default rules
+//
+// Shell rules name no language, because Python scripts run shell commands
+// through os.system and subprocess; their argument separators accept quotes
+// and commas, so subprocess.run(["rm", "-rf", "/"]) matches like the shell
+// form.
+//
+//	id                     languages  action     catches
+//	rm-root                all        intercept  rm with -r/-R/--recursive (any flag order, --no-preserve-root,
+//	                                             sudo, /bin/rm, quoted) of /, /*, or a top-level system
+//	                                             directory (/etc, /usr, /var, /home, ... every FHS root entry
+//	                                             but /tmp), with or without a trailing / or /*
+//	mkfs                   all        intercept  mkfs, mkfs.*, mke2fs, mkdosfs, mkntfs given /dev/... or a $variable
+//	wipe-device            all        intercept  wipefs -a/-o, blkdiscard, shred of a disk device
+//	dd-device              all        intercept  dd with of= a disk device (sd*, hd*, vd*, xvd*, nvme*, mmcblk*,
+//	                                             md*, dm-*, /dev/mapper/, /dev/disk/)
+//	redirect-device        all        intercept  > or >> onto a disk device, tee to one
+//	fork-bomb              all        intercept  :(){ :|:& };: with any name and spacing, the function keyword
+//	                                             form, perl's fork while fork, python's while True: os.fork()
+//	chmod-chown-root       all        intercept  chmod/chown/chgrp -R of / or a top-level system directory
+//	truncate-auth-files    all        intercept  > onto /etc/passwd, shadow, group, gshadow or sudoers (>> is fine)
+//	py-rmtree-root         python3    intercept  shutil.rmtree of / or a top-level system directory
+//	py-overwrite-critical  python3    intercept  open() of a disk device or /etc/passwd-like file with w or +
+//	rm-var-slash           all        scan       rm -r of "$VAR/" or "$VAR"/*: / when VAR is empty; "${VAR:?}"/
+//	                                             is the fix and passes
+//	partition-write        all        scan       fdisk, sfdisk, gdisk, cfdisk, sgdisk on a device (not -l, -d,
+//	                                             -p); parted mklabel, mkpart, rm, resizepart, set...
+//	shutdown-reboot        bash, sh   scan       shutdown, reboot, halt, poweroff, init 0/6, systemctl reboot...
+//	                                             in command position: line start, after ; & | ( { ` $( or
+//	                                             sudo, then, do, else, exec, nohup, time, xargs (so not in
+//	                                             echo "reboot needed", nor in ssh h 'reboot' without sudo)
+//	py-shutdown-reboot     python3    scan       the same commands at the start of a Python string
+//	crontab-remove         all        scan       crontab -r
+//	py-remove-system-file  python3    scan       os.remove/unlink/rmdir, rmtree, Path(...).unlink() of account,
+//	                                             mount, name-service or ssh files in /etc, or of anything under
+//	                                             /bin, /sbin, /boot, /lib*, /usr/bin, /usr/sbin, /usr/lib*
+//
+// Near misses the defaults let through on purpose: rm -rf /tmp/build,
+// rm -rf ./dist, rm -f /etc/foo.conf, dd if=/dev/zero of=/tmp/file,
+// dd if=/dev/sda of=disk.img, > /dev/null, mkfs.ext4 disk.img,
+// fdisk -l, chown -R app /opt/app, >> /etc/sudoers, systemctl restart.
+package riskrules

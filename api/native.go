@@ -122,6 +122,9 @@ func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (i
 	if err := spec.Normalize(); err != nil {
 		return 0, false, err
 	}
+	if err := s.checkRisk(spec); err != nil {
+		return 0, false, err
+	}
 	if cl.key != "" {
 		id, found, err := s.deps.Claims.Lookup(ctx, cl.key)
 		if err != nil {
@@ -477,6 +480,26 @@ func (s *Server) operate(ctx context.Context, id int64, step int, op, by string)
 	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})
 	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjOp, body, ""); err != nil {
 		return fmt.Errorf("operate: %w", err)
+	}
+	return nil
+}
+
+// checkRisk runs every script step through the high-risk command rules:
+// an intercept refuses the job, scan findings are recorded on it.
+func (s *Server) checkRisk(spec *schemas.JobSpec) error {
+	spec.Warnings = nil
+	for i, st := range spec.Steps {
+		if st.Script == nil {
+			continue
+		}
+		findings, err := s.deps.Risk.Check(st.Script.Interpreter, st.Script.Content)
+		if err != nil {
+			return fmt.Errorf("step %d: %w", i+1, err)
+		}
+		for _, f := range findings {
+			spec.Warnings = append(spec.Warnings, schemas.RiskFinding{Step: i, RuleID: f.RuleID, Action: f.Action,
+				Description: f.Description, Line: f.Line, Text: f.Text})
+		}
 	}
 	return nil
 }

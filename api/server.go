@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/fleetjob/fleetjob/api/riskrules"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/logindex"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
@@ -59,6 +60,9 @@ type Config struct {
 	// CompatToken, when set, is required (as a bearer token) by the
 	// compatibility surfaces whose clients send no credentials (octans).
 	CompatToken string
+	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
+	// command rules; empty keeps the defaults.
+	RiskRules string
 }
 
 // Deps are the API's collaborators.
@@ -71,6 +75,9 @@ type Deps struct {
 	Checks    map[string]Checker
 	Registry  *prometheus.Registry
 	Log       *slog.Logger
+	// Risk checks scripts against the high-risk command rules; nil checks
+	// nothing.
+	Risk *riskrules.Engine
 }
 
 // Server is the HTTP API.

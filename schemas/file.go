@@ -171,3 +171,22 @@ func validSourcePath(p string) error {
 	}
 	return nil
 }
+
+// UploadUnit is one source host of a file step: it uploads one source's
+// paths.
+type UploadUnit struct {
+	Source int  `json:"source"`
+	Host   Host `json:"host"`
+}
+
+// UploadUnits lists a file step's upload units in a fixed order: sources in
+// order, hosts in order. Artifact sources need none.
+func (f *FileSpec) UploadUnits() []UploadUnit {
+	var out []UploadUnit
+	for i, src := range f.Sources {
+		for _, h := range src.Hosts {
+			out = append(out, UploadUnit{Source: i, Host: h})
+		}
+	}
+	return out
+}

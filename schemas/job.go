@@ -57,6 +57,19 @@ type JobSpec struct {
 	// AgentWait bounds, in seconds, how long a host waits for an online agent
 	// before it ends as agent_offline.
 	AgentWait int `json:"agent_wait,omitempty"`
+	// Warnings are the high-risk rules of action "scan" that the scripts
+	// matched when the job was accepted.
+	Warnings []RiskFinding `json:"warnings,omitempty"`
+}
+
+// RiskFinding is a script line that matched a high-risk command rule.
+type RiskFinding struct {
+	Step        int    `json:"step"`
+	RuleID      string `json:"rule_id"`
+	Action      string `json:"action"`
+	Description string `json:"description,omitempty"`
+	Line        int    `json:"line"`
+	Text        string `json:"text"`
 }
 
 // Step is one stage of a job.

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -50,23 +51,71 @@ func ExecID(job int64, step, host, attempt int) string {
 	return fmt.Sprintf("%d.%d.%d.%d", job, step, host, attempt)
 }
 
+// PhaseUpload marks tasks, reports and results of a file step's source
+// hosts (their upload units) rather than of its targets.
+const PhaseUpload = "upload"
+
+// UnitToken is how a unit appears in exec ids, log subjects and KV keys:
+// the target index, or "u" and the upload unit's index.
+func UnitToken(phase string, idx int) string {
+	if phase == PhaseUpload {
+		return "u" + strconv.Itoa(idx)
+	}
+	return strconv.Itoa(idx)
+}
+
+// UnitExecID is ExecID for a target or an upload unit.
+func UnitExecID(job int64, step int, phase string, idx, attempt int) string {
+	return fmt.Sprintf("%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)
+}
+
 // Task is what a worker sends to one agent: run this on your host.
 type Task struct {
-	V       int     `json:"v"`
-	ExecID  string  `json:"exec_id"`
-	JobID   int64   `json:"job_id"`
-	Step    int     `json:"step"`
-	Host    int     `json:"host"`
-	Attempt int     `json:"attempt"`
-	Target  Host    `json:"target"`
-	Kind    string  `json:"kind"`
-	Script  *Script `json:"script,omitempty"`
+	V       int    `json:"v"`
+	ExecID  string `json:"exec_id"`
+	JobID   int64  `json:"job_id"`
+	Step    int    `json:"step"`
+	Host    int    `json:"host"`
+	Attempt int    `json:"attempt"`
+	Target  Host   `json:"target"`
+	Kind    string `json:"kind"`
+	// Phase is PhaseUpload for a file step's source host; Host is then the
+	// upload unit's index.
+	Phase    string        `json:"phase,omitempty"`
+	Script   *Script       `json:"script,omitempty"`
+	Upload   *UploadTask   `json:"upload,omitempty"`
+	Download *DownloadTask `json:"download,omitempty"`
 	// Timeout is in seconds.
 	Timeout int `json:"timeout"`
 	// NotAfter is the latest time the agent may start the task; after it the
 	// worker has already given the host up as agent_offline.
 	NotAfter      time.Time `json:"not_after"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
+}
+
+// Task kinds besides StepScript.
+const (
+	TaskUpload   = "upload"
+	TaskDownload = "download"
+)
+
+// UploadTask asks a source agent to put files into the artifacts store.
+type UploadTask struct {
+	Paths []string `json:"paths"`
+	// Prefix is the object name prefix: "job/<id>/<step>/<unit>".
+	Prefix  string `json:"prefix"`
+	Account string `json:"account,omitempty"`
+	LimitMB int    `json:"limit_mb,omitempty"`
+	Strict  bool   `json:"strict"`
+}
+
+// DownloadTask asks a target agent to fetch files into a directory.
+type DownloadTask struct {
+	Files       []FileEntry `json:"files"`
+	Destination string      `json:"destination"`
+	Mode        string      `json:"mode,omitempty"`
+	Owner       string      `json:"owner,omitempty"`
+	LimitMB     int         `json:"limit_mb,omitempty"`
 }
 
 // Report kinds travelling on RESULTS.
@@ -92,6 +141,9 @@ type Report struct {
 	EndedAt   time.Time  `json:"ended_at,omitzero"`
 	Lines     int        `json:"lines"`
 	Error     string     `json:"error,omitempty"`
+	// Phase and Files belong to upload units: the files they stored.
+	Phase string      `json:"phase,omitempty"`
+	Files []FileEntry `json:"files,omitempty"`
 }
 
 // KillRequest asks an agent to kill executions' process groups.

@@ -179,7 +179,10 @@ type hostTableJSON struct {
 	Attempt string `json:"attempt,omitempty"`
 }
 
-// MarshalJSON packs both columns as base64.
+// IsZero reports an absent table (omitzero leaves it out).
+func (t HostTable) IsZero() bool { return t.Status == nil }
+
+// MarshalJSON packs the columns as base64.
 func (t HostTable) MarshalJSON() ([]byte, error) {
 	st := make([]byte, len(t.Status))
 	for i, s := range t.Status {
@@ -263,6 +266,11 @@ type StepState struct {
 	// Aborted is set when the step gave up on its remaining hosts (its
 	// maximum failure percentage was passed); it ends failed.
 	Aborted bool `json:"aborted,omitempty"`
+	// A file step first runs its upload units (source hosts), one per
+	// source and host, then sends Manifest to its targets.
+	Phase    string      `json:"phase,omitempty"`
+	Uploads  HostTable   `json:"uploads,omitzero"`
+	Manifest []FileEntry `json:"manifest,omitempty"`
 }
 
 // Holds of a rolling step.
@@ -296,8 +304,10 @@ func (j *JobState) At(sec uint32) time.Time {
 // HostResult is one host's detailed outcome within a step, stored beside
 // the job state (one KV key per host) and cached in Redis.
 type HostResult struct {
-	Step      int        `json:"step"`
-	Index     int        `json:"index"`
+	Step  int `json:"step"`
+	Index int `json:"index"`
+	// Phase is PhaseUpload for a file step's source host.
+	Phase     string     `json:"phase,omitempty"`
 	Host      Host       `json:"host"`
 	AgentID   string     `json:"agent_id,omitempty"`
 	Status    HostStatus `json:"status"`
@@ -336,6 +346,7 @@ type JobSummary struct {
 	Counts        map[string]int `json:"counts"`
 	Steps         []StepSummary  `json:"steps"`
 	Reason        string         `json:"reason,omitempty"`
+	Warnings      []RiskFinding  `json:"warnings,omitempty"`
 }
 
 // StepSummary is one step in a JobSummary.
@@ -359,7 +370,7 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 		Source: spec.Source, Surface: spec.Surface, CorrelationID: spec.CorrelationID,
 		CreatedAt: st.CreatedAt, StartedAt: st.StartedAt, EndedAt: st.EndedAt,
 		UpdatedAt: st.UpdatedAt, CurrentStep: st.Step, Reason: st.Reason,
-		Counts: map[string]int{},
+		Counts: map[string]int{}, Warnings: spec.Warnings,
 	}
 	for i, ss := range st.Steps {
 		c := ss.Hosts.Counts()
@@ -386,7 +397,11 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 func NewJobState(id int64, spec *JobSpec, now time.Time) *JobState {
 	st := &JobState{V: MessageVersion, ID: id, Status: JobWaiting, CreatedAt: now, UpdatedAt: now}
 	for _, step := range spec.Steps {
-		st.Steps = append(st.Steps, StepState{Status: JobWaiting, Hosts: NewHostTable(len(step.Targets))})
+		ss := StepState{Status: JobWaiting, Hosts: NewHostTable(len(step.Targets))}
+		if step.File != nil {
+			ss.Uploads = NewHostTable(len(step.File.UploadUnits()))
+		}
+		st.Steps = append(st.Steps, ss)
 	}
 	return st
 }

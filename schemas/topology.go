@@ -87,7 +87,12 @@ func ControlSubject(agent string) string { return "fleetjob.ctl." + agent }
 
 // LogSubject is the subject of one execution's log chunks.
 func LogSubject(job int64, step, host, attempt int) string {
-	return fmt.Sprintf("fleetjob.log.job.%d.%d.%d.%d", job, step, host, attempt)
+	return UnitLogSubject(job, step, "", host, attempt)
+}
+
+// UnitLogSubject is LogSubject for a target or an upload unit.
+func UnitLogSubject(job int64, step int, phase string, idx, attempt int) string {
+	return fmt.Sprintf("fleetjob.log.job.%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)
 }
 
 // AgentConsumer is the durable consumer name of one agent's task queue.
@@ -99,9 +104,9 @@ func KeyJobState(id int64) string { return strconv.FormatInt(id, 10) }
 // KeyJobSpec is the key of a job's stored spec.
 func KeyJobSpec(id int64) string { return strconv.FormatInt(id, 10) + ".spec" }
 
-// KeyHostResult is the key of one host's result in one step.
-func KeyHostResult(id int64, step, host int) string {
-	return fmt.Sprintf("%d.%d.%d", id, step, host)
+// KeyHostResult is the key of one host's (or upload unit's) result in one step.
+func KeyHostResult(id int64, step int, phase string, idx int) string {
+	return fmt.Sprintf("%d.%d.%s", id, step, UnitToken(phase, idx))
 }
 
 // KeyHostResults matches every host result of a job.

@@ -368,3 +368,25 @@ func TestScriptsDoNotSeeTheAgentsEnvironment(t *testing.T) {
 		t.Errorf("the script saw the agent's environment: %q", got)
 	}
 }
+
+func TestHighRiskScripts(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	before := s.CommandCount(t)
+	code, b := s.Do(t, "POST", "/v1/jobs", script("cd /tmp\nsudo rm -rf /", "127.0.0.1"), nil)
+	if code != 400 || !strings.Contains(string(b), `line 2 matches high-risk rule \"rm-root\"`) {
+		t.Errorf("rm -rf /: got %d %s", code, b)
+	}
+	code, a := octans(t, s, "/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "bomb", "tasks": ":(){ :|:& };:"}, nil)
+	if code != 400 || a.Code != -1 || !strings.Contains(a.Message, "fork-bomb") {
+		t.Errorf("fork bomb through octans: %d %+v", code, a)
+	}
+	if s.CommandCount(t) != before {
+		t.Error("an intercepted script was queued")
+	}
+	id := submit(t, s, script("echo maintenance; exit 0; shutdown -r now", "127.0.0.1"), nil)
+	sum := waitJob(t, s, id, 20*time.Second)
+	if len(sum.Warnings) != 1 || sum.Warnings[0].RuleID != "shutdown-reboot" || sum.Warnings[0].Line != 1 {
+		t.Errorf("scan finding not recorded on the job: %+v", sum.Warnings)
+	}
+}

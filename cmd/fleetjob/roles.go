@@ -110,7 +110,7 @@ func apiCmd(logger func() *slog.Logger) *cobra.Command {
 				return fmt.Errorf("listen %s: %w", addr, err)
 			}
 			log.Info("api listening", "addr", ln.Addr().String())
-			return node.RunAPI(cmd.Context(), p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN")})
+			return node.RunAPI(cmd.Context(), p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
 		},
 	}
 	cmd.Flags().StringVar(&addr, "http-addr", envOr("FLEETJOB_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (/metrics is served here)")

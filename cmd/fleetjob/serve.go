@@ -77,7 +77,7 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error {
-				return node.RunAPI(gctx, p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN")})
+				return node.RunAPI(gctx, p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
 			})
 			g.Go(func() error { return node.RunWorkers(gctx, p, workers, "serve-"+hostname()) })
 			if !noAgent {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/riskrules"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
 	"github.com/fleetjob/fleetjob/workers/logindex"
@@ -111,7 +112,18 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) er
 	if err != nil {
 		return err
 	}
+	rules := riskrules.Defaults()
+	if cfg.RiskRules != "" {
+		if rules, err = riskrules.Load(cfg.RiskRules); err != nil {
+			return err
+		}
+	}
+	risk, err := riskrules.New(rules)
+	if err != nil {
+		return fmt.Errorf("high-risk rules: %w", err)
+	}
 	srv := api.New(cfg, api.Deps{
+		Risk:      risk,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Cache:     cache, Logs: logs, Agents: dir, Registry: p.Reg, Log: p.Log,

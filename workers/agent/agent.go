@@ -229,7 +229,7 @@ func (a *Agent) recover(ctx context.Context) error {
 func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
 	return schemas.Report{
 		V: schemas.MessageVersion, Kind: kind, JobID: t.JobID, Step: t.Step,
-		Host: t.Host, Attempt: t.Attempt, ExecID: t.ExecID, AgentID: a.cfg.ID,
+		Host: t.Host, Attempt: t.Attempt, ExecID: t.ExecID, AgentID: a.cfg.ID, Phase: t.Phase,
 	}
 }
 
@@ -362,6 +362,10 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	switch t.Kind {
 	case schemas.StepScript:
 		o = a.runScript(e, logs)
+	case schemas.TaskUpload:
+		o = a.runUpload(e, logs)
+	case schemas.TaskDownload:
+		o = a.runDownload(e, logs)
 	default:
 		o = failed("this agent cannot run %q tasks", t.Kind)
 		close(e.done)
@@ -374,7 +378,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 		a.log.Warn("log chunks not all stored", "exec", t.ExecID, "err", err)
 	}
 	r := a.report(t, schemas.ReportFinished)
-	r.Status, r.ExitCode, r.Error = o.status, o.exitCode, o.err
+	r.Status, r.ExitCode, r.Error, r.Files = o.status, o.exitCode, o.err, o.files
 	r.StartedAt, r.EndedAt, r.Lines = start, time.Now().UTC(), lines
 	a.m.Duration.Observe(r.EndedAt.Sub(start).Seconds())
 	if err := a.journal.end(&r); err != nil {

@@ -43,7 +43,7 @@ type logStream struct {
 
 func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *logStream {
 	l := &logStream{
-		js: js, subject: schemas.LogSubject(t.JobID, t.Step, t.Host, t.Attempt),
+		js: js, subject: schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt),
 		exec: t.ExecID, onBytes: onBytes,
 	}
 	l.mu.Lock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -33,8 +34,9 @@ type execution struct {
 
 	mu     sync.Mutex
 	pgid   int
-	reason string // why it was killed, if it was
-	msgAck func() // in-progress ack of the current delivery
+	cancel context.CancelFunc // ends a file transfer; scripts are signalled instead
+	reason string             // why it was killed, if it was
+	msgAck func()             // in-progress ack of the current delivery
 	done   chan struct{}
 }
 
@@ -45,8 +47,12 @@ func (e *execution) kill(reason string) bool {
 	if e.reason == "" {
 		e.reason = reason
 	}
-	pgid := e.pgid
+	pgid, cancel := e.pgid, e.cancel
 	e.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		return true
+	}
 	if pgid <= 0 {
 		return pgid == 0 // not started yet: it will see the reason and not run
 	}
@@ -65,6 +71,7 @@ type outcome struct {
 	status   schemas.HostStatus
 	exitCode *int
 	err      string
+	files    []schemas.FileEntry // what an upload stored
 }
 
 func failed(format string, args ...any) outcome {

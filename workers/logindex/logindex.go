@@ -21,19 +21,23 @@ import (
 	"github.com/fleetjob/fleetjob/workers/pull"
 )
 
-// LogRef names one execution's log.
+// LogRef names one execution's log: of a target host, or (Phase upload)
+// of a file step's upload unit.
 type LogRef struct {
 	Job     int64
 	Step    int
+	Phase   string
 	Host    int
 	Attempt int
 }
 
-func (r LogRef) subject() string { return schemas.LogSubject(r.Job, r.Step, r.Host, r.Attempt) }
+func (r LogRef) subject() string {
+	return schemas.UnitLogSubject(r.Job, r.Step, r.Phase, r.Host, r.Attempt)
+}
 
 // key shards log indexes by job on Redis Cluster.
 func (r LogRef) key() string {
-	return fmt.Sprintf("{fjlog:%d}:%d.%d.%d", r.Job, r.Step, r.Host, r.Attempt)
+	return fmt.Sprintf("{fjlog:%d}:%d.%s.%d", r.Job, r.Step, schemas.UnitToken(r.Phase, r.Host), r.Attempt)
 }
 
 func refOf(subject string) (LogRef, bool) {
@@ -45,6 +49,10 @@ func refOf(subject string) (LogRef, bool) {
 	if len(p) != 4 {
 		return LogRef{}, false
 	}
+	phase := ""
+	if u, ok := strings.CutPrefix(p[2], "u"); ok {
+		phase, p[2] = schemas.PhaseUpload, u
+	}
 	var n [4]int64
 	for i, s := range p {
 		v, err := strconv.ParseInt(s, 10, 64)
@@ -53,7 +61,7 @@ func refOf(subject string) (LogRef, bool) {
 		}
 		n[i] = v
 	}
-	return LogRef{Job: n[0], Step: int(n[1]), Host: int(n[2]), Attempt: int(n[3])}, true
+	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3])}, true
 }
 
 // chunk is one indexed LOGS message.

@@ -107,3 +107,20 @@ func TestLookupNeedsContiguousChunks(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestRefOf(t *testing.T) {
+	for subj, want := range map[string]LogRef{
+		"fleetjob.log.job.7.1.3.2":  {Job: 7, Step: 1, Host: 3, Attempt: 2},
+		"fleetjob.log.job.7.1.u3.1": {Job: 7, Step: 1, Phase: schemas.PhaseUpload, Host: 3, Attempt: 1},
+	} {
+		got, ok := refOf(subj)
+		if !ok || got != want || got.subject() != subj {
+			t.Errorf("refOf(%q) = %+v %v", subj, got, ok)
+		}
+	}
+	for _, bad := range []string{"fleetjob.log.job.7.1.x.1", "fleetjob.log.agent.a", "fleetjob.log.job.7.1.3"} {
+		if _, ok := refOf(bad); ok {
+			t.Errorf("refOf(%q) accepted", bad)
+		}
+	}
+}

@@ -29,7 +29,12 @@ type routedTask struct {
 	task  schemas.Task
 }
 
-type hostRef struct{ step, host int }
+// unit is one thing a step runs on: a target host, or (phase upload) one
+// of a file step's upload units on a source host.
+type unit struct {
+	step, idx int
+	phase     string
+}
 
 // txn applies reports and deadlines to one job's state. It is pure: it
 // decides, and the caller commits (CAS) and then performs the effects it
@@ -44,7 +49,7 @@ type txn struct {
 	stopped  bool // this txn moved the job to stopping
 	tasks    []routedTask
 	results  []schemas.HostResult
-	touched  map[hostRef]*statuscache.HostRow
+	touched  map[unit]*statuscache.HostRow
 	events   []events.Event
 	kills    map[string][]string // agent → exec ids
 	finished bool
@@ -52,7 +57,7 @@ type txn struct {
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {
-	return &txn{spec: spec, st: st, now: now, dir: dir, touched: map[hostRef]*statuscache.HostRow{}}
+	return &txn{spec: spec, st: st, now: now, dir: dir, touched: map[unit]*statuscache.HostRow{}}
 }
 
 func (t *txn) jobID() string { return strconv.FormatInt(t.st.ID, 10) }
@@ -63,40 +68,58 @@ func (t *txn) emit(kind, subject, id string, data any) {
 
 func (t *txn) target(step, host int) schemas.Host { return t.spec.Steps[step].Targets[host] }
 
-// row returns the cache row of a host, creating it from the table.
-func (t *txn) row(step, host int) *statuscache.HostRow {
-	ref := hostRef{step, host}
-	if r, ok := t.touched[ref]; ok {
+// table is the status table of a step's targets or of its upload units.
+func (t *txn) table(step int, phase string) *schemas.HostTable {
+	if phase == schemas.PhaseUpload {
+		return &t.st.Steps[step].Uploads
+	}
+	return &t.st.Steps[step].Hosts
+}
+
+// host is the machine a unit runs on.
+func (t *txn) host(u unit) schemas.Host {
+	if u.phase == schemas.PhaseUpload {
+		return t.spec.Steps[u.step].File.UploadUnits()[u.idx].Host
+	}
+	return t.target(u.step, u.idx)
+}
+
+func (t *txn) execID(u unit) string {
+	return schemas.UnitExecID(t.st.ID, u.step, u.phase, u.idx, t.table(u.step, u.phase).AttemptOf(u.idx))
+}
+
+// row returns the cache row of a unit, creating it from the table.
+func (t *txn) row(u unit) *statuscache.HostRow {
+	if r, ok := t.touched[u]; ok {
 		return r
 	}
 	r := &statuscache.HostRow{}
-	r.Step, r.Index, r.Host = step, host, t.target(step, host)
-	r.Attempt = t.st.Steps[step].Hosts.AttemptOf(host)
-	t.touched[ref] = r
+	r.Step, r.Index, r.Phase, r.Host = u.step, u.idx, u.phase, t.host(u)
+	r.Attempt = t.table(u.step, u.phase).AttemptOf(u.idx)
+	t.touched[u] = r
 	return r
 }
 
-// set moves a host to a new status and records the change.
-func (t *txn) set(step, host int, s schemas.HostStatus) *statuscache.HostRow {
-	hs := t.st.Steps[step].Hosts
-	hs.Set(host, s, t.st.Sec(t.now))
+// set moves a unit to a new status and records the change.
+func (t *txn) set(u unit, s schemas.HostStatus) *statuscache.HostRow {
+	t.table(u.step, u.phase).Set(u.idx, s, t.st.Sec(t.now))
 	t.changed = true
-	r := t.row(step, host)
+	r := t.row(u)
 	r.Status, r.Since = s, t.now
 	return r
 }
 
-// finalize ends a host with a final status decided here (not by an agent).
-func (t *txn) finalize(step, host int, s schemas.HostStatus, reason string) {
-	hs := t.st.Steps[step].Hosts
-	was, since := hs.Status[host], t.st.At(hs.Since[host])
-	r := t.set(step, host, s)
+// finalize ends a unit with a final status decided here (not by an agent).
+func (t *txn) finalize(u unit, s schemas.HostStatus, reason string) {
+	tab := t.table(u.step, u.phase)
+	was, since := tab.Status[u.idx], t.st.At(tab.Since[u.idx])
+	r := t.set(u, s)
 	r.EndedAt, r.Error = t.now, reason
 	if was == schemas.HostRunning {
 		r.StartedAt = since
 	}
 	t.results = append(t.results, r.HostResult)
-	t.emit(events.HostFinished, t.jobID(), fmt.Sprintf("%d.%d.%d", t.st.ID, step, host), r.HostResult)
+	t.emit(events.HostFinished, t.jobID(), t.execID(u)+".w", r.HostResult)
 }
 
 // apply folds one report into the state. Reports about hosts that are
@@ -106,11 +129,12 @@ func (t *txn) apply(r schemas.Report) {
 	if r.Kind == schemas.ReportKick || r.Step < 0 || r.Step >= len(t.st.Steps) {
 		return
 	}
-	hs := t.st.Steps[r.Step].Hosts
-	if r.Host < 0 || r.Host >= len(hs.Status) || r.Attempt != hs.AttemptOf(r.Host) {
+	u := unit{step: r.Step, idx: r.Host, phase: r.Phase}
+	tab := t.table(r.Step, r.Phase)
+	if r.Host < 0 || r.Host >= len(tab.Status) || r.Attempt != tab.AttemptOf(r.Host) {
 		return
 	}
-	cur := hs.Status[r.Host]
+	cur := tab.Status[r.Host]
 	if cur.Final() {
 		return
 	}
@@ -119,18 +143,21 @@ func (t *txn) apply(r schemas.Report) {
 		if cur == schemas.HostRunning {
 			return
 		}
-		row := t.set(r.Step, r.Host, schemas.HostRunning)
+		row := t.set(u, schemas.HostRunning)
 		row.AgentID, row.StartedAt = r.AgentID, r.StartedAt
 		t.emit(events.HostStarted, t.jobID(), r.ExecID, row.HostResult)
 	case schemas.ReportFinished:
 		if !r.Status.Final() {
 			return
 		}
-		row := t.set(r.Step, r.Host, r.Status)
+		row := t.set(u, r.Status)
 		row.AgentID, row.ExitCode, row.StartedAt, row.EndedAt = r.AgentID, r.ExitCode, r.StartedAt, r.EndedAt
 		row.Lines, row.Error, row.Attempt = r.Lines, r.Error, r.Attempt
 		t.results = append(t.results, row.HostResult)
 		t.emit(events.HostFinished, t.jobID(), r.ExecID, row.HostResult)
+		if r.Phase == schemas.PhaseUpload && r.Status == schemas.HostSuccess {
+			t.addFiles(r.Step, r.Files)
+		}
 	}
 }
 
@@ -199,6 +226,9 @@ func (t *txn) startStep(step int) {
 		// validated at submit; an error here leaves one batch
 		ss.Batches, _ = schemas.RollingBatches(spec.Rolling.Expr, len(ss.Hosts.Status))
 	}
+	if spec.File != nil {
+		t.startFiles(step)
+	}
 	t.emit(events.StepStarted, t.jobID(), fmt.Sprintf("%d.%d", t.st.ID, step), map[string]any{"id": t.st.ID, "step": step})
 }
 
@@ -214,6 +244,13 @@ func (t *txn) runStep(step int) bool {
 			t.stopHosts(step)
 		} else if ss.Hold == "" {
 			t.dispatch(step)
+		}
+		if ss.Phase == schemas.PhaseUpload {
+			if !allFinal(ss.Uploads, len(ss.Uploads.Status)) {
+				return false
+			}
+			t.finishUploads(step)
+			continue
 		}
 		t.checkMaxFail(step)
 		if ss.Hold != "" && st.Status != schemas.JobStopping {
@@ -284,7 +321,7 @@ func (t *txn) checkMaxFail(step int) {
 	reason := fmt.Sprintf("more than %d%% of the step's hosts failed", limit)
 	for i, s := range ss.Hosts.Status {
 		if s == schemas.HostPending || s == schemas.HostWaitingAgent {
-			t.finalize(step, i, schemas.HostSkipped, reason)
+			t.finalize(unit{step: step, idx: i}, schemas.HostSkipped, reason)
 		}
 	}
 	if t.st.Reason == "" {
@@ -360,128 +397,178 @@ func (t *txn) outcome(step int) string {
 	return out
 }
 
-// expire ends hosts whose deadlines passed.
+// phases lists the unit tables a step has now: a file step in its upload
+// phase also has its upload units.
+func (t *txn) phases(step int) []string {
+	if t.st.Steps[step].Phase == schemas.PhaseUpload {
+		return []string{schemas.PhaseUpload, ""}
+	}
+	return []string{""}
+}
+
+// expire ends units whose deadlines passed.
 func (t *txn) expire(step int) {
+	for _, phase := range t.phases(step) {
+		t.expireTable(step, phase)
+	}
+}
+
+func (t *txn) expireTable(step int, phase string) {
 	spec := t.spec.Steps[step]
-	hs := t.st.Steps[step].Hosts
+	tab := t.table(step, phase)
 	wait := time.Duration(t.spec.AgentWait) * time.Second
-	for i, s := range hs.Status {
+	for i, s := range tab.Status {
 		if s.Final() {
 			continue
 		}
-		since := t.st.At(hs.Since[i])
-		age := t.now.Sub(since)
+		u := unit{step: step, idx: i, phase: phase}
+		age := t.now.Sub(t.st.At(tab.Since[i]))
 		switch {
 		case t.st.Status == schemas.JobStopping && t.now.Sub(t.st.StopAt) > stopGrace:
-			t.finalize(step, i, schemas.HostStopped, "no terminate acknowledgement from the agent")
+			t.finalize(u, schemas.HostStopped, "no terminate acknowledgement from the agent")
 		case s == schemas.HostWaitingAgent && age > wait:
-			t.finalize(step, i, schemas.HostAgentOffline, fmt.Sprintf("no online agent served the host within %s", wait))
+			t.finalize(u, schemas.HostAgentOffline, fmt.Sprintf("no online agent served the host within %s", wait))
 		case s == schemas.HostDispatched && age > wait+startSlack+reportLag:
-			t.finalize(step, i, schemas.HostAgentOffline, "the agent did not start the task in time")
+			t.finalize(u, schemas.HostAgentOffline, "the agent did not start the task in time")
 		case s == schemas.HostRunning:
-			if _, ok := t.dir.Lookup(spec.Targets[i], t.now); !ok {
-				t.finalize(step, i, schemas.HostInterrupted, "the agent went offline while the task ran")
+			if _, ok := t.dir.Lookup(t.host(u), t.now); !ok {
+				t.finalize(u, schemas.HostInterrupted, "the agent went offline while the task ran")
 			} else if age > spec.StepTimeout()+runSlack {
-				t.finalize(step, i, schemas.HostTimeout, "no result from the agent within the timeout")
+				t.finalize(u, schemas.HostTimeout, "no result from the agent within the timeout")
 			}
 		}
 	}
 }
 
-// stopHosts ends hosts of a stopping job that have not started, and asks
+// stopHosts ends units of a stopping job that have not started, and asks
 // agents to kill or cancel what they hold.
 func (t *txn) stopHosts(step int) {
-	hs := t.st.Steps[step].Hosts
-	for i, s := range hs.Status {
-		switch s {
-		case schemas.HostPending, schemas.HostWaitingAgent:
-			t.finalize(step, i, schemas.HostStopped, "stopped before it was dispatched")
-		case schemas.HostDispatched, schemas.HostRunning:
-			if a, ok := t.dir.Lookup(t.target(step, i), t.now); ok {
-				if t.kills == nil {
-					t.kills = map[string][]string{}
+	for _, phase := range t.phases(step) {
+		tab := t.table(step, phase)
+		for i, s := range tab.Status {
+			u := unit{step: step, idx: i, phase: phase}
+			switch s {
+			case schemas.HostPending, schemas.HostWaitingAgent:
+				t.finalize(u, schemas.HostStopped, "stopped before it was dispatched")
+			case schemas.HostDispatched, schemas.HostRunning:
+				if a, ok := t.dir.Lookup(t.host(u), t.now); ok {
+					if t.kills == nil {
+						t.kills = map[string][]string{}
+					}
+					t.kills[a.ID] = append(t.kills[a.ID], t.execID(u))
 				}
-				t.kills[a.ID] = append(t.kills[a.ID], schemas.ExecID(t.st.ID, step, i, hs.AttemptOf(i)))
-			}
-			if s == schemas.HostDispatched {
-				t.finalize(step, i, schemas.HostStopped, "stopped before it started")
+				if s == schemas.HostDispatched {
+					t.finalize(u, schemas.HostStopped, "stopped before it started")
+				}
 			}
 		}
 	}
 }
 
-// dispatch sends tasks to hosts of the current batch that have an online
-// agent, up to the step's concurrency; hosts without one wait (bounded by
-// the job's agent wait).
+// dispatch sends tasks to units that may run now and have an online agent:
+// a file step's upload units all at once, targets of the current batch up
+// to the step's concurrency. Units without an agent wait (bounded by the
+// job's agent wait).
 func (t *txn) dispatch(step int) {
-	spec := t.spec.Steps[step]
 	ss := &t.st.Steps[step]
-	hs := ss.Hosts
-	limit := spec.Concurrency
-	if limit <= 0 {
-		limit = len(hs.Status)
+	if ss.Phase == schemas.PhaseUpload {
+		t.dispatchTable(step, schemas.PhaseUpload, len(ss.Uploads.Status), len(ss.Uploads.Status))
+		return
 	}
+	limit := t.spec.Steps[step].Concurrency
+	if limit <= 0 {
+		limit = len(ss.Hosts.Status)
+	}
+	t.dispatchTable(step, "", ss.BatchEnd(), limit)
+}
+
+func (t *txn) dispatchTable(step int, phase string, end, limit int) {
+	tab := t.table(step, phase)
 	inflight := 0
-	for _, s := range hs.Status {
+	for _, s := range tab.Status {
 		if s == schemas.HostDispatched || s == schemas.HostRunning {
 			inflight++
 		}
 	}
-	for i, s := range hs.Status[:ss.BatchEnd()] {
+	for i, s := range tab.Status[:end] {
 		if inflight >= limit {
 			return
 		}
 		if s != schemas.HostPending && s != schemas.HostWaitingAgent {
 			continue
 		}
-		a, ok := t.dir.Lookup(spec.Targets[i], t.now)
+		u := unit{step: step, idx: i, phase: phase}
+		a, ok := t.dir.Lookup(t.host(u), t.now)
 		if !ok {
 			if s == schemas.HostPending {
-				t.set(step, i, schemas.HostWaitingAgent)
+				t.set(u, schemas.HostWaitingAgent)
 			}
 			continue
 		}
-		row := t.set(step, i, schemas.HostDispatched)
+		row := t.set(u, schemas.HostDispatched)
 		row.AgentID = a.ID
-		t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(step, i, t.now)})
+		t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(u, t.now)})
 		inflight++
 	}
 }
 
-// resend rebuilds the tasks of every dispatched host; after a crash between
+// resend rebuilds the tasks of every dispatched unit; after a crash between
 // commit and publish they were never sent. Duplicates are dropped by the
 // task stream's dedupe window and by the agents' journals.
 func (t *txn) resend() {
 	step := t.st.Step
-	hs := t.st.Steps[step].Hosts
-	for i, s := range hs.Status {
-		if s != schemas.HostDispatched {
-			continue
-		}
-		if a, ok := t.dir.Lookup(t.target(step, i), t.now); ok {
-			t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(step, i, t.st.At(hs.Since[i]))})
+	for _, phase := range t.phases(step) {
+		tab := t.table(step, phase)
+		for i, s := range tab.Status {
+			if s != schemas.HostDispatched {
+				continue
+			}
+			u := unit{step: step, idx: i, phase: phase}
+			if a, ok := t.dir.Lookup(t.host(u), t.now); ok {
+				t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(u, t.st.At(tab.Since[i]))})
+			}
 		}
 	}
 }
 
-func (t *txn) task(step, host int, dispatchedAt time.Time) schemas.Task {
-	spec := t.spec.Steps[step]
-	attempt := t.st.Steps[step].Hosts.AttemptOf(host)
-	return schemas.Task{
-		V: schemas.MessageVersion, ExecID: schemas.ExecID(t.st.ID, step, host, attempt),
-		JobID: t.st.ID, Step: step, Host: host, Attempt: attempt,
-		Target: spec.Targets[host], Kind: spec.Type, Script: spec.Script,
+func (t *txn) task(u unit, dispatchedAt time.Time) schemas.Task {
+	spec := t.spec.Steps[u.step]
+	attempt := t.table(u.step, u.phase).AttemptOf(u.idx)
+	tk := schemas.Task{
+		V: schemas.MessageVersion, ExecID: t.execID(u),
+		JobID: t.st.ID, Step: u.step, Host: u.idx, Attempt: attempt, Phase: u.phase,
+		Target: t.host(u), Kind: spec.Type, Script: spec.Script,
 		Timeout:       spec.Timeout,
 		NotAfter:      dispatchedAt.Add(time.Duration(t.spec.AgentWait)*time.Second + startSlack),
 		CorrelationID: t.spec.CorrelationID,
 	}
+	if f := spec.File; f != nil {
+		if u.phase == schemas.PhaseUpload {
+			src := f.Sources[f.UploadUnits()[u.idx].Source]
+			tk.Kind = schemas.TaskUpload
+			tk.Upload = &schemas.UploadTask{
+				Paths: src.Paths, Account: src.Account, LimitMB: f.UploadLimitMB, Strict: f.IsStrict(),
+				Prefix: fmt.Sprintf("job/%d/%d/u%d", t.st.ID, u.step, u.idx),
+			}
+		} else {
+			tk.Kind = schemas.TaskDownload
+			tk.Download = &schemas.DownloadTask{
+				Files: t.st.Steps[u.step].Manifest, Destination: f.Destination,
+				Mode: f.Mode, Owner: f.Owner, LimitMB: f.DownloadLimitMB,
+			}
+		}
+	}
+	return tk
 }
 
-// rows returns the cache rows of every host this txn changed.
+// rows returns the cache rows of every target host this txn changed
+// (upload units are kept in KV and the logs, not among the hosts).
 func (t *txn) rows() []statuscache.HostRow {
 	out := make([]statuscache.HostRow, 0, len(t.touched))
-	for _, r := range t.touched {
-		out = append(out, *r)
+	for u, r := range t.touched {
+		if u.phase == "" {
+			out = append(out, *r)
+		}
 	}
 	return out
 }
@@ -502,7 +589,7 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 	case schemas.OpSkip, schemas.OpIgnoreError:
 		for i, s := range ss.Hosts.Status {
 			if !s.Final() {
-				t.finalize(st.Step, i, schemas.HostSkipped, "skipped by "+cmd.By)
+				t.finalize(unit{step: st.Step, idx: i}, schemas.HostSkipped, "skipped by "+cmd.By)
 			}
 		}
 		ss.Hold, ss.EndedAt = "", t.now
@@ -514,11 +601,12 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 		for i, s := range ss.Hosts.Status {
 			if cmd.Op == schemas.OpRetryAll || (s.Final() && s != schemas.HostSuccess) {
 				ss.Hosts.Retry(i, st.Sec(t.now))
-				r := t.row(st.Step, i)
+				r := t.row(unit{step: st.Step, idx: i})
 				r.HostResult = schemas.HostResult{Step: st.Step, Index: i, Host: t.target(st.Step, i), Status: schemas.HostPending, Attempt: ss.Hosts.AttemptOf(i)}
 				r.Since = t.now
 			}
 		}
+		t.retryUploads(st.Step, cmd.Op == schemas.OpRetryAll)
 		ss.Hold, ss.Aborted, ss.Status, ss.EndedAt = "", false, schemas.JobRunning, time.Time{}
 	default:
 		return fmt.Errorf("unknown operation %q: %w", cmd.Op, schemas.ErrInvalid)

@@ -383,7 +383,7 @@ func (w *Worker) storeResults(ctx context.Context, id int64, results []schemas.H
 	futs := make([]jetstream.PubAckFuture, 0, len(results))
 	for _, r := range results {
 		b, _ := json.Marshal(r)
-		f, err := w.js.PublishAsync("$KV."+schemas.BucketJobs+"."+schemas.KeyHostResult(id, r.Step, r.Index), b)
+		f, err := w.js.PublishAsync("$KV."+schemas.BucketJobs+"."+schemas.KeyHostResult(id, r.Step, r.Phase, r.Index), b)
 		if err != nil {
 			return fmt.Errorf("store host result: %w", err)
 		}

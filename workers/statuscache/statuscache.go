@@ -37,7 +37,9 @@ func keyHosts(id int64) string          { return keyPrefix + "hosts:" + strconv.
 func keyStatus(st string) string        { return keyPrefix + "jobs:st:" + st }
 func keyName(name string) string        { return keyPrefix + "jobs:name:" + name }
 func keyHostJobs(h schemas.Host) string { return keyPrefix + "hostjobs:" + h.String() }
-func hostField(step, idx int) string    { return strconv.Itoa(step) + "." + strconv.Itoa(idx) }
+func hostField(step int, phase string, idx int) string {
+	return strconv.Itoa(step) + "." + schemas.UnitToken(phase, idx)
+}
 
 // putJob replaces the summary and moves the job between index sets, but only
 // when the revision is not older than the one already cached.
@@ -135,7 +137,7 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 		args := make([]any, 0, 3*len(rows))
 		for _, r := range rows {
 			b, _ := json.Marshal(r)
-			args = append(args, hostField(r.Step, r.Index), rev, b)
+			args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
 		}
 		putHosts.Eval(ctx, pipe, []string{keyHosts(st.ID)}, args...)
 	}
@@ -302,7 +304,7 @@ func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schem
 		}
 		var r schemas.HostResult
 		if json.Unmarshal(e.Value(), &r) == nil {
-			results[hostField(r.Step, r.Index)] = r
+			results[hostField(r.Step, r.Phase, r.Index)] = r
 		}
 	}
 	return BuildRows(spec, st, results), nil
@@ -315,7 +317,7 @@ func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]s
 	for i, ss := range st.Steps {
 		for j, status := range ss.Hosts.Status {
 			r := HostRow{Since: st.At(ss.Hosts.Since[j])}
-			if res, ok := results[hostField(i, j)]; ok {
+			if res, ok := results[hostField(i, "", j)]; ok {
 				r.HostResult = res
 			}
 			r.Step, r.Index, r.Status = i, j, status

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -60,6 +61,18 @@ type JobSpec struct {
 	// Warnings are the high-risk rules of action "scan" that the scripts
 	// matched when the job was accepted.
 	Warnings []RiskFinding `json:"warnings,omitempty"`
+	// Scope is the business (or business set) the job belongs to.
+	Scope *Scope `json:"scope,omitempty"`
+	// CallbackURL gets a POST when the job ends (BlueKing's callback_url).
+	CallbackURL string `json:"callback_url,omitempty"`
+	// Extra carries a compatibility surface's own fields, opaque to the engine.
+	Extra map[string]string `json:"extra,omitempty"`
+}
+
+// Scope is BlueKing's bk_scope_type ("biz" or "biz_set") and bk_scope_id.
+type Scope struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
 }
 
 // RiskFinding is a script line that matched a high-risk command rule.
@@ -108,6 +121,9 @@ type Script struct {
 	Env         map[string]string `json:"env,omitempty"`
 	// User runs the script as this account when the agent may switch users.
 	User string `json:"user,omitempty"`
+	// Sensitive hides Args and Env values in API answers and event data
+	// (BlueKing's is_param_sensitive).
+	Sensitive bool `json:"sensitive,omitempty"`
 }
 
 // Normalize fills defaults and validates, so a stored spec is complete.
@@ -221,6 +237,14 @@ func (s *JobSpec) Normalize() error {
 	}
 	// Steps now carry their targets; the stored spec need not repeat them.
 	s.Targets = nil
+	if s.CallbackURL != "" {
+		if u, err := url.Parse(s.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			fe.Add("callback_url", "%q is not an http(s) URL", s.CallbackURL)
+		}
+	}
+	if s.Scope != nil && s.Scope.Type != "biz" && s.Scope.Type != "biz_set" {
+		fe.Add("scope.type", "want biz or biz_set")
+	}
 	if total > MaxHostsPerJob {
 		fe.Add("targets", "%d target hosts over all steps; at most %d", total, MaxHostsPerJob)
 	}

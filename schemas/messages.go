@@ -162,15 +162,18 @@ type KillReply struct {
 
 // AgentInfo is an agent's registry entry in the agents bucket.
 type AgentInfo struct {
-	ID        string            `json:"id"`
-	IP        string            `json:"ip"`
-	CloudID   int64             `json:"cloud_id"`
-	Hostname  string            `json:"hostname"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Version   string            `json:"version"`
-	Slots     int               `json:"slots"`
-	StartedAt time.Time         `json:"started_at"`
-	LastSeen  time.Time         `json:"last_seen"`
+	ID       string            `json:"id"`
+	IP       string            `json:"ip"`
+	CloudID  int64             `json:"cloud_id"`
+	Hostname string            `json:"hostname"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Version  string            `json:"version"`
+	Slots    int               `json:"slots"`
+	// HostID is the host's numeric id in a CMDB (BlueKing's bk_host_id), when
+	// the agent was given one.
+	HostID    int64     `json:"host_id,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
 	// Stopping is set by an agent that shuts down cleanly.
 	Stopping bool `json:"stopping,omitempty"`
 }

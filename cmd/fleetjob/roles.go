@@ -22,7 +22,7 @@ import (
 // agentFlags are the flags that describe an agent.
 type agentFlags struct {
 	id, ip, dataDir string
-	cloud           int64
+	cloud, hostID   int64
 	labels          []string
 	slots           int
 	grace           time.Duration
@@ -33,6 +33,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, prefix, defIP string) {
 	fl.StringVar(&f.id, prefix+"id", "", "agent id (default: hostname-ip)")
 	fl.StringVar(&f.ip, prefix+"ip", defIP, "IP address of the host this agent serves")
 	fl.Int64Var(&f.cloud, prefix+"cloud-id", 0, "cloud area id of the host")
+	fl.Int64Var(&f.hostID, prefix+"host-id", 0, "the host's numeric id in your CMDB (BlueKing bk_host_id), if any")
 	fl.StringArrayVar(&f.labels, prefix+"label", nil, "label k=v (repeatable)")
 	fl.IntVar(&f.slots, prefix+"slots", 64, "tasks run at once")
 	fl.DurationVar(&f.grace, prefix+"shutdown-grace", 10*time.Second, "time running scripts get to finish on shutdown")
@@ -40,7 +41,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, prefix, defIP string) {
 
 func (f *agentFlags) config(dataDir string, top schemas.Topology) (agent.Config, error) {
 	cfg := agent.Config{
-		ID: f.id, IP: f.ip, CloudID: f.cloud, Hostname: hostname(), Version: version,
+		ID: f.id, IP: f.ip, CloudID: f.cloud, HostID: f.hostID, Hostname: hostname(), Version: version,
 		DataDir: dataDir, Slots: f.slots, ShutdownGrace: f.grace, Topology: top,
 		Labels: map[string]string{},
 	}

@@ -26,6 +26,7 @@ type Config struct {
 	ID       string
 	IP       string
 	CloudID  int64
+	HostID   int64 // the CMDB's numeric host id (bk_host_id), 0 when unknown
 	Hostname string
 	Labels   map[string]string
 	Version  string
@@ -194,7 +195,7 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 	}
 	info := schemas.AgentInfo{
 		ID: a.cfg.ID, IP: a.cfg.IP, CloudID: a.cfg.CloudID, Hostname: host,
-		Labels: a.cfg.Labels, Version: a.cfg.Version, Slots: a.cfg.Slots,
+		Labels: a.cfg.Labels, Version: a.cfg.Version, Slots: a.cfg.Slots, HostID: a.cfg.HostID,
 		StartedAt: a.started, LastSeen: time.Now().UTC(), Stopping: stopping,
 	}
 	b, _ := json.Marshal(info)

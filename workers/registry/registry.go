@@ -137,3 +137,17 @@ func (r *Registry) All() []schemas.AgentInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// ByHostID returns the online agent whose host has the CMDB id hostID.
+func (r *Registry) ByHostID(hostID int64, now time.Time) (schemas.AgentInfo, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var best schemas.AgentInfo
+	found := false
+	for _, a := range r.agents {
+		if a.HostID == hostID && (!found || a.LastSeen.After(best.LastSeen)) {
+			best, found = a, true
+		}
+	}
+	return best, found
+}

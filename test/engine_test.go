@@ -390,3 +390,16 @@ func TestHighRiskScripts(t *testing.T) {
 		t.Errorf("scan finding not recorded on the job: %+v", sum.Warnings)
 	}
 }
+
+func TestSensitiveParamsMaskedInLogs(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	body := map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"script": map[string]any{
+		"content": `echo "user=$1 pass=$2 token=$TOKEN"`, "args": []string{"alice", "s3cr3t-pw"},
+		"env": map[string]string{"TOKEN": "tok-123"}, "sensitive": true}}}}
+	id := submit(t, s, body, nil)
+	waitJob(t, s, id, 20*time.Second)
+	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "user=****** pass=****** token=******" {
+		t.Errorf("sensitive values in the log: %q", got)
+	}
+}

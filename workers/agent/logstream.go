@@ -39,12 +39,30 @@ type logStream struct {
 	timer   *time.Timer
 	closed  bool
 	onBytes func(int)
+	// mask replaces sensitive parameter values in every line.
+	mask *strings.Replacer
 }
 
 func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *logStream {
 	l := &logStream{
 		js: js, subject: schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt),
 		exec: t.ExecID, onBytes: onBytes,
+	}
+	if sc := t.Script; sc != nil && sc.Sensitive {
+		var pairs []string
+		for _, v := range sc.Args {
+			if v != "" {
+				pairs = append(pairs, v, "******")
+			}
+		}
+		for _, v := range sc.Env {
+			if v != "" {
+				pairs = append(pairs, v, "******")
+			}
+		}
+		if len(pairs) > 0 {
+			l.mask = strings.NewReplacer(pairs...)
+		}
 	}
 	l.mu.Lock()
 	l.timer = time.AfterFunc(chunkEvery, l.tick)
@@ -65,6 +83,9 @@ func (l *logStream) tick() {
 // Line appends one line of output (without its newline); overlong lines
 // are cut into pieces.
 func (l *logStream) Line(s string) {
+	if l.mask != nil {
+		s = l.mask.Replace(s)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for len(s) > maxLineBytes {

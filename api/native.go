@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/callback"
 	"github.com/fleetjob/fleetjob/workers/logindex"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
@@ -23,6 +24,7 @@ func (s *Server) nativeRoutes(g *echo.Group) {
 	g.GET("/jobs/:id", s.getJob)
 	g.GET("/jobs/:id/hosts", s.jobHosts)
 	g.GET("/jobs/:id/hosts/:host/log", s.hostLog)
+	g.GET("/jobs/:id/callback", s.jobCallback)
 	g.POST("/jobs/:id/stop", s.stopJob)
 	g.POST("/jobs/:id/steps/:step/:op", s.operateStep)
 	g.GET("/agents", s.listAgents)
@@ -66,6 +68,7 @@ type SubmitRequest struct {
 	Concurrency   int            `json:"concurrency"`
 	AgentWait     int            `json:"agent_wait"`
 	CorrelationID string         `json:"correlation_id"`
+	CallbackURL   string         `json:"callback_url"`
 }
 
 // SubmitResponse answers an accepted job.
@@ -81,7 +84,7 @@ func (s *Server) createJob(c echo.Context) error {
 	}
 	spec := &schemas.JobSpec{
 		Name: req.Name, Steps: req.Steps, Targets: req.Targets, Concurrency: req.Concurrency,
-		AgentWait: req.AgentWait, CorrelationID: req.CorrelationID, Surface: "native",
+		AgentWait: req.AgentWait, CorrelationID: req.CorrelationID, Surface: "native", CallbackURL: req.CallbackURL,
 		Owner: "admin", Source: c.Request().Header.Get("X-Source"),
 	}
 	if spec.CorrelationID == "" {
@@ -502,4 +505,20 @@ func (s *Server) checkRisk(spec *schemas.JobSpec) error {
 		}
 	}
 	return nil
+}
+
+// jobCallback answers a job's callback delivery record.
+func (s *Server) jobCallback(c echo.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := callback.Get(c.Request().Context(), s.deps.Cache.JobsBucket(), id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("callback of job %d: %w", id, schemas.ErrNotFound)
+	}
+	return c.JSON(http.StatusOK, rec)
 }

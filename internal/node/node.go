@@ -19,6 +19,7 @@ import (
 	"github.com/fleetjob/fleetjob/api/riskrules"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
+	"github.com/fleetjob/fleetjob/workers/callback"
 	"github.com/fleetjob/fleetjob/workers/logindex"
 	"github.com/fleetjob/fleetjob/workers/orchestrator"
 	"github.com/fleetjob/fleetjob/workers/registry"
@@ -82,6 +83,11 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		p.Log.Warn("status cache not rebuilt at start; it will be on first read", "err", err)
 	}
 	g.Go(func() error { return logindex.NewIndexer(p.JS, p.RDB, p.Top, p.Log).Run(gctx) })
+	jobsKV, err := p.JS.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("jobs bucket: %w", err)
+	}
+	g.Go(func() error { return callback.New(p.JS, jobsKV, cache, p.Log).Run(gctx) })
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)

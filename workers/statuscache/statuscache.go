@@ -84,6 +84,9 @@ func New(rdb redis.UniversalClient, kv jetstream.KeyValue, cmds jetstream.Stream
 	return &Cache{rdb: rdb, kv: kv, cmds: cmds, log: log.With("component", "statuscache")}
 }
 
+// JobsBucket is the jobs KV bucket the cache rebuilds from.
+func (c *Cache) JobsBucket() jetstream.KeyValue { return c.kv }
+
 // Queued caches a job the API has just accepted, before any worker took it.
 // Revision 0 makes any worker write replace it.
 func (c *Cache) Queued(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) error {

@@ -1,0 +1,240 @@
+// Package callback delivers BlueKing-style job callbacks: when a job with a
+// callback URL ends, it POSTs {job_instance_id, status, step_instance_list}
+// there. Success is an HTTP 200. A failed attempt is repeated once at once
+// with a form-encoded body (BlueKing's compatibility rule), then again later
+// with growing delays; every attempt is recorded beside the job in KV.
+package callback
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/pull"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+// Consumer is the durable consumer name of callback delivery.
+const Consumer = "callbacks"
+
+// Backoff is the wait before each further round of attempts; after the last
+// round the callback is given up (and the record says so).
+var Backoff = []time.Duration{2 * time.Second, 10 * time.Second, time.Minute, 5 * time.Minute}
+
+// Payload is what a callback URL receives.
+type Payload struct {
+	JobInstanceID int64      `json:"job_instance_id"`
+	Status        int        `json:"status"`
+	Steps         []StepCode `json:"step_instance_list"`
+}
+
+// StepCode is one step's status in a Payload.
+type StepCode struct {
+	StepInstanceID int64 `json:"step_instance_id"`
+	Status         int   `json:"status"`
+}
+
+// Attempt is one delivery try.
+type Attempt struct {
+	At          time.Time `json:"at"`
+	ContentType string    `json:"content_type"`
+	HTTPStatus  int       `json:"http_status,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Millis      int64     `json:"ms"`
+}
+
+// Record is the delivery history of one job's callback, kept in the jobs
+// bucket under "<id>.callback".
+type Record struct {
+	// Event is the job.finished event the attempts answer; a job finishes
+	// again after an operator retries it.
+	Event     string    `json:"event"`
+	URL       string    `json:"url"`
+	Status    int       `json:"status"`
+	Delivered bool      `json:"delivered"`
+	GaveUp    bool      `json:"gave_up,omitempty"`
+	Attempts  []Attempt `json:"attempts"`
+}
+
+// Key is where a job's callback record lives in the jobs bucket.
+func Key(id int64) string { return strconv.FormatInt(id, 10) + ".callback" }
+
+// Sender delivers callbacks.
+type Sender struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	cache  *statuscache.Cache
+	client *http.Client
+	log    *slog.Logger
+}
+
+// New returns a sender.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, log *slog.Logger) *Sender {
+	return &Sender{js: js, kv: kv, cache: cache, client: &http.Client{Timeout: 10 * time.Second},
+		log: log.With("component", "callback")}
+}
+
+// Run delivers callbacks of finished jobs until ctx ends.
+func (s *Sender) Run(ctx context.Context) error {
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, jetstream.ConsumerConfig{
+		Durable: Consumer, FilterSubject: events.Subject(events.JobFinished, "*"),
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: -1,
+		MaxAckPending: 256, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("callback consumer: %w", err)
+	}
+	return pull.Batches(ctx, cons, 64, func(msgs []jetstream.Msg) {
+		for _, m := range msgs {
+			go s.handle(m)
+		}
+	})
+}
+
+func (s *Sender) handle(m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var ev struct {
+		ID int64 `json:"id"`
+	}
+	d, err := events.Decode(m.Headers(), m.Data())
+	if err != nil || json.Unmarshal(d.Data, &ev) != nil || ev.ID == 0 {
+		_ = m.Term()
+		return
+	}
+	round := 0
+	if meta, err := m.Metadata(); err == nil {
+		round = int(meta.NumDelivered) - 1
+	}
+	retry, err := s.deliver(ctx, ev.ID, d.ID, round)
+	switch {
+	case err != nil:
+		s.log.Warn("callback bookkeeping failed; will retry", "job", ev.ID, "err", err)
+		_ = m.NakWithDelay(5 * time.Second)
+	case retry > 0:
+		_ = m.NakWithDelay(retry)
+	default:
+		_ = m.Ack()
+	}
+}
+
+// deliver makes one round of attempts for a job (JSON, then form-encoded)
+// and records them. It returns how long to wait before the next round, or
+// 0 when done (delivered, given up, or nothing to call).
+func (s *Sender) deliver(ctx context.Context, id int64, event string, round int) (time.Duration, error) {
+	spec, st, _, err := s.cache.Load(ctx, id)
+	if errors.Is(err, schemas.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if spec.CallbackURL == "" || !schemas.JobFinal(st.Status) {
+		return 0, nil
+	}
+	rec := Record{URL: spec.CallbackURL}
+	e, err := s.kv.Get(ctx, Key(id))
+	var rev uint64
+	switch {
+	case err == nil:
+		rev = e.Revision()
+		if json.Unmarshal(e.Value(), &rec) == nil && (rec.Delivered || rec.GaveUp) && rec.Event == event {
+			return 0, nil // a redelivered event after the job's callback was settled
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, fmt.Errorf("callback record %d: %w", id, err)
+	}
+	p := Payload{JobInstanceID: id, Status: schemas.BKRunStatus(st.Status)}
+	for i, ss := range st.Steps {
+		p.Steps = append(p.Steps, StepCode{StepInstanceID: schemas.BKStepInstanceID(id, i), Status: schemas.BKRunStatus(ss.Status)})
+	}
+	if rec.Event != event {
+		rec.Attempts = nil
+	}
+	rec.Event, rec.URL, rec.Status, rec.Delivered, rec.GaveUp = event, spec.CallbackURL, p.Status, false, false
+	for _, form := range []bool{false, true} {
+		a := s.post(ctx, spec.CallbackURL, p, form)
+		rec.Attempts = append(rec.Attempts, a)
+		if a.HTTPStatus == http.StatusOK {
+			rec.Delivered = true
+			break
+		}
+	}
+	wait := time.Duration(0)
+	if !rec.Delivered {
+		if round < len(Backoff) {
+			wait = Backoff[round]
+		} else {
+			rec.GaveUp = true
+		}
+	}
+	b, _ := json.Marshal(rec)
+	if rev == 0 {
+		_, err = s.kv.Create(ctx, Key(id), b)
+	} else {
+		_, err = s.kv.Update(ctx, Key(id), b, rev)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record callback %d: %w", id, err)
+	}
+	s.log.Info("callback attempted", "job", id, "url", spec.CallbackURL, "delivered", rec.Delivered, "gave_up", rec.GaveUp)
+	return wait, nil
+}
+
+func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) Attempt {
+	a := Attempt{At: time.Now().UTC(), ContentType: "application/json"}
+	body, _ := json.Marshal(p)
+	if form {
+		steps, _ := json.Marshal(p.Steps)
+		v := url.Values{}
+		v.Set("job_instance_id", strconv.FormatInt(p.JobInstanceID, 10))
+		v.Set("status", strconv.Itoa(p.Status))
+		v.Set("step_instance_list", string(steps))
+		body, a.ContentType = []byte(v.Encode()), "application/x-www-form-urlencoded"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	req.Header.Set("Content-Type", a.ContentType)
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	a.Millis = time.Since(start).Milliseconds()
+	if err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	a.HTTPStatus = resp.StatusCode
+	return a
+}
+
+// Get reads a job's callback record.
+func Get(ctx context.Context, kv jetstream.KeyValue, id int64) (Record, bool, error) {
+	var rec Record
+	e, err := kv.Get(ctx, Key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("callback record %d: %w: %w", id, schemas.ErrUnavailable, err)
+	}
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return rec, false, fmt.Errorf("callback record %d: %w", id, err)
+	}
+	return rec, true, nil
+}

@@ -116,6 +116,7 @@ func New(cfg Config, deps Deps) *Server {
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
 	s.nativeRoutes(e.Group("/v1", s.bearer(cfg.Token)))
 	s.octansRoutes(e.Group("/api", s.bearer(cfg.CompatToken)))
+	s.bkjobRoutes(e)
 	return s
 }
 
@@ -195,11 +196,14 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	if strings.HasPrefix(c.Request().URL.Path, "/api/") {
+	switch path := c.Request().URL.Path; {
+	case isBKJobPath(path):
+		s.bkjobError(err, c)
+	case strings.HasPrefix(path, "/api/"):
 		s.octansError(err, c)
-		return
+	default:
+		s.problem(err, c)
 	}
-	s.problem(err, c)
 }
 
 // statusOf maps known errors to an HTTP status; 0 means internal.

@@ -33,7 +33,8 @@ const (
 	bkHostGSEAgentError  = 310
 	bkHostUserMissing    = 311
 	bkHostFileTooLarge   = 321
-	bkHostTerminated     = 403
+	bkHostTerminated     = 403 // terminate succeeded
+	bkHostTerminateFail  = 404 // terminate failed: the agent never confirmed
 	bkStepTypeScript     = 1
 	bkStepTypeFile       = 2
 	bkLaunchModeAPI      = 2
@@ -61,6 +62,9 @@ func bkHostCodes(r statuscache.HostRow, file bool) (status, errorCode int) {
 	case schemas.HostSuccess:
 		return bkHostSuccess, 0
 	case schemas.HostStopped:
+		if r.Error == schemas.ReasonNoTerminateAck {
+			return bkHostTerminateFail, bkHostTerminateFail
+		}
 		return bkHostTerminated, bkHostTerminated
 	case schemas.HostAgentOffline:
 		return bkHostAgentError, bkHostAgentError

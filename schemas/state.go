@@ -469,3 +469,7 @@ func (j *JobState) CheckOp(op string, step int) error {
 	}
 	return nil
 }
+
+// ReasonNoTerminateAck is the error of a host that a stop ended because its
+// agent never confirmed killing the execution (BlueKing: terminate failed).
+const ReasonNoTerminateAck = "no terminate acknowledgement from the agent"

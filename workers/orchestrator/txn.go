@@ -425,7 +425,7 @@ func (t *txn) expireTable(step int, phase string) {
 		age := t.now.Sub(t.st.At(tab.Since[i]))
 		switch {
 		case t.st.Status == schemas.JobStopping && t.now.Sub(t.st.StopAt) > stopGrace:
-			t.finalize(u, schemas.HostStopped, "no terminate acknowledgement from the agent")
+			t.finalize(u, schemas.HostStopped, schemas.ReasonNoTerminateAck)
 		case s == schemas.HostWaitingAgent && age > wait:
 			t.finalize(u, schemas.HostAgentOffline, fmt.Sprintf("no online agent served the host within %s", wait))
 		case s == schemas.HostDispatched && age > wait+startSlack+reportLag:

@@ -262,15 +262,18 @@ func (s *Server) bkFastTransferFile(c echo.Context) error {
 		}
 		*lim.to = int(lim.n.V)
 	}
-	strict := false // transfer_mode 2 (force) is the default
+	// bk-job fails a missing source file in both modes; its transfer_mode
+	// decides what a missing target directory does: 1 (strict) fails the
+	// host, 2 (force, the default) creates the directory.
+	strict := true
+	file.Strict = &strict
 	switch m := req.TransferMode; {
 	case !m.Set, m.V == 2:
 	case m.V == 1:
-		strict = true
+		file.DestMustExist = true
 	default:
 		v.add("transfer_mode", "want 1 (strict) or 2 (force), got %d", m.V)
 	}
-	file.Strict = &strict
 	step := schemas.Step{Type: schemas.StepFile, File: file, Targets: targets, Timeout: bkTimeout(req.Timeout, &v),
 		Rolling: req.RollingConfig.rolling(len(targets), &v)}
 	if err := v.err(); err != nil {

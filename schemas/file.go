@@ -29,6 +29,9 @@ type FileSpec struct {
 	// Strict (the default) fails the step when a source file is missing;
 	// otherwise the files that exist are sent.
 	Strict *bool `json:"strict,omitempty"`
+	// DestMustExist fails a target whose destination directory does not
+	// exist, instead of creating it (BlueKing's strict transfer mode).
+	DestMustExist bool `json:"dest_must_exist,omitempty"`
 }
 
 // FileSource is a set of files on some hosts, or one artifact.

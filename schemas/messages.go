@@ -113,9 +113,11 @@ type UploadTask struct {
 type DownloadTask struct {
 	Files       []FileEntry `json:"files"`
 	Destination string      `json:"destination"`
-	Mode        string      `json:"mode,omitempty"`
-	Owner       string      `json:"owner,omitempty"`
-	LimitMB     int         `json:"limit_mb,omitempty"`
+	// MustExist refuses to create a missing destination directory.
+	MustExist bool   `json:"must_exist,omitempty"`
+	Mode      string `json:"mode,omitempty"`
+	Owner     string `json:"owner,omitempty"`
+	LimitMB   int    `json:"limit_mb,omitempty"`
 }
 
 // Report kinds travelling on RESULTS.

@@ -647,13 +647,17 @@ func TestBKFileTransferAndFileLogs(t *testing.T) {
   },
   "account_id": 101
 }`, dst, src), "API Quick Distribution File")
-	// strict with a missing file fails; force (2) sends what exists
+	// a missing source file fails in either mode; strict (1) also fails a
+	// target whose directory is missing, force (2) creates it
 	failing := map[string]any{"bk_scope_type": "biz", "bk_scope_id": "1", "task_name": "strict", "file_target_path": dst + "/strict",
 		"transfer_mode": 1, "account_alias": "root", "upload_speed_limit": 10, "download_speed_limit": 20, "timeout": 60,
 		"file_source_list": []any{map[string]any{"file_list": []string{src + "/missing.txt", src + "/a.txt"}, "account": map[string]any{"alias": "root"},
 			"server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.85"}}}}},
 		"target_server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.86"}}}}
 	strict, strictStep := bkSubmitted(t, s, "fast_transfer_file", failing, "strict")
+	failing["file_source_list"].([]any)[0].(map[string]any)["file_list"] = []string{src + "/a.txt"}
+	failing["task_name"], failing["file_target_path"] = "strict-dir", dst+"/nodir/deeper"
+	strictDir, _ := bkSubmitted(t, s, "fast_transfer_file", failing, "strict-dir")
 	failing["transfer_mode"], failing["task_name"], failing["file_target_path"] = 2, "force", dst+"/force"
 	force, _ := bkSubmitted(t, s, "fast_transfer_file", failing, "force")
 
@@ -776,8 +780,15 @@ func TestBKFileTransferAndFileLogs(t *testing.T) {
 	if m := ups[src+"/missing.txt"]; m == nil || num(m["status"]) != 5 || !strings.Contains(m["log_content"].(string), "source agent failed to upload file") {
 		t.Errorf("missing file's upload log: %v", ups)
 	}
+	job, steps = bkFinished(t, s, strictDir)
+	if h := bkHostsOf(t, steps[0], true)["127.0.0.86"]; num(job["status"]) != 4 || num(h["error_code"]) != 202 {
+		t.Errorf("strict mode, missing target directory: %v %v", job, h)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "nodir")); !os.IsNotExist(err) {
+		t.Errorf("strict mode created the target directory: %v", err)
+	}
 	if job, _ := bkFinished(t, s, force); num(job["status"]) != 3 {
-		t.Errorf("force mode with a missing file: %v", job)
+		t.Errorf("force mode into a new directory: %v", job)
 	}
 	if b, err := os.ReadFile(filepath.Join(dst, "force", "a.txt")); err != nil || string(b) != "alpha" {
 		t.Errorf("force mode sent %q %v", b, err)

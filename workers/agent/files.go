@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -108,6 +109,11 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 	dl := e.task.Download
 	if dl == nil {
 		return failed("download task without its files")
+	}
+	if dl.MustExist {
+		if fi, err := os.Stat(dl.Destination); err != nil || !fi.IsDir() {
+			return failed("destination directory %s does not exist (strict transfer mode)", dl.Destination)
+		}
 	}
 	obs, err := a.artifacts(ctx)
 	if err != nil {

@@ -553,7 +553,7 @@ func (t *txn) task(u unit, dispatchedAt time.Time) schemas.Task {
 		} else {
 			tk.Kind = schemas.TaskDownload
 			tk.Download = &schemas.DownloadTask{
-				Files: t.st.Steps[u.step].Manifest, Destination: f.Destination,
+				Files: t.st.Steps[u.step].Manifest, Destination: f.Destination, MustExist: f.DestMustExist,
 				Mode: f.Mode, Owner: f.Owner, LimitMB: f.DownloadLimitMB,
 			}
 		}

@@ -269,6 +269,9 @@ type bkCredentials struct {
 	Username    string `json:"bk_username"`
 	Token       string `json:"bk_token"`
 	AccessToken string `json:"access_token"`
+	// ESB common args some SDKs always send; accepted and unused.
+	SupplierAccount string `json:"bk_supplier_account"`
+	SupplierID      bkInt  `json:"bk_supplier_id"`
 }
 
 // bkCaller is who made an authenticated request: the app and the user the

@@ -156,7 +156,10 @@ func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (i
 	}
 	if !dup {
 		s.m.submitted.WithLabelValues(spec.Surface).Inc()
-		if err := s.deps.Cache.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC())); err != nil {
+		st := schemas.NewJobState(id, spec, time.Now().UTC())
+		if s.deps.Queued != nil {
+			s.deps.Queued.Queued(spec, st)
+		} else if err := s.deps.Cache.Queued(ctx, spec, st); err != nil {
 			s.log.Warn("cache queued job", "job", id, "err", err)
 		}
 	}

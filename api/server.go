@@ -78,6 +78,9 @@ type Deps struct {
 	// Risk checks scripts against the high-risk command rules; nil checks
 	// nothing.
 	Risk *riskrules.Engine
+	// Queued caches accepted jobs off the request path; nil writes them
+	// through Cache in the request.
+	Queued *statuscache.Batcher
 }
 
 // Server is the HTTP API.

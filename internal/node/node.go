@@ -128,8 +128,10 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) er
 	if err != nil {
 		return fmt.Errorf("high-risk rules: %w", err)
 	}
+	batcher := statuscache.NewBatcher(cache, 8192)
 	srv := api.New(cfg, api.Deps{
 		Risk:      risk,
+		Queued:    batcher,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Cache:     cache, Logs: logs, Agents: dir, Registry: p.Reg, Log: p.Log,
@@ -144,6 +146,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) er
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dir.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return batcher.Run(gctx) })
 	return g.Wait()
 }
 

@@ -202,25 +202,34 @@ func (c *Cache) Rebuild(ctx context.Context) error {
 			ids = append(ids, id)
 		}
 	}
-	pipe := c.rdb.Pipeline()
-	for i, id := range ids {
-		spec, st, rev, err := c.Load(ctx, id)
-		if errors.Is(err, schemas.ErrNotFound) {
-			continue
+	for start := 0; start < len(ids); start += 256 {
+		type loaded struct {
+			spec *schemas.JobSpec
+			st   *schemas.JobState
+			rev  uint64
 		}
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
-		c.queueJob(ctx, pipe, schemas.Summarize(spec, st), rev)
-		queueHostIndex(ctx, pipe, spec, id)
-		if i%256 == 255 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
+		var batch []loaded
+		for _, id := range ids[start:min(start+256, len(ids))] {
+			spec, st, rev, err := c.Load(ctx, id)
+			if errors.Is(err, schemas.ErrNotFound) {
+				continue
 			}
+			if err != nil {
+				return fmt.Errorf("rebuild: %w", err)
+			}
+			batch = append(batch, loaded{spec, st, rev})
+		}
+		err := c.run(ctx, func(pipe redis.Pipeliner) {
+			for _, l := range batch {
+				c.queueJob(ctx, pipe, schemas.Summarize(l.spec, l.st), l.rev)
+				queueHostIndex(ctx, pipe, l.spec, l.st.ID)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
 		}
 	}
-	pipe.Set(ctx, keyBuilt, "1", 0)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := c.rdb.Set(ctx, keyBuilt, "1", 0).Err(); err != nil {
 		return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
 	}
 	c.log.Info("status cache rebuilt from JetStream", "jobs", len(ids))

@@ -90,13 +90,34 @@ func (c *Cache) JobsBucket() jetstream.KeyValue { return c.kv }
 // Queued caches a job the API has just accepted, before any worker took it.
 // Revision 0 makes any worker write replace it.
 func (c *Cache) Queued(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) error {
-	pipe := c.rdb.Pipeline()
-	c.queueJob(ctx, pipe, schemas.Summarize(spec, st), 0)
-	queueHostIndex(ctx, pipe, spec, st.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
+	err := c.run(ctx, func(pipe redis.Pipeliner) {
+		c.queueJob(ctx, pipe, schemas.Summarize(spec, st), 0)
+		queueHostIndex(ctx, pipe, spec, st.ID)
+	})
+	if err != nil {
 		return fmt.Errorf("cache queued job %d: %w", st.ID, err)
 	}
 	return nil
+}
+
+// run executes the pipeline build makes. The revision-guarded writes run
+// as loaded scripts (EVALSHA); when Redis has lost them (a restart, a
+// SCRIPT FLUSH) run loads them and sends the pipeline again: every command
+// in it is safe to repeat.
+func (c *Cache) run(ctx context.Context, build func(redis.Pipeliner)) error {
+	for attempt := 0; ; attempt++ {
+		pipe := c.rdb.Pipeline()
+		build(pipe)
+		_, err := pipe.Exec(ctx)
+		if err == nil || attempt > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return err
+		}
+		for _, sc := range []*redis.Script{putJob, putHosts} {
+			if err := sc.Load(ctx, c.rdb).Err(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // queued finds a job whose submit command still waits in the JOBS stream.
@@ -131,23 +152,25 @@ func (c *Cache) Update(ctx context.Context, spec *schemas.JobSpec, st *schemas.J
 }
 
 func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow, complete bool) error {
-	pipe := c.rdb.Pipeline()
-	c.queueJob(ctx, pipe, schemas.Summarize(spec, st), rev)
-	if complete {
-		queueHostIndex(ctx, pipe, spec, st.ID)
+	sum := schemas.Summarize(spec, st)
+	args := make([]any, 0, 3*len(rows))
+	for _, r := range rows {
+		b, _ := json.Marshal(r)
+		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
 	}
-	if len(rows) > 0 {
-		args := make([]any, 0, 3*len(rows))
-		for _, r := range rows {
-			b, _ := json.Marshal(r)
-			args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
+	err := c.run(ctx, func(pipe redis.Pipeliner) {
+		c.queueJob(ctx, pipe, sum, rev)
+		if complete {
+			queueHostIndex(ctx, pipe, spec, st.ID)
 		}
-		putHosts.Eval(ctx, pipe, []string{keyHosts(st.ID)}, args...)
-	}
-	if complete {
-		pipe.HSet(ctx, keyHosts(st.ID), completeFld, "1")
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+		if len(args) > 0 {
+			putHosts.EvalSha(ctx, pipe, []string{keyHosts(st.ID)}, args...)
+		}
+		if complete {
+			pipe.HSet(ctx, keyHosts(st.ID), completeFld, "1")
+		}
+	})
+	if err != nil {
 		return fmt.Errorf("cache job %d: %w", st.ID, err)
 	}
 	return nil
@@ -184,7 +207,7 @@ func (c *Cache) queueJob(ctx context.Context, pipe redis.Pipeliner, sum schemas.
 			stIdx = i + 1
 		}
 	}
-	putJob.Eval(ctx, pipe, keys, rev, b, sum.ID, sum.Status, sum.UpdatedAt.UnixMilli(), stIdx)
+	putJob.EvalSha(ctx, pipe, keys, rev, b, sum.ID, sum.Status, sum.UpdatedAt.UnixMilli(), stIdx)
 }
 
 // Load reads a job's spec and state from the KV bucket.
@@ -243,9 +266,7 @@ func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 	}
 	sum = schemas.Summarize(spec, st)
 	if err == nil || errors.Is(err, redis.Nil) {
-		pipe := c.rdb.Pipeline()
-		c.queueJob(ctx, pipe, sum, rev)
-		if _, perr := pipe.Exec(ctx); perr != nil {
+		if perr := c.run(ctx, func(pipe redis.Pipeliner) { c.queueJob(ctx, pipe, sum, rev) }); perr != nil {
 			c.log.Warn("repopulate job", "job", id, "err", perr)
 		}
 	}

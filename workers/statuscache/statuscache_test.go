@@ -145,3 +145,30 @@ func TestQueuedJobFoundInTheCommandStream(t *testing.T) {
 		t.Errorf("queued job: %+v %v", sum, err)
 	}
 }
+
+func TestScriptsReloadedAfterFlush(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sp := spec(t, "s")
+	st := schemas.NewJobState(4, sp, time.Now().UTC())
+	for i := 0; i < 2; i++ { // the second write finds Redis without the scripts
+		if err := f.cache.Update(ctx, sp, st, uint64(i+1), statuscache.BuildRows(sp, st, nil)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		f.rdb.ScriptFlush(ctx)
+	}
+	if sum, err := f.cache.Job(ctx, 4); err != nil || sum.Name != "s" {
+		t.Errorf("after SCRIPT FLUSH: %+v %v", sum, err)
+	}
+	b := statuscache.NewBatcher(f.cache, 4)
+	b.Queued(sp, schemas.NewJobState(5, sp, time.Now().UTC()))
+	bctx, cancel := context.WithCancel(ctx)
+	cancel()
+	b.Run(bctx) // flushes what is pending, then returns
+	if sum, err := f.cache.Job(ctx, 5); err != nil || sum.Status != schemas.JobWaiting {
+		t.Errorf("batched queued job: %+v %v", sum, err)
+	}
+	if n, _ := f.rdb.Exists(ctx, "{fj}:job:5").Result(); n != 1 {
+		t.Error("the batcher wrote nothing to Redis")
+	}
+}

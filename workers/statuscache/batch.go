@@ -1,0 +1,80 @@
+package statuscache
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Batcher writes "queued" summaries of just-accepted jobs in batches, off
+// the request path: one pipeline per batch instead of one round trip per
+// submission. Until a batch lands, reads of the job find it in the JOBS
+// stream (Cache.Load), so nothing is lost if Redis is slow or a write is
+// dropped; a full queue drops writes rather than slowing submissions.
+type Batcher struct {
+	c   *Cache
+	in  chan queued
+	log *slog.Logger
+}
+
+type queued struct {
+	spec *schemas.JobSpec
+	st   *schemas.JobState
+}
+
+// NewBatcher returns a batcher holding at most size pending writes.
+func NewBatcher(c *Cache, size int) *Batcher {
+	return &Batcher{c: c, in: make(chan queued, size), log: c.log}
+}
+
+// Queued hands a just-accepted job to the batcher; it never blocks.
+func (b *Batcher) Queued(spec *schemas.JobSpec, st *schemas.JobState) {
+	select {
+	case b.in <- queued{spec, st}:
+	default:
+		b.log.Warn("status cache queue full; the job is cached when a worker takes it", "job", st.ID)
+	}
+}
+
+// Run writes batches until ctx ends, then flushes what is pending.
+func (b *Batcher) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			b.flush(context.WithoutCancel(ctx), b.drain(nil))
+			return nil
+		case q := <-b.in:
+			b.flush(ctx, b.drain([]queued{q}))
+		}
+	}
+}
+
+func (b *Batcher) drain(batch []queued) []queued {
+	for len(batch) < 512 {
+		select {
+		case q := <-b.in:
+			batch = append(batch, q)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (b *Batcher) flush(ctx context.Context, batch []queued) {
+	if len(batch) == 0 {
+		return
+	}
+	err := b.c.run(ctx, func(pipe redis.Pipeliner) {
+		for _, q := range batch {
+			b.c.queueJob(ctx, pipe, schemas.Summarize(q.spec, q.st), 0)
+			queueHostIndex(ctx, pipe, q.spec, q.st.ID)
+		}
+	})
+	if err != nil {
+		b.log.Warn("cache queued jobs", "jobs", len(batch), "err", err)
+	}
+}

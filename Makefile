@@ -1,11 +1,12 @@
 # fleetjob — the two commands that matter: `make run` and `make test`.
+SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin/fleetjob
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Packages where concurrency lives run under the race detector.
 RACE_PKGS := ./workers/... ./api/... ./events/... ./schemas/... ./internal/...
 
-.PHONY: build run test test-race test-integration bench deps vet fmt clean
+.PHONY: build run test test-race test-integration chaos bench deps vet fmt clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/fleetjob
@@ -34,7 +35,12 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-integration:
-	$(GO) test -race -count=1 -timeout 10m ./test/
+	$(GO) test -race -count=1 -timeout 10m -skip '^TestChaos' ./test/
+
+# The fault-injection cases; each prints what it counted.
+chaos: deps
+	$(GO) test -race -count=1 -timeout 10m -run '^TestChaos' -v ./test/ 2>&1 | \
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fleetjob/fleetjob/internal/node"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -80,17 +81,10 @@ func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), err
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
 		return rdb, func() { rdb.Close(); mr.Close() }, nil
 	}
-	opt, err := redis.ParseURL(url)
+	rdb, err := node.RedisClient(url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,
-		TLSConfig: opt.TLSConfig, PoolSize: 64,
-		// Redis is a cache: when it is slow or gone, fail fast and answer
-		// from JetStream rather than retrying for seconds.
-		DialTimeout: time.Second, DialerRetries: 1, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
-	})
 	return rdb, func() { rdb.Close() }, nil
 }
 

@@ -162,3 +162,19 @@ func RunAgent(ctx context.Context, p Plumbing, cfg agent.Config, m *agent.Metric
 	}
 	return a.Run(ctx)
 }
+
+// RedisClient connects to a Redis URL with the settings of a cache on the
+// request path: short timeouts and no retries, so a slow or gone Redis
+// costs a read half a second before it is answered from JetStream.
+func RedisClient(url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,
+		TLSConfig: opt.TLSConfig, PoolSize: 64,
+		DialTimeout: time.Second, DialerRetries: 1,
+		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1,
+	}), nil
+}

@@ -162,8 +162,10 @@ func Start(t testing.TB, o Options) *System {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt, _ := redis.ParseURL(s.RedisURL)
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{opt.Addr}})
+	rdb, err := node.RedisClient(s.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { rdb.Close() })
 	s.NC, s.JS, s.RDB = nc, js, rdb
 	top, err := schemas.DefaultTopology().FromEnv()

@@ -3,6 +3,7 @@ package statuscache
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -39,15 +40,17 @@ func (b *Batcher) Queued(spec *schemas.JobSpec, st *schemas.JobState) {
 	}
 }
 
-// Run writes batches until ctx ends, then flushes what is pending.
+// Run writes batches until ctx ends, then flushes what is pending. A batch
+// already taken is written even when ctx ends meanwhile.
 func (b *Batcher) Run(ctx context.Context) error {
+	wctx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-ctx.Done():
-			b.flush(context.WithoutCancel(ctx), b.drain(nil))
+			b.flush(wctx, b.drain(nil))
 			return nil
 		case q := <-b.in:
-			b.flush(ctx, b.drain([]queued{q}))
+			b.flush(wctx, b.drain([]queued{q}))
 		}
 	}
 }
@@ -68,6 +71,8 @@ func (b *Batcher) flush(ctx context.Context, batch []queued) {
 	if len(batch) == 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	err := b.c.run(ctx, func(pipe redis.Pipeliner) {
 		for _, q := range batch {
 			b.c.queueJob(ctx, pipe, schemas.Summarize(q.spec, q.st), 0)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,10 @@ return 1
 
 // Cache is the Redis status cache with its JetStream fallback.
 type Cache struct {
+	// downUntil (unix nanoseconds) skips Redis reads for a moment after one
+	// failed, so a stalled Redis costs one timeout, not one per read.
+	downUntil atomic.Int64
+
 	rdb  redis.UniversalClient
 	kv   jetstream.KeyValue
 	cmds jetstream.Stream
@@ -82,6 +87,22 @@ type Cache struct {
 // is the JOBS stream, where jobs no worker has taken yet are found.
 func New(rdb redis.UniversalClient, kv jetstream.KeyValue, cmds jetstream.Stream, log *slog.Logger) *Cache {
 	return &Cache{rdb: rdb, kv: kv, cmds: cmds, log: log.With("component", "statuscache")}
+}
+
+// errRedisDown stands for a read skipped while Redis is considered down.
+var errRedisDown = errors.New("redis recently failed; reading JetStream")
+
+// redisDownFor is how long reads skip Redis after a failure.
+const redisDownFor = 2 * time.Second
+
+func (c *Cache) redisUp() bool { return time.Now().UnixNano() >= c.downUntil.Load() }
+
+func (c *Cache) redisFailed(err error, id int64) {
+	if errors.Is(err, errRedisDown) {
+		return
+	}
+	c.downUntil.Store(time.Now().Add(redisDownFor).UnixNano())
+	c.log.Warn("redis read failed; answering from JetStream", "job", id, "err", err)
 }
 
 // JobsBucket is the jobs KV bucket the cache rebuilds from.
@@ -253,12 +274,16 @@ func (c *Cache) LoadSpec(ctx context.Context, id int64) (*schemas.JobSpec, error
 // when Redis does not answer.
 func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 	var sum schemas.JobSummary
-	v, err := c.rdb.HGet(ctx, keyJob(id), "v").Bytes()
+	var v []byte
+	err := errRedisDown
+	if c.redisUp() {
+		v, err = c.rdb.HGet(ctx, keyJob(id), "v").Bytes()
+	}
 	if err == nil && json.Unmarshal(v, &sum) == nil {
 		return sum, nil
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
-		c.log.Warn("redis read failed; answering from JetStream", "job", id, "err", err)
+		c.redisFailed(err, id)
 	}
 	spec, st, rev, lerr := c.Load(ctx, id)
 	if lerr != nil {
@@ -275,7 +300,11 @@ func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 
 // Hosts returns every host row of a job, in step then target order.
 func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
-	m, err := c.rdb.HGetAll(ctx, keyHosts(id)).Result()
+	var m map[string]string
+	err := errRedisDown
+	if c.redisUp() {
+		m, err = c.rdb.HGetAll(ctx, keyHosts(id)).Result()
+	}
 	if err == nil && m[completeFld] == "1" {
 		rows := make([]HostRow, 0, len(m))
 		for k, v := range m {
@@ -292,7 +321,7 @@ func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
 		return rows, nil
 	}
 	if err != nil {
-		c.log.Warn("redis read failed; answering from JetStream", "job", id, "err", err)
+		c.redisFailed(err, id)
 	}
 	spec, st, rev, lerr := c.Load(ctx, id)
 	if lerr != nil {

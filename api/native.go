@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ func (s *Server) nativeRoutes(g *echo.Group) {
 	g.POST("/jobs/:id/stop", s.stopJob)
 	g.POST("/jobs/:id/steps/:step/:op", s.operateStep)
 	g.GET("/agents", s.listAgents)
+	g.GET("/deadletters", s.listDeadLetters)
 }
 
 // problemBody is an RFC 9457 problem document.
@@ -524,4 +526,43 @@ func (s *Server) jobCallback(c echo.Context) error {
 		return fmt.Errorf("callback of job %d: %w", id, schemas.ErrNotFound)
 	}
 	return c.JSON(http.StatusOK, rec)
+}
+
+// listDeadLetters answers the messages that failed for good, newest first.
+func (s *Server) listDeadLetters(c echo.Context) error {
+	ctx := c.Request().Context()
+	var fe schemas.FieldErrors
+	page, err := intParam(c, "page", 1, 1, 1<<30)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	size, err := intParam(c, "size", 50, 1, 1000)
+	if err != nil {
+		fe = append(fe, err.(schemas.FieldErrors)...)
+	}
+	if err := fe.Err(); err != nil {
+		return err
+	}
+	lister, err := s.deps.DeadLetters.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("dead letters: %w: %w", schemas.ErrUnavailable, err)
+	}
+	var all []schemas.DeadLetter
+	for k := range lister.Keys() {
+		e, err := s.deps.DeadLetters.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var dl schemas.DeadLetter
+		if json.Unmarshal(e.Value(), &dl) == nil {
+			all = append(all, dl)
+		}
+	}
+	slices.SortFunc(all, func(a, b schemas.DeadLetter) int { return b.At.Compare(a.At) })
+	from := min((page-1)*size, len(all))
+	items := all[from:min(from+size, len(all))]
+	if items == nil {
+		items = []schemas.DeadLetter{}
+	}
+	return c.JSON(http.StatusOK, ListResponse[schemas.DeadLetter]{Items: items, Total: len(all), Page: page, Size: size})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -81,6 +82,8 @@ type Deps struct {
 	// Queued caches accepted jobs off the request path; nil writes them
 	// through Cache in the request.
 	Queued *statuscache.Batcher
+	// DeadLetters is the bucket of messages that failed for good.
+	DeadLetters jetstream.KeyValue
 }
 
 // Server is the HTTP API.

@@ -194,3 +194,16 @@ const (
 	HdrLineCount = "Fj-Lines"      // lines in the chunk
 	HdrFinal     = "Fj-Final"      // "1" on the last chunk of a log
 )
+
+// DeadLetter records a message that failed for good: a permanent error,
+// or its last allowed delivery. The message itself is then removed.
+type DeadLetter struct {
+	Stream     string    `json:"stream"`
+	Seq        uint64    `json:"seq"`
+	Subject    string    `json:"subject"`
+	Data       string    `json:"data"` // the message body, cut at 64 KiB
+	Deliveries uint64    `json:"deliveries"`
+	Reason     string    `json:"reason"`
+	JobID      int64     `json:"job_id,omitempty"`
+	At         time.Time `json:"at"`
+}

@@ -32,6 +32,8 @@ const (
 	BucketAgents = "agents" // agent registry, refreshed by heartbeats
 	BucketActive = "active" // ids of jobs not yet final (the sweeper's index)
 	BucketLeases = "leases" // short leases, e.g. the sweeper's
+	// BucketDeadLetters keeps messages that failed for good, by stream and sequence.
+	BucketDeadLetters = "deadletters"
 	// BucketArtifacts is the object store of files to distribute.
 	BucketArtifacts = "artifacts"
 )
@@ -210,6 +212,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketNames, "unique names and idempotency keys"),
 		kv(BucketAgents, "agent registry"),
 		kv(BucketActive, "jobs not yet final"),
+		kv(BucketDeadLetters, "messages that failed for good"),
 		leases,
 	}
 }

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,5 +90,51 @@ func TestChaosRedisStalledAndFlushed(t *testing.T) {
 		stalled.Round(time.Millisecond), list.Total, id, n == 1)
 	if list.Total != 2 || list.Items[0].ID != id || n != 1 {
 		t.Errorf("cache not rebuilt after the flush: %+v", list)
+	}
+}
+
+// Case 7: poison commands. One that can never succeed is recorded as a dead
+// letter at once; one that keeps failing is redelivered a bounded number of
+// times first. A poisoned submission leaves its job failed, with the reason.
+func TestChaosPoisonCommands(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1})
+	ctx := context.Background()
+	ack, err := s.JS.Publish(ctx, schemas.SubjSubmit, []byte(`{"v":1,"spec":{"name":"poison","steps":[]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := int64(ack.Sequence)
+	if _, err := s.JS.Publish(ctx, schemas.SubjStop, []byte(`{"v":1,"job_id":987654}`)); err != nil {
+		t.Fatal(err)
+	}
+	var dls struct {
+		Items []schemas.DeadLetter
+		Total int
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return s.JSON(t, "GET", "/v1/deadletters", nil, nil, &dls) == 200 && dls.Total == 2
+	}, "two dead letters")
+	byJob := map[int64]schemas.DeadLetter{}
+	for _, d := range dls.Items {
+		byJob[d.JobID] = d
+	}
+	sub, stop := byJob[bad], byJob[987654]
+	if sub.Deliveries != 1 || !strings.Contains(sub.Reason, "at least one step") || sub.Subject != schemas.SubjSubmit {
+		t.Errorf("poisoned submit: %+v", sub)
+	}
+	if stop.Deliveries != uint64(schemas.DefaultTopology().MaxDeliver) || !strings.Contains(stop.Reason, "before the job exists") {
+		t.Errorf("stop of a job that never comes: %+v", stop)
+	}
+	sum := job(t, s, bad)
+	if sum.Status != schemas.JobFailed || !strings.Contains(sum.Reason, "could not be processed") {
+		t.Errorf("the poisoned job: %s %q", sum.Status, sum.Reason)
+	}
+	st, _ := s.JS.Stream(ctx, schemas.StreamJobs)
+	info, _ := st.Info(ctx)
+	t.Logf("case 7: %d dead letters (submit after %d delivery, stop after %d deliveries); job %d %s: %q; %d messages left in JOBS",
+		dls.Total, sub.Deliveries, stop.Deliveries, bad, sum.Status, sum.Reason, info.State.Msgs)
+	if info.State.Msgs != 0 {
+		t.Errorf("%d poison messages still in the command stream", info.State.Msgs)
 	}
 }

@@ -128,10 +128,14 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) er
 	if err != nil {
 		return fmt.Errorf("high-risk rules: %w", err)
 	}
+	dead, err := p.JS.KeyValue(ctx, schemas.BucketDeadLetters)
+	if err != nil {
+		return fmt.Errorf("dead letters bucket: %w", err)
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
 	srv := api.New(cfg, api.Deps{
-		Risk:      risk,
-		Queued:    batcher,
+		Risk:   risk,
+		Queued: batcher, DeadLetters: dead,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Cache:     cache, Logs: logs, Agents: dir, Registry: p.Reg, Log: p.Log,

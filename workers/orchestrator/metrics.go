@@ -24,6 +24,7 @@ type Metrics struct {
 	// ack-pending sits at its MaxAckPending has stalled.
 	ConsumerPending    *prometheus.GaugeVec
 	ConsumerAckPending *prometheus.GaugeVec
+	DeadLetters        *prometheus.CounterVec
 	AgentsOnline       prometheus.Gauge
 	AgentsKnown        prometheus.Gauge
 }
@@ -53,7 +54,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "fleetjob_consumer_ack_pending", Help: "Messages delivered and not yet acked, per durable consumer."}, []string{"stream", "consumer"})
 	m.AgentsOnline = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_online", Help: "Agents heard from within the heartbeat TTL."})
 	m.AgentsKnown = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_registered", Help: "Agents in the registry."})
-	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown)
+	m.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fleetjob_dead_letters_total", Help: "Messages that failed for good and were recorded as dead letters."}, []string{"stream"})
+	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.ProcessSeconds)
 	return m
 }

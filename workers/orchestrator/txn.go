@@ -620,3 +620,24 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 		map[string]any{"id": st.ID, "step": st.Step, "op": cmd.Op, "by": cmd.By})
 	return nil
 }
+
+// abort ends the job as failed with a reason: every unit that has not
+// ended fails with it.
+func (t *txn) abort(reason string) {
+	st := t.st
+	for step := range st.Steps {
+		for _, phase := range []string{schemas.PhaseUpload, ""} {
+			for i, s := range t.table(step, phase).Status {
+				if !s.Final() && (phase == "" || t.spec.Steps[step].File != nil) {
+					t.finalize(unit{step: step, idx: i, phase: phase}, schemas.HostFailed, reason)
+				}
+			}
+		}
+		if !stepOver(st.Steps[step].Status) {
+			st.Steps[step].Status, st.Steps[step].EndedAt = schemas.JobFailed, t.now
+		}
+	}
+	st.Status, st.Reason, st.EndedAt = schemas.JobFailed, reason, t.now
+	t.finished, t.changed = true, true
+	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, t.now.UnixNano()), map[string]any{"id": st.ID, "status": st.Status, "reason": reason})
+}

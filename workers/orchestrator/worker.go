@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,7 @@ type Worker struct {
 	jobs   jetstream.KeyValue
 	active jetstream.KeyValue
 	leases jetstream.KeyValue
+	dead   jetstream.KeyValue
 	dir    Directory
 	cache  *statuscache.Cache
 	pub    *events.Publisher
@@ -77,6 +79,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	var err error
 	for name, dst := range map[string]*jetstream.KeyValue{
 		schemas.BucketJobs: &w.jobs, schemas.BucketActive: &w.active, schemas.BucketLeases: &w.leases,
+		schemas.BucketDeadLetters: &w.dead,
 	} {
 		if *dst, err = js.KeyValue(ctx, name); err != nil {
 			return nil, fmt.Errorf("bucket %s: %w", name, err)
@@ -146,50 +149,68 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 	case schemas.SubjStop:
 		var cmd schemas.StopCommand
 		if err = json.Unmarshal(m.Data(), &cmd); err != nil {
-			w.log.Error("bad stop command; dropped", "err", err)
-			_ = m.Term()
-			return
+			err = fmt.Errorf("undecodable stop command: %w: %w", schemas.ErrInvalid, err)
+			break
 		}
 		unlock := w.locks.lock(cmd.JobID)
 		err = w.process(ctx, cmd.JobID, nil, &cmd, nil, redelivered)
 		unlock()
 		if errors.Is(err, schemas.ErrNotFound) {
 			// The API only stops jobs it can see, so the submit command is
-			// still on its way to a worker: try again shortly.
-			_ = m.NakWithDelay(500 * time.Millisecond)
-			return
+			// probably still on its way to a worker: retry (bounded).
+			err = fmt.Errorf("stop of job %d before the job exists: %v", cmd.JobID, err)
 		}
 	case schemas.SubjOp:
 		var cmd schemas.OpCommand
 		if err = json.Unmarshal(m.Data(), &cmd); err != nil {
-			w.log.Error("bad operation command; dropped", "err", err)
-			_ = m.Term()
-			return
+			err = fmt.Errorf("undecodable operation command: %w: %w", schemas.ErrInvalid, err)
+			break
 		}
 		unlock := w.locks.lock(cmd.JobID)
 		err = w.process(ctx, cmd.JobID, nil, nil, &cmd, redelivered)
 		unlock()
 	default:
-		w.log.Error("unknown command subject; dropped", "subject", m.Subject())
-		_ = m.Term()
-		return
+		err = fmt.Errorf("unknown command subject %q: %w", m.Subject(), schemas.ErrInvalid)
 	}
 	w.settle(m, err)
 }
 
 // settle acks a message whose effect is committed, terminates one that can
 // never succeed, and naks the rest for a retry.
+// A message that fails for good (a permanent error, or its last allowed
+// delivery) is recorded as a dead letter before it is terminated.
 func (w *Worker) settle(m jetstream.Msg, err error) {
-	switch {
-	case err == nil:
+	if err == nil {
 		_ = m.Ack()
-	case errors.Is(err, schemas.ErrNotFound) || errors.Is(err, schemas.ErrInvalid) || errors.Is(err, schemas.ErrConflict):
-		w.log.Error("message dropped", "subject", m.Subject(), "err", err)
-		_ = m.Term()
-	default:
-		w.log.Warn("message will be retried", "subject", m.Subject(), "err", err)
-		_ = m.NakWithDelay(time.Second)
+		return
 	}
+	permanent := errors.Is(err, schemas.ErrNotFound) || errors.Is(err, schemas.ErrInvalid) || errors.Is(err, schemas.ErrConflict)
+	last := false
+	if meta, merr := m.Metadata(); merr == nil && w.maxDeliver(m) > 0 && meta.NumDelivered >= uint64(w.maxDeliver(m)) {
+		last = true
+	}
+	if !permanent && !last {
+		w.log.Warn("message will be retried", "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(500 * time.Millisecond)
+		return
+	}
+	ctx, cancel := workCtx()
+	defer cancel()
+	if derr := w.deadLetter(ctx, m, err); derr != nil {
+		w.log.Error("dead letter not recorded; the message will come back", "subject", m.Subject(), "err", derr)
+		_ = m.NakWithDelay(5 * time.Second)
+		return
+	}
+	_ = m.Term()
+}
+
+// maxDeliver is the delivery limit of the consumer a message came from;
+// 0 means unlimited.
+func (w *Worker) maxDeliver(m jetstream.Msg) int {
+	if strings.HasPrefix(m.Subject(), "fleetjob.cmd.") {
+		return w.cfg.Topology.MaxDeliver
+	}
+	return 0
 }
 
 // submit creates a job from its command (unless a previous delivery did)

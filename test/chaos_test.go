@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +137,60 @@ func TestChaosPoisonCommands(t *testing.T) {
 		dls.Total, sub.Deliveries, stop.Deliveries, bad, sum.Status, sum.Reason, info.State.Msgs)
 	if info.State.Msgs != 0 {
 		t.Errorf("%d poison messages still in the command stream", info.State.Msgs)
+	}
+}
+
+// Case 5: the all-in-one server (embedded NATS, R1) killed with SIGKILL
+// mid-run and restarted on the same store: every accepted job reaches a
+// final state, no script runs twice, and each host is reported once.
+func TestChaosAllInOneRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := []string{"FLEETJOB_TOKEN=chaos", "FLEETJOB_LOG_LEVEL=warn", "REDIS_URL=", "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_ACK_WAIT=2s"}
+	args := []string{"serve", "--data-dir", dir, "--http-addr", httpAddr, "--nats-addr", natsAddr, "--agent-id", "solo"}
+	s := &testenv.System{APIURL: "http://" + httpAddr, Token: "chaos"}
+	up := func() {
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			resp, err := http.Get(s.APIURL + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		}, "serve ready")
+		s.WaitAgent(t, "solo")
+	}
+	p := startProc(t, "", env, args...)
+	up()
+	l := newLedger(t)
+	const n = 20
+	ids := make([]int64, n)
+	for i := range n {
+		ids[i] = submit(t, s, script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.4", "127.0.0.1"), nil)
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(l.lines(t)) >= 3 }, "some scripts started")
+	p.kill()
+	startProc(t, "", env, args...)
+	up()
+	final := map[string]int{}
+	for _, id := range ids {
+		sum := waitJob(t, s, id, 60*time.Second)
+		final[sum.Status]++
+		h := hosts(t, s, id)
+		if len(h) != 1 || !(h[0].Status == schemas.HostSuccess || h[0].Status == schemas.HostInterrupted) {
+			t.Errorf("job %d host: %+v", id, h)
+		}
+	}
+	runs := count(l.lines(t))
+	twice := 0
+	for _, c := range runs {
+		if c > 1 {
+			twice++
+		}
+	}
+	t.Logf("case 5: %d jobs accepted, all final: %v; %d scripts started, %d started twice", n, final, len(runs), twice)
+	if final[schemas.JobSuccess]+final[schemas.JobFailed] != n || twice != 0 {
+		t.Errorf("want every job final (success, or failed when interrupted) and no script run twice")
 	}
 }

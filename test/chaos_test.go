@@ -3,9 +3,11 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,4 +195,67 @@ func TestChaosAllInOneRestart(t *testing.T) {
 	if final[schemas.JobSuccess]+final[schemas.JobFailed] != n || twice != 0 {
 		t.Errorf("want every job final (success, or failed when interrupted) and no script run twice")
 	}
+}
+
+// Case 2: a worker frozen (SIGSTOP) past its ack wait while another carries
+// on, then thawed (SIGCONT): its stale state writes lose their
+// compare-and-set, and every host is still run and reported exactly once.
+func TestChaosWorkerPausedPastAckWait(t *testing.T) {
+	t.Parallel()
+	var agents, ips []string
+	for i := 21; i <= 28; i++ {
+		ip := fmt.Sprintf("127.0.1.%d", i)
+		agents, ips = append(agents, fmt.Sprintf("p%d=%s", i, ip)), append(ips, ip)
+	}
+	s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 2 * time.Second})
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error"}
+	m1, m2 := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	frozen := startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m1)
+	startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m2)
+	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
+	l := newLedger(t)
+	body := script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.2", ips...)
+	body["concurrency"] = 2
+	id := submit(t, s, body, nil)
+	testenv.Eventually(t, 30*time.Second, func() bool { return job(t, s, id).Counts["success"] >= 1 }, "first host done")
+	frozen.signal(syscall.SIGSTOP)
+	time.Sleep(3 * time.Second) // past the 2 s ack wait: its messages go to the other worker
+	frozen.signal(syscall.SIGCONT)
+	sum := waitJob(t, s, id, 60*time.Second)
+	runs := count(l.lines(t))
+	evs := hostFinishedEvents(t, s, id)
+	twice := 0
+	for i := range ips {
+		exec := schemas.ExecID(id, 0, i, 1)
+		if runs[exec] != 1 || evs[exec] != 1 {
+			twice++
+			t.Errorf("%s ran %d times and was reported %d times", exec, runs[exec], evs[exec])
+		}
+	}
+	conflicts := metric(t, m1, "fleetjob_state_cas_conflicts_total") + metric(t, m2, "fleetjob_state_cas_conflicts_total")
+	t.Logf("case 2: job %s %v after a worker was frozen 3 s (ack wait 2 s); %d hosts, %d runs, %d reports, %d not exactly once; %.0f stale commits refused (CAS)",
+		sum.Status, sum.Counts, len(ips), len(runs), len(evs), twice, conflicts)
+	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) {
+		t.Errorf("job %s %v", sum.Status, sum.Counts)
+	}
+}
+
+// metric reads one counter from a process's /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Logf("metrics of %s: %v", addr, err)
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
 }

@@ -178,6 +178,19 @@ type AgentInfo struct {
 	LastSeen  time.Time `json:"last_seen"`
 	// Stopping is set by an agent that shuts down cleanly.
 	Stopping bool `json:"stopping,omitempty"`
+	// Pool is the task pool that serves the agent: empty for a real agent
+	// (DefaultPool), a simulator's pool for a simulated one.
+	Pool string `json:"pool,omitempty"`
+	// Simulated marks identities of a load simulator (agent --simulate).
+	Simulated bool `json:"simulated,omitempty"`
+}
+
+// TaskPool is the pool the agent's tasks are published to.
+func (a AgentInfo) TaskPool() string {
+	if a.Pool == "" {
+		return DefaultPool
+	}
+	return a.Pool
 }
 
 // Host returns the host the agent serves.

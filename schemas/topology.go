@@ -64,13 +64,18 @@ var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // subject token and a consumer name).
 func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
 
+// DefaultPool is the task pool of real agents: each has its own consumer.
+// A simulator (agent --simulate) serves many identities from one pool with
+// one consumer.
+const DefaultPool = "a"
+
 // TaskSubject is where tasks for one agent and one job are published.
-func TaskSubject(agent string, job int64) string {
-	return "fleetjob.task." + agent + "." + strconv.FormatInt(job, 10)
+func TaskSubject(pool, agent string, job int64) string {
+	return "fleetjob.task." + pool + "." + agent + "." + strconv.FormatInt(job, 10)
 }
 
 // TaskPurgeSubject matches every task of one job on every agent.
-func TaskPurgeSubject(job int64) string { return "fleetjob.task.*." + strconv.FormatInt(job, 10) }
+func TaskPurgeSubject(job int64) string { return "fleetjob.task.*.*." + strconv.FormatInt(job, 10) }
 
 // ResultSubject is where reports about one job are published.
 func ResultSubject(job int64) string { return "fleetjob.result." + strconv.FormatInt(job, 10) }
@@ -85,7 +90,10 @@ func JobOfResultSubject(subj string) (int64, error) {
 }
 
 // ControlSubject is the core-NATS subject an agent answers kill requests on.
-func ControlSubject(agent string) string { return "fleetjob.ctl." + agent }
+func ControlSubject(pool, agent string) string { return "fleetjob.ctl." + pool + "." + agent }
+
+// PoolControlSubject matches the control subjects of a whole pool.
+func PoolControlSubject(pool string) string { return "fleetjob.ctl." + pool + ".*" }
 
 // LogSubject is the subject of one execution's log chunks.
 func LogSubject(job int64, step, host, attempt int) string {
@@ -263,7 +271,16 @@ func (t Topology) AgentConsumerConfig(agent string, slots int) jetstream.Consume
 	return jetstream.ConsumerConfig{
 		Durable: AgentConsumer(agent), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: t.TaskWait, MaxDeliver: t.MaxDeliver, MaxAckPending: slots,
-		FilterSubject: "fleetjob.task." + agent + ".*",
+		FilterSubject: "fleetjob.task." + DefaultPool + "." + agent + ".*",
+	}
+}
+
+// PoolConsumerConfig is a simulator's one consumer for its whole pool.
+func (t Topology) PoolConsumerConfig(pool string, maxPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: "pool-" + pool, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: t.TaskWait, MaxDeliver: t.MaxDeliver, MaxAckPending: maxPending,
+		FilterSubject: "fleetjob.task." + pool + ".*.*",
 	}
 }
 

@@ -132,7 +132,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx, false); err != nil {
 		return err
 	}
-	sub, err := a.nc.Subscribe(schemas.ControlSubject(a.cfg.ID), a.onControl)
+	sub, err := a.nc.Subscribe(schemas.ControlSubject(schemas.DefaultPool, a.cfg.ID), a.onControl)
 	if err != nil {
 		return fmt.Errorf("control subscription: %w", err)
 	}

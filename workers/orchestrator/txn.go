@@ -23,11 +23,14 @@ type Directory interface {
 	Lookup(h schemas.Host, now time.Time) (schemas.AgentInfo, bool)
 }
 
-// routedTask is a task and the agent it goes to.
+// routedTask is a task and the agent (and task pool) it goes to.
 type routedTask struct {
-	agent string
-	task  schemas.Task
+	pool, agent string
+	task        schemas.Task
 }
+
+// agentRef names an agent on its control subject.
+type agentRef struct{ pool, id string }
 
 // unit is one thing a step runs on: a target host, or (phase upload) one
 // of a file step's upload units on a source host.
@@ -51,7 +54,7 @@ type txn struct {
 	results  []schemas.HostResult
 	touched  map[unit]*statuscache.HostRow
 	events   []events.Event
-	kills    map[string][]string // agent → exec ids
+	kills    map[agentRef][]string // agent → exec ids
 	finished bool
 	reopened bool // an operation brought a finished job back
 }
@@ -453,9 +456,10 @@ func (t *txn) stopHosts(step int) {
 			case schemas.HostDispatched, schemas.HostRunning:
 				if a, ok := t.dir.Lookup(t.host(u), t.now); ok {
 					if t.kills == nil {
-						t.kills = map[string][]string{}
+						t.kills = map[agentRef][]string{}
 					}
-					t.kills[a.ID] = append(t.kills[a.ID], t.execID(u))
+					ref := agentRef{a.TaskPool(), a.ID}
+					t.kills[ref] = append(t.kills[ref], t.execID(u))
 				}
 				if s == schemas.HostDispatched {
 					t.finalize(u, schemas.HostStopped, "stopped before it started")
@@ -507,7 +511,7 @@ func (t *txn) dispatchTable(step int, phase string, end, limit int) {
 		}
 		row := t.set(u, schemas.HostDispatched)
 		row.AgentID = a.ID
-		t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(u, t.now)})
+		t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, t.now)})
 		inflight++
 	}
 }
@@ -525,7 +529,7 @@ func (t *txn) resend() {
 			}
 			u := unit{step: step, idx: i, phase: phase}
 			if a, ok := t.dir.Lookup(t.host(u), t.now); ok {
-				t.tasks = append(t.tasks, routedTask{agent: a.ID, task: t.task(u, t.st.At(tab.Since[i]))})
+				t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, t.st.At(tab.Since[i]))})
 			}
 		}
 	}

@@ -173,7 +173,7 @@ func TestStop(t *testing.T) {
 	if got := statuses(st); !cmp.Equal(got, []string{"running", "stopped", "stopped"}) || st.Status != schemas.JobStopping {
 		t.Fatalf("after stop: %v %s", got, st.Status)
 	}
-	if diff := cmp.Diff(tx.kills, map[string][]string{"agent-10.0.0.1": {"7.0.0.1"}}); diff != "" || !tx.stopped {
+	if diff := cmp.Diff(tx.kills, map[agentRef][]string{{pool: "a", id: "agent-10.0.0.1"}: {"7.0.0.1"}}, cmp.AllowUnexported(agentRef{})); diff != "" || !tx.stopped {
 		t.Errorf("kills (-got +want)\n%s", diff)
 	}
 	tx = newTxn(spec, st, t0.Add(time.Second), dir)

@@ -418,7 +418,7 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	var futs []jetstream.PubAckFuture
 	for _, rt := range t.tasks {
 		b, _ := json.Marshal(rt.task)
-		m := nats.NewMsg(schemas.TaskSubject(rt.agent, st.ID))
+		m := nats.NewMsg(schemas.TaskSubject(rt.pool, rt.agent, st.ID))
 		m.Data = b
 		m.Header.Set(nats.MsgIdHdr, rt.task.ExecID)
 		f, err := w.js.PublishMsgAsync(m)
@@ -480,21 +480,21 @@ func (w *Worker) purgeTasks(ctx context.Context, id int64) error {
 // terminate acknowledgement; running executions then report stopped.
 // Agents that do not answer are retried by the sweeper's kicks until the
 // stop grace ends.
-func (w *Worker) kill(ctx context.Context, id int64, kills map[string][]string) {
+func (w *Worker) kill(ctx context.Context, id int64, kills map[agentRef][]string) {
 	var wg sync.WaitGroup
 	for agent, execs := range kills {
 		wg.Go(func() {
 			b, _ := json.Marshal(schemas.KillRequest{V: schemas.MessageVersion, JobID: id, ExecIDs: execs})
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			msg, err := w.nc.RequestWithContext(rctx, schemas.ControlSubject(agent), b)
+			msg, err := w.nc.RequestWithContext(rctx, schemas.ControlSubject(agent.pool, agent.id), b)
 			if err != nil {
-				w.log.Warn("kill request unanswered", "job", id, "agent", agent, "err", err)
+				w.log.Warn("kill request unanswered", "job", id, "agent", agent.id, "err", err)
 				return
 			}
 			var rep schemas.KillReply
 			_ = json.Unmarshal(msg.Data, &rep)
-			w.log.Info("terminate acknowledged", "job", id, "agent", agent, "killed", len(rep.Killed), "cancelled", len(rep.Unknown))
+			w.log.Info("terminate acknowledged", "job", id, "agent", agent.id, "killed", len(rep.Killed), "cancelled", len(rep.Unknown))
 		})
 	}
 	wg.Wait()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -144,7 +145,8 @@ func workerCmd(logger func() *slog.Logger) *cobra.Command {
 
 func agentCmd(logger func() *slog.Logger) *cobra.Command {
 	var af agentFlags
-	var metricsAddr string
+	var metricsAddr, simPool, simFirstIP string
+	var simulate int
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the agent of this host (needs only NATS_URL)",
@@ -161,6 +163,17 @@ func agentCmd(logger func() *slog.Logger) *cobra.Command {
 			}
 			g, gctx := errgroup.WithContext(cmd.Context())
 			g.Go(func() error { return serveMetrics(gctx, metricsAddr, p.Reg) })
+			if simulate > 0 {
+				first, err := netip.ParseAddr(simFirstIP)
+				if err != nil {
+					return fmt.Errorf("--sim-first-ip: %w", err)
+				}
+				g.Go(func() error {
+					return node.RunSimulator(gctx, p, agent.SimConfig{Pool: simPool, N: simulate, FirstIP: first,
+						CloudID: af.cloud, Topology: p.Top, Version: version})
+				})
+				return g.Wait()
+			}
 			g.Go(func() error { return node.RunAgent(gctx, p, cfg, nil) })
 			return g.Wait()
 		},
@@ -168,5 +181,8 @@ func agentCmd(logger func() *slog.Logger) *cobra.Command {
 	af.bind(cmd, "", primaryIP())
 	cmd.Flags().StringVar(&af.dataDir, "data-dir", envOr("FLEETJOB_AGENT_DIR", "./data/agent"), "journal and script directory")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics here (off when empty)")
+	cmd.Flags().IntVar(&simulate, "simulate", 0, "LOAD TOOL: serve this many simulated agents that finish every task at once, instead of a real agent")
+	cmd.Flags().StringVar(&simPool, "sim-pool", "sim", "with --simulate: the task pool and id prefix of the simulated agents")
+	cmd.Flags().StringVar(&simFirstIP, "sim-first-ip", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow")
 	return cmd
 }

@@ -182,3 +182,12 @@ func RedisClient(url string) (redis.UniversalClient, error) {
 		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1,
 	}), nil
 }
+
+// RunSimulator runs a load simulator (agent --simulate) until ctx ends.
+func RunSimulator(ctx context.Context, p Plumbing, cfg agent.SimConfig) error {
+	sim, err := agent.NewSimulator(cfg, p.NC, p.JS, p.Log)
+	if err != nil {
+		return err
+	}
+	return sim.Run(ctx)
+}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -343,4 +344,14 @@ func (s *System) CommandCount(t testing.TB) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.LastSeq
+}
+
+// StartSimulator runs n simulated agents (pool pool, IPs from first) in
+// the test process and waits until the last one is registered.
+func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) func() {
+	t.Helper()
+	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: netip.MustParseAddr(first), Topology: s.P.Top, Version: "test"}
+	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return node.RunSimulator(ctx, s.P, cfg) })
+	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
+	return stop
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/agent"
 )
 
 func jobBody(targets ...string) []byte {
@@ -252,5 +254,76 @@ func BenchmarkFileDistribution(b *testing.B) {
 		b.ReportMetric(ours, "MB/s-fleetjob")
 		b.ReportMetric(raw, "MB/s-raw-objstore")
 		b.ReportMetric(ours/raw, "ratio")
+	}
+}
+
+// BenchmarkFanOut10kSimulated measures one job to 10,000 simulated agents
+// (agent --simulate: one consumer, each task finished at once), from the
+// POST to the job.finished event, beside the floor measured in the same
+// run: one core-NATS request answered by 10,000 responders, to the last
+// reply.
+func BenchmarkFanOut10kSimulated(b *testing.B) {
+	const n = 10000
+	s := testenv.Start(b, testenv.Options{Workers: 2})
+	first := netip.MustParseAddr("10.210.0.1")
+	s.StartSimulator(b, "simb", n, first.String())
+	targets := make([]string, n)
+	for i := range n {
+		targets[i] = agent.SimulatedIP(first, i).String()
+	}
+	body := jobBody(targets...)
+	client := &http.Client{}
+	for b.Loop() {
+		// the floor: 10,000 responders, one request, all replies
+		inbox := nats.NewInbox()
+		replies := make(chan struct{}, n)
+		rsub, _ := s.NC.Subscribe(inbox, func(*nats.Msg) { replies <- struct{}{} })
+		var subs []*nats.Subscription
+		for range n {
+			sub, _ := s.NC.Subscribe("bench.fanout", func(m *nats.Msg) { m.Respond([]byte("ok")) })
+			subs = append(subs, sub)
+		}
+		s.NC.Flush()
+		start := time.Now()
+		s.NC.PublishRequest("bench.fanout", inbox, []byte("go"))
+		for range n {
+			<-replies
+		}
+		floor := time.Since(start)
+		for _, sub := range subs {
+			sub.Unsubscribe()
+		}
+		rsub.Unsubscribe()
+
+		done := make(chan string, 4)
+		sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(m *nats.Msg) {
+			d, _ := events.Decode(m.Header, m.Data)
+			done <- d.Subject
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		id, err := post(client, s, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for got := ""; got != fmt.Sprint(id); {
+			select {
+			case got = <-done:
+			case <-time.After(5 * time.Minute):
+				b.Fatal("job did not finish")
+			}
+		}
+		el := time.Since(start)
+		sub.Unsubscribe()
+		var sum schemas.JobSummary
+		s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum)
+		if sum.Counts["success"] != n {
+			b.Fatalf("got %v, want %d successes", sum.Counts, n)
+		}
+		b.ReportMetric(el.Seconds(), "s/10k-hosts")
+		b.ReportMetric(floor.Seconds(), "s-core-nats-floor")
+		b.ReportMetric(el.Seconds()/floor.Seconds(), "x-floor")
 	}
 }

@@ -427,6 +427,13 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 		}
 		futs = append(futs, f)
 	}
+	// The cache is written before the events go out, so whoever reacts to
+	// an event reads a state at least as new as the event.
+	if t.changed {
+		if err := w.cache.Update(ctx, spec, st, rev, t.rows()); err != nil {
+			w.log.Warn("cache update", "job", st.ID, "err", err)
+		}
+	}
 	evf, err := w.pub.PublishAsync(t.events...)
 	if err != nil {
 		return err
@@ -438,11 +445,6 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	w.m.TasksDispatched.Add(float64(len(t.tasks)))
 	for _, r := range t.results {
 		w.m.HostsFinished.WithLabelValues(r.Status.String()).Inc()
-	}
-	if t.changed {
-		if err := w.cache.Update(ctx, spec, st, rev, t.rows()); err != nil {
-			w.log.Warn("cache update", "job", st.ID, "err", err)
-		}
 	}
 	if t.stopped {
 		if err := w.purgeTasks(ctx, st.ID); err != nil {

@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// SimConfig describes a load simulator: N agent identities served from one
+// connection and one consumer, whose executor finishes every task at once
+// with one line of output. It exists to test the control plane with
+// thousands of hosts on one machine, the way Nomad's node simulator is
+// used; it runs nothing.
+type SimConfig struct {
+	// Pool names the simulator's task pool; identities are "<pool>-<i>".
+	Pool      string
+	N         int
+	FirstIP   netip.Addr
+	CloudID   int64
+	Heartbeat time.Duration
+	Topology  schemas.Topology
+	Version   string
+}
+
+// Simulator serves SimConfig.N simulated agents.
+type Simulator struct {
+	cfg SimConfig
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+	ids []schemas.AgentInfo
+}
+
+// NewSimulator prepares a simulator; Run starts it.
+func NewSimulator(cfg SimConfig, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Simulator, error) {
+	if cfg.Pool == "" {
+		cfg.Pool = "sim"
+	}
+	if cfg.Pool == schemas.DefaultPool || !schemas.ValidAgentID(cfg.Pool) {
+		return nil, fmt.Errorf("simulator pool %q: use letters, digits, '-' or '_', not %q: %w", cfg.Pool, schemas.DefaultPool, schemas.ErrInvalid)
+	}
+	if cfg.N <= 0 || cfg.N > 100000 {
+		return nil, fmt.Errorf("simulate %d agents: want 1 to 100000: %w", cfg.N, schemas.ErrInvalid)
+	}
+	if !cfg.FirstIP.IsValid() {
+		cfg.FirstIP = netip.MustParseAddr("10.200.0.1")
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
+	s := &Simulator{cfg: cfg, nc: nc, js: js, log: log.With("component", "simulator", "pool", cfg.Pool)}
+	ip := cfg.FirstIP
+	now := time.Now().UTC()
+	for i := range cfg.N {
+		s.ids = append(s.ids, schemas.AgentInfo{
+			ID: fmt.Sprintf("%s-%d", cfg.Pool, i), IP: ip.String(), CloudID: cfg.CloudID, Hostname: "simulated",
+			Version: cfg.Version, Slots: 1 << 20, StartedAt: now, Pool: cfg.Pool, Simulated: true,
+		})
+		ip = ip.Next()
+	}
+	return s, nil
+}
+
+// Run serves tasks until ctx ends, then marks the identities stopping.
+func (s *Simulator) Run(ctx context.Context) error {
+	if err := s.register(ctx, false); err != nil {
+		return err
+	}
+	sub, err := s.nc.Subscribe(schemas.PoolControlSubject(s.cfg.Pool), func(m *nats.Msg) {
+		var req schemas.KillRequest
+		_ = json.Unmarshal(m.Data, &req)
+		b, _ := json.Marshal(schemas.KillReply{Unknown: req.ExecIDs}) // nothing runs for long here
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		return fmt.Errorf("simulator control: %w", err)
+	}
+	defer sub.Unsubscribe()
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, schemas.StreamTasks, s.cfg.Topology.PoolConsumerConfig(s.cfg.Pool, max(4096, 2*s.cfg.N)))
+	if err != nil {
+		return fmt.Errorf("simulator consumer: %w", err)
+	}
+	cc, err := cons.Consume(s.onTask, jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return fmt.Errorf("simulator consume: %w", err)
+	}
+	s.log.Info("simulated agents online", "agents", s.cfg.N, "first_ip", s.cfg.FirstIP)
+	hb := time.NewTicker(s.cfg.Heartbeat)
+	defer hb.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hb.C:
+			if err := s.register(ctx, false); err != nil && ctx.Err() == nil {
+				s.log.Warn("heartbeat", "err", err)
+			}
+		}
+	}
+	cc.Stop()
+	<-cc.Closed()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return s.register(sctx, true)
+}
+
+// register writes every identity into the agents bucket, asynchronously.
+func (s *Simulator) register(ctx context.Context, stopping bool) error {
+	now := time.Now().UTC()
+	futs := make([]jetstream.PubAckFuture, 0, len(s.ids))
+	for i := range s.ids {
+		a := s.ids[i]
+		a.LastSeen, a.Stopping = now, stopping
+		b, _ := json.Marshal(a)
+		f, err := s.js.PublishAsync("$KV."+schemas.BucketAgents+"."+a.ID, b)
+		if err != nil {
+			return fmt.Errorf("register simulated agents: %w", err)
+		}
+		futs = append(futs, f)
+	}
+	return events.Await(ctx, futs)
+}
+
+// onTask finishes a task at once: a started and a finished report and one
+// line of output, acked once they are stored.
+func (s *Simulator) onTask(m jetstream.Msg) {
+	var t schemas.Task
+	parts := strings.Split(m.Subject(), ".") // fleetjob.task.<pool>.<agent>.<job>
+	if json.Unmarshal(m.Data(), &t) != nil || len(parts) != 5 {
+		_ = m.Term()
+		return
+	}
+	agent := parts[3]
+	now := time.Now().UTC()
+	code := 0
+	base := schemas.Report{V: schemas.MessageVersion, JobID: t.JobID, Step: t.Step, Host: t.Host, Attempt: t.Attempt,
+		ExecID: t.ExecID, AgentID: agent, Phase: t.Phase, StartedAt: now}
+	started, finished := base, base
+	started.Kind = schemas.ReportStarted
+	finished.Kind, finished.Status, finished.ExitCode, finished.EndedAt, finished.Lines = schemas.ReportFinished, schemas.HostSuccess, &code, now, 1
+	logm := nats.NewMsg(schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt))
+	logm.Data = []byte("simulated " + t.ExecID + " on " + t.Target.IP)
+	logm.Header.Set(schemas.HdrFirstLine, "0")
+	logm.Header.Set(schemas.HdrLineCount, "1")
+	logm.Header.Set(schemas.HdrFinal, "1")
+	logm.Header.Set(nats.MsgIdHdr, t.ExecID+".0.f")
+	msgs := []*nats.Msg{logm}
+	for _, r := range []schemas.Report{started, finished} {
+		b, _ := json.Marshal(r)
+		rm := nats.NewMsg(schemas.ResultSubject(t.JobID))
+		rm.Data = b
+		rm.Header.Set(nats.MsgIdHdr, t.ExecID+"."+r.Kind)
+		msgs = append(msgs, rm)
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, pm := range msgs {
+		f, err := s.js.PublishMsgAsync(pm)
+		if err != nil {
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		futs = append(futs, f)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := events.Await(ctx, futs); err != nil {
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		_ = m.Ack()
+	}()
+}
+
+// SimulatedIP returns the IP of identity i of a simulator starting at first.
+func SimulatedIP(first netip.Addr, i int) netip.Addr {
+	for range i {
+		first = first.Next()
+	}
+	return first
+}

@@ -260,8 +260,8 @@ func BenchmarkFileDistribution(b *testing.B) {
 // BenchmarkFanOut10kSimulated measures one job to 10,000 simulated agents
 // (agent --simulate: one consumer, each task finished at once), from the
 // POST to the job.finished event, beside the floor measured in the same
-// run: one core-NATS request answered by 10,000 responders, to the last
-// reply.
+// run: one core-NATS request answered by 10,000 responders on 100
+// connections, to the last reply.
 func BenchmarkFanOut10kSimulated(b *testing.B) {
 	const n = 10000
 	s := testenv.Start(b, testenv.Options{Workers: 2})
@@ -274,14 +274,22 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 	body := jobBody(targets...)
 	client := &http.Client{}
 	for b.Loop() {
-		// the floor: 10,000 responders, one request, all replies
+		// the floor: 10,000 responders spread over 100 connections (as
+		// agents would be spread over processes), one request, all replies
 		inbox := nats.NewInbox()
 		replies := make(chan struct{}, n)
 		rsub, _ := s.NC.Subscribe(inbox, func(*nats.Msg) { replies <- struct{}{} })
-		var subs []*nats.Subscription
-		for range n {
-			sub, _ := s.NC.Subscribe("bench.fanout", func(m *nats.Msg) { m.Respond([]byte("ok")) })
-			subs = append(subs, sub)
+		var conns []*nats.Conn
+		for range 100 {
+			nc, err := nats.Connect(s.NATSURL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, nc)
+			for range n / 100 {
+				nc.Subscribe("bench.fanout", func(m *nats.Msg) { m.Respond([]byte("ok")) })
+			}
+			nc.Flush()
 		}
 		s.NC.Flush()
 		start := time.Now()
@@ -290,8 +298,8 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 			<-replies
 		}
 		floor := time.Since(start)
-		for _, sub := range subs {
-			sub.Unsubscribe()
+		for _, nc := range conns {
+			nc.Close()
 		}
 		rsub.Unsubscribe()
 

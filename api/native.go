@@ -196,6 +196,21 @@ type ListResponse[T any] struct {
 	Size  int `json:"size"`
 }
 
+// query collects integer query parameters and the errors of the bad ones.
+type query struct {
+	c  echo.Context
+	fe schemas.FieldErrors
+}
+
+// int reads one integer parameter (def when absent) within [lo, hi].
+func (q *query) int(name string, def, lo, hi int) int {
+	n, err := intParam(q.c, name, def, lo, hi)
+	if err != nil {
+		q.fe = append(q.fe, err.(schemas.FieldErrors)...)
+	}
+	return n
+}
+
 func intParam(c echo.Context, name string, def, lo, hi int) (int, error) {
 	v := c.QueryParam(name)
 	if v == "" {
@@ -209,32 +224,26 @@ func intParam(c echo.Context, name string, def, lo, hi int) (int, error) {
 }
 
 func (s *Server) listJobs(c echo.Context) error {
-	var fe schemas.FieldErrors
-	page, err := intParam(c, "page", 1, 1, 1<<30)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	size, err := intParam(c, "size", 50, 1, 1000)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
+	qp := query{c: c}
+	page := qp.int("page", 1, 1, 1<<30)
+	size := qp.int("size", 50, 1, 1000)
 	q := statuscache.ListQuery{Page: page, Size: size, Status: c.QueryParam("status"), Name: c.QueryParam("name"), Sort: c.QueryParam("sort")}
 	switch q.Sort {
 	case "", "id", "created_at", "updated_at":
 	default:
-		fe.Add("sort", "want id, created_at or updated_at")
+		qp.fe.Add("sort", "want id, created_at or updated_at")
 	}
 	switch c.QueryParam("order") {
 	case "", "desc":
 		q.Desc = true
 	case "asc":
 	default:
-		fe.Add("order", "want asc or desc")
+		qp.fe.Add("order", "want asc or desc")
 	}
 	if q.Status != "" && !validJobStatus(q.Status) {
-		fe.Add("status", "unknown status %q (want one of %s)", q.Status, strings.Join(schemas.JobStatuses, ", "))
+		qp.fe.Add("status", "unknown status %q (want one of %s)", q.Status, strings.Join(schemas.JobStatuses, ", "))
 	}
-	if err := fe.Err(); err != nil {
+	if err := qp.fe.Err(); err != nil {
 		return err
 	}
 	items, total, err := s.deps.Cache.List(c.Request().Context(), q)
@@ -264,24 +273,15 @@ func (s *Server) jobHosts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var fe schemas.FieldErrors
-	page, err := intParam(c, "page", 1, 1, 1<<30)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	size, err := intParam(c, "size", 1000, 1, 10000)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	step, err := intParam(c, "step", -1, 0, schemas.MaxSteps-1)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
+	qp := query{c: c}
+	page := qp.int("page", 1, 1, 1<<30)
+	size := qp.int("size", 1000, 1, 10000)
+	step := qp.int("step", -1, 0, schemas.MaxSteps-1)
 	status := c.QueryParam("status")
 	if _, ok := schemas.ParseHostStatus(status); status != "" && !ok {
-		fe.Add("status", "unknown host status %q (want one of %s)", status, strings.Join(schemas.HostStatusNames(), ", "))
+		qp.fe.Add("status", "unknown host status %q (want one of %s)", status, strings.Join(schemas.HostStatusNames(), ", "))
 	}
-	if err := fe.Err(); err != nil {
+	if err := qp.fe.Err(); err != nil {
 		return err
 	}
 	rows, err := s.deps.Cache.Hosts(c.Request().Context(), id)
@@ -319,20 +319,11 @@ func (s *Server) hostLog(c echo.Context) error {
 	if err != nil {
 		return schemas.Invalid("host", "%q is not an IP or cloud:IP", c.Param("host"))
 	}
-	var fe schemas.FieldErrors
-	from, err := intParam(c, "from", 0, 0, 1<<31-1)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	limit, err := intParam(c, "limit", 100, 1, 10000)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	step, err := intParam(c, "step", -1, 0, schemas.MaxSteps-1)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	if err := fe.Err(); err != nil {
+	qp := query{c: c}
+	from := qp.int("from", 0, 0, 1<<31-1)
+	limit := qp.int("limit", 100, 1, 10000)
+	step := qp.int("step", -1, 0, schemas.MaxSteps-1)
+	if err := qp.fe.Err(); err != nil {
 		return err
 	}
 	attempt, err := intParam(c, "attempt", 0, 1, 255)
@@ -531,16 +522,10 @@ func (s *Server) jobCallback(c echo.Context) error {
 // listDeadLetters answers the messages that failed for good, newest first.
 func (s *Server) listDeadLetters(c echo.Context) error {
 	ctx := c.Request().Context()
-	var fe schemas.FieldErrors
-	page, err := intParam(c, "page", 1, 1, 1<<30)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	size, err := intParam(c, "size", 50, 1, 1000)
-	if err != nil {
-		fe = append(fe, err.(schemas.FieldErrors)...)
-	}
-	if err := fe.Err(); err != nil {
+	qp := query{c: c}
+	page := qp.int("page", 1, 1, 1<<30)
+	size := qp.int("size", 50, 1, 1000)
+	if err := qp.fe.Err(); err != nil {
 		return err
 	}
 	lister, err := s.deps.DeadLetters.ListKeys(ctx)

@@ -323,11 +323,8 @@ func (s *Server) hostLog(c echo.Context) error {
 	from := qp.int("from", 0, 0, 1<<31-1)
 	limit := qp.int("limit", 100, 1, 10000)
 	step := qp.int("step", -1, 0, schemas.MaxSteps-1)
+	attempt := qp.int("attempt", 0, 1, 255)
 	if err := qp.fe.Err(); err != nil {
-		return err
-	}
-	attempt, err := intParam(c, "attempt", 0, 1, 255)
-	if err != nil {
 		return err
 	}
 	ref, err := s.logRef(ctx, id, step, host)

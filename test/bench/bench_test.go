@@ -335,3 +335,56 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		b.ReportMetric(el.Seconds()/floor.Seconds(), "x-floor")
 	}
 }
+
+// BenchmarkJobsPerSecond measures single-host jobs end to end at steady
+// state: 64 clients submit 5,000 one-host jobs over 1,000 simulated agents;
+// the figure is jobs finished (job.finished events) per second from the
+// first POST to the last event.
+func BenchmarkJobsPerSecond(b *testing.B) {
+	const clients, jobs, hostsN = 64, 5000, 1000
+	s := testenv.Start(b, testenv.Options{Workers: 2})
+	first := netip.MustParseAddr("10.220.0.1")
+	s.StartSimulator(b, "simj", hostsN, first.String())
+	bodies := make([][]byte, hostsN)
+	for i := range hostsN {
+		bodies[i] = jobBody(agent.SimulatedIP(first, i).String())
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	client := &http.Client{Transport: tr}
+	for b.Loop() {
+		var finished atomic.Int64
+		all := make(chan struct{})
+		sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(*nats.Msg) {
+			if finished.Add(1) == jobs {
+				close(all)
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range clients {
+			wg.Go(func() {
+				for i := n.Add(1); i <= jobs; i = n.Add(1) {
+					if _, err := post(client, s, bodies[int(i)%hostsN]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		submitted := time.Since(start)
+		select {
+		case <-all:
+		case <-time.After(5 * time.Minute):
+			b.Fatalf("%d of %d jobs finished", finished.Load(), jobs)
+		}
+		el := time.Since(start)
+		sub.Unsubscribe()
+		b.ReportMetric(float64(jobs)/el.Seconds(), "jobs/s")
+		b.ReportMetric(float64(jobs)/submitted.Seconds(), "submits/s")
+	}
+}

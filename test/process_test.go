@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,7 +9,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/internal/testenv"
 )
+
 
 // binPath is the fleetjob binary built once for the process tests.
 var binPath string
@@ -89,4 +96,36 @@ func (p *proc) stop(t *testing.T, timeout time.Duration) {
 	case <-time.After(timeout):
 		t.Errorf("process did not stop within %s of SIGTERM", timeout)
 	}
+}
+
+// The hidden nats-server subcommand runs a real server from a config file
+// in a child process (the cluster harness's building block).
+func TestEmbeddedNATSServerProcess(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := testenv.FreePort(t)
+	conf := filepath.Join(dir, "n.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q }\n", port, dir+"/store")), 0o644)
+	p := startProc(t, "", nil, "nats-server", "-c", conf)
+	var nc *nats.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never answered: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer nc.Close()
+	if nc.MaxPayload() != 8<<20 {
+		t.Errorf("max payload %d, want the config's 8 MiB", nc.MaxPayload())
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.AccountInfo(context.Background()); err != nil {
+		t.Errorf("JetStream not enabled: %v", err)
+	}
+	p.stop(t, 10*time.Second)
 }

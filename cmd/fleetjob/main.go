@@ -42,7 +42,7 @@ func newRoot() *cobra.Command {
 		}
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 	}
-	root.AddCommand(serveCmd(logger), apiCmd(logger), workerCmd(logger), agentCmd(logger))
+	root.AddCommand(serveCmd(logger), apiCmd(logger), workerCmd(logger), agentCmd(logger), natsdCmd())
 	return root
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/fleetjob/fleetjob/internal/testenv"
 )
 
-
 // binPath is the fleetjob binary built once for the process tests.
 var binPath string
 

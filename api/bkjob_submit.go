@@ -173,14 +173,7 @@ func (s *Server) bkFastExecuteScript(c echo.Context) error {
 		return err
 	}
 	spec := s.bkSpec(c, caller, sc, req.TaskName, "API Quick execution script", req.CallbackURL, step)
-	spec.Extra[bkExtraTaskType] = strconv.Itoa(bkTaskScript)
-	if req.AccountID.Set {
-		spec.Extra[bkExtraAccountID] = strconv.FormatInt(req.AccountID.V, 10)
-	}
-	if rec := hosts.record(targets); rec != "" {
-		spec.Extra[bkExtraHostIDs] = rec
-	}
-	return s.bkSubmit(c, spec)
+	return s.bkSubmit(c, spec, bkTaskScript, req.AccountID, hosts.record(targets))
 }
 
 // bkFileSource is one entry of file_source_list.
@@ -280,14 +273,7 @@ func (s *Server) bkFastTransferFile(c echo.Context) error {
 		return err
 	}
 	spec := s.bkSpec(c, caller, sc, req.TaskName, "API Quick Distribution File", req.CallbackURL, step)
-	spec.Extra[bkExtraTaskType] = strconv.Itoa(bkTaskFile)
-	if req.AccountID.Set {
-		spec.Extra[bkExtraAccountID] = strconv.FormatInt(req.AccountID.V, 10)
-	}
-	if rec := hosts.record(append(sourceHosts, targets)...); rec != "" {
-		spec.Extra[bkExtraHostIDs] = rec
-	}
-	return s.bkSubmit(c, spec)
+	return s.bkSubmit(c, spec, bkTaskFile, req.AccountID, hosts.record(append(sourceHosts, targets)...))
 }
 
 // bkSource reads one server file source.
@@ -371,7 +357,16 @@ func (s *Server) bkSpec(c echo.Context, caller bkCaller, sc schemas.Scope, name,
 }
 
 // bkSubmit queues a job and answers with its ids.
-func (s *Server) bkSubmit(c echo.Context, spec *schemas.JobSpec) error {
+// bkSubmit records the BlueKing facts a job keeps (task type, account id,
+// the host ids it was given) and submits it.
+func (s *Server) bkSubmit(c echo.Context, spec *schemas.JobSpec, taskType int, accountID bkInt, hostIDs string) error {
+	spec.Extra[bkExtraTaskType] = strconv.Itoa(taskType)
+	if accountID.Set {
+		spec.Extra[bkExtraAccountID] = strconv.FormatInt(accountID.V, 10)
+	}
+	if hostIDs != "" {
+		spec.Extra[bkExtraHostIDs] = hostIDs
+	}
 	id, _, err := s.submit(c.Request().Context(), spec, claim{})
 	if err != nil {
 		var fe schemas.FieldErrors

@@ -7,10 +7,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -73,6 +75,7 @@ type Agent struct {
 	m       *Metrics
 	log     *slog.Logger
 	journal *journal
+	spool   string // where running scripts write their output
 	started time.Time
 
 	mu        sync.Mutex
@@ -125,6 +128,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.journal.close()
+	a.spool = spoolDir(a.cfg.DataDir, a.cfg.ID)
+	if err := os.MkdirAll(a.spool, 0o700); err != nil {
+		return fmt.Errorf("agent output dir: %w", err)
+	}
 	a.started = time.Now().UTC()
 	if err := a.recover(ctx); err != nil {
 		return err
@@ -206,7 +213,8 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 }
 
 // recover reports executions an earlier life of this agent started and
-// never finished as interrupted, and kills their process groups.
+// never finished as interrupted, and kills their process groups. Output
+// the script wrote that never reached the LOGS stream is published first.
 func (a *Agent) recover(ctx context.Context) error {
 	for _, e := range a.journal.unfinished() {
 		killOrphan(e.Pgid, e.Start)
@@ -216,15 +224,57 @@ func (a *Agent) recover(ctx context.Context) error {
 		r := a.report(e.Task, schemas.ReportFinished)
 		r.Status, r.EndedAt = schemas.HostInterrupted, time.Now().UTC()
 		r.Error = "the agent restarted while the task ran; it was not run again"
+		if e.Task.Kind == schemas.StepScript {
+			lines, err := a.resumeLog(ctx, e.Task)
+			if err != nil {
+				a.log.Warn("output of an interrupted execution not all stored", "exec", e.Exec, "err", err)
+			}
+			r.Lines = lines
+		}
 		if err := a.journal.end(&r); err != nil {
 			return err
 		}
 		if err := a.publish(ctx, &r); err != nil {
 			return err
 		}
-		a.log.Warn("execution interrupted by an agent restart", "exec", e.Exec)
+		a.log.Warn("execution interrupted by an agent restart", "exec", e.Exec, "lines", r.Lines)
+	}
+	// every spool file left belongs to an execution that has ended
+	if old, err := os.ReadDir(a.spool); err == nil {
+		for _, f := range old {
+			os.Remove(filepath.Join(a.spool, f.Name()))
+		}
 	}
 	return nil
+}
+
+// resumeLog publishes the lines of an interrupted execution's spool file
+// that the LOGS stream does not have yet, and returns the line count.
+func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
+	subject := schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt)
+	st, err := a.js.Stream(ctx, schemas.StreamLogs)
+	if err != nil {
+		return 0, err
+	}
+	stored := 0
+	last, err := st.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case err == nil:
+		first, _ := strconv.Atoi(last.Header.Get(schemas.HdrFirstLine))
+		n, _ := strconv.Atoi(last.Header.Get(schemas.HdrLineCount))
+		stored = first + n
+		if last.Header.Get(schemas.HdrFinal) != "" {
+			return stored, nil // the whole log made it before the agent died
+		}
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, err
+	}
+	logs := newLogStream(a.js, t, nil)
+	logs.skip = stored
+	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.Line); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("spool of an interrupted execution", "exec", t.ExecID, "err", err)
+	}
+	return logs.Close(ctx)
 }
 
 func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
@@ -385,6 +435,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	if err := a.journal.end(&r); err != nil {
 		a.log.Error("journal end", "exec", t.ExecID, "err", err)
 	}
+	os.Remove(spoolPath(a.spool, t.ExecID))
 	a.mu.Lock()
 	delete(a.running, t.ExecID)
 	a.mu.Unlock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -30,12 +30,14 @@ type logStream struct {
 	subject string
 	exec    string
 
-	mu      sync.Mutex
-	lines   []string
-	size    int
-	first   int // index of lines[0]
-	futs    []jetstream.PubAckFuture
-	err     error
+	mu    sync.Mutex
+	lines []string
+	size  int
+	first int // index of lines[0]
+	skip  int // lines already stored (a restarted agent resuming a log)
+	// sent are the chunks not known to be stored yet, in order; a nil
+	// future is a chunk the client refused to send at once.
+	sent    []sentChunk
 	timer   *time.Timer
 	closed  bool
 	onBytes func(int)
@@ -96,6 +98,11 @@ func (l *logStream) Line(s string) {
 }
 
 func (l *logStream) addLocked(s string) {
+	if l.skip > 0 {
+		l.skip--
+		l.first++
+		return
+	}
 	l.lines = append(l.lines, s)
 	l.size += len(s) + 1
 	if len(l.lines) >= chunkLines || l.size >= chunkBytes {
@@ -116,12 +123,14 @@ func (l *logStream) flushLocked(final bool) {
 	}
 	m.Header.Set(nats.MsgIdHdr, l.exec+"."+strconv.Itoa(l.first)+map[bool]string{true: ".f", false: ""}[final])
 	f, err := l.js.PublishMsgAsync(m)
-	if err != nil && l.err == nil {
-		l.err = err
+	if err != nil {
+		f = nil
 	}
-	if f != nil {
-		l.futs = append(l.futs, f)
+	// forget the stored prefix so a long log is not held in memory
+	for len(l.sent) > 0 && l.sent[0].stored() {
+		l.sent = l.sent[1:]
 	}
+	l.sent = append(l.sent, sentChunk{m, f})
 	if l.onBytes != nil {
 		l.onBytes(len(m.Data))
 	}
@@ -129,17 +138,76 @@ func (l *logStream) flushLocked(final bool) {
 	l.lines, l.size = l.lines[:0], 0
 }
 
+type sentChunk struct {
+	msg *nats.Msg
+	fut jetstream.PubAckFuture
+}
+
+func (c sentChunk) stored() bool {
+	if c.fut == nil {
+		return false
+	}
+	select {
+	case <-c.fut.Ok():
+		return true
+	default:
+		return false
+	}
+}
+
 // Close publishes the final chunk, waits for every chunk's ack and returns
 // the number of lines written.
+//
+// If a chunk's publish failed (a stream leader election, a reconnect), the
+// chunks after it may have been stored or not, so from that chunk on every
+// chunk is sent again, one at a time and in order, under a new message id
+// (each retried until ctx ends). The log then ends with its final chunk,
+// as readers expect, and a line stored twice is read once (readers take
+// each line index once).
 func (l *logStream) Close(ctx context.Context) (int, error) {
 	l.mu.Lock()
 	l.closed = true
 	l.timer.Stop()
 	l.flushLocked(true)
-	futs, total, err := l.futs, l.first, l.err
+	sent, total := l.sent, l.first
+	l.sent = nil
 	l.mu.Unlock()
-	if err != nil {
-		return total, err
+	failed := -1
+	for i, c := range sent {
+		if c.fut == nil {
+			failed = i
+			break
+		}
+		select {
+		case <-c.fut.Ok():
+			continue
+		case <-c.fut.Err():
+		case <-ctx.Done():
+			return total, ctx.Err()
+		}
+		failed = i
+		break
 	}
-	return total, events.Await(ctx, futs)
+	if failed < 0 {
+		return total, nil
+	}
+	for _, c := range sent[failed:] {
+		m := nats.NewMsg(c.msg.Subject)
+		m.Data = c.msg.Data
+		for k, v := range c.msg.Header {
+			m.Header[k] = v
+		}
+		m.Header.Set(nats.MsgIdHdr, c.msg.Header.Get(nats.MsgIdHdr)+".r")
+		for i := 0; ; i++ {
+			_, err := l.js.PublishMsg(ctx, m)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return total, fmt.Errorf("log chunk %s: %w", m.Header.Get(nats.MsgIdHdr), err)
+			}
+			time.Sleep(min(time.Duration(i+1)*100*time.Millisecond, time.Second))
+		}
+	}
+	return total, nil
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -121,24 +120,24 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 			return o
 		}
 	}
-	pr, pw, err := os.Pipe()
+	// Output goes to a spool file the script writes itself (see spool.go).
+	out := spoolPath(a.spool, t.ExecID)
+	of, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return failed("pipe: %v", err)
+		return failed("output file: %v", err)
 	}
-	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.Stdout, cmd.Stderr = of, of
 
 	e.mu.Lock()
 	if e.reason != "" { // killed before it started
 		e.mu.Unlock()
-		pr.Close()
-		pw.Close()
+		of.Close()
 		return outcome{status: statusFor(e.reason), err: "killed before it started"}
 	}
 	err = cmd.Start()
-	pw.Close()
+	of.Close()
 	if err != nil {
 		e.mu.Unlock()
-		pr.Close()
 		return failed("start %s: %v", interp, err)
 	}
 	e.pgid = cmd.Process.Pid
@@ -147,32 +146,19 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 		a.log.Warn("journal pgid", "exec", t.ExecID, "err", err)
 	}
 
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		br := bufio.NewReaderSize(pr, 64<<10)
-		for {
-			line, err := br.ReadString('\n')
-			if line != "" {
-				logs.Line(strings.TrimRight(line, "\r\n"))
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	exited := make(chan struct{})
+	readDone := make(chan error, 1)
+	go func() { readDone <- follow(out, exited, logs.Line) }()
 	timer := time.AfterFunc(time.Duration(t.Timeout)*time.Second, func() { e.kill(killTimeout) })
 	werr := cmd.Wait()
 	timer.Stop()
 	close(e.done)
-	// Background children may hold the pipe open; don't wait for them long.
-	select {
-	case <-readDone:
-	case <-time.After(time.Second):
-		pr.Close()
-		<-readDone
+	// What the script wrote up to its exit is read; background children
+	// that outlive it may write on, unread.
+	close(exited)
+	if err := <-readDone; err != nil {
+		a.log.Warn("reading script output", "exec", t.ExecID, "err", err)
 	}
-	pr.Close()
 
 	code := 0
 	var xe *exec.ExitError

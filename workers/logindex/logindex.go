@@ -208,8 +208,9 @@ func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, e
 		}
 		lines := strings.Split(string(m.Data), "\n")
 		for i, l := range lines {
-			n := c.first + i
-			if n >= from && n < end {
+			// chunks may overlap (an agent resends after a failed
+			// publish): each line index is taken once, in order
+			if n := c.first + i; n == from+len(p.Lines) && n < end {
 				p.Lines = append(p.Lines, l)
 			}
 		}
@@ -237,17 +238,18 @@ func (r *Reader) lookup(ctx context.Context, ref LogRef, from, end int) ([]chunk
 	return out, contiguous(out, from, end)
 }
 
-// contiguous reports whether chunks, in order, cover [from, end) without gaps.
+// contiguous reports whether chunks, in order, cover [from, end) without
+// gaps (they may overlap).
 func contiguous(chunks []chunk, from, end int) bool {
 	if len(chunks) == 0 || chunks[0].first > from {
 		return false
 	}
 	next := chunks[0].first
 	for _, c := range chunks {
-		if c.first != next {
+		if c.first > next {
 			return false
 		}
-		next = c.first + c.count
+		next = max(next, c.first+c.count)
 	}
 	return next >= end
 }

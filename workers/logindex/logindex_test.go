@@ -80,6 +80,29 @@ func TestReadWithoutRedis(t *testing.T) {
 			t.Errorf("read %d+%d: got %+v, want %v", c.from, c.limit, p, want)
 		}
 	}
+	// an agent that resent its tail after a failed publish: chunks overlap,
+	// each line is read once
+	resent := LogRef{Job: 11, Step: 0, Host: 0, Attempt: 1}
+	for _, c := range [][3]int{{0, 3, 0}, {3, 4, 0}, {7, 2, 1}, {3, 4, 0}, {7, 2, 1}} {
+		m := nats.NewMsg(resent.subject())
+		var lines []string
+		for k := range c[1] {
+			lines = append(lines, fmt.Sprintf("l%d", c[0]+k))
+		}
+		m.Data = []byte(strings.Join(lines, "\n"))
+		m.Header.Set(schemas.HdrFirstLine, strconv.Itoa(c[0]))
+		m.Header.Set(schemas.HdrLineCount, strconv.Itoa(c[1]))
+		if c[2] == 1 {
+			m.Header.Set(schemas.HdrFinal, "1")
+		}
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := r.Read(ctx, resent, 1, 100)
+	if err != nil || strings.Join(p.Lines, ",") != "l1,l2,l3,l4,l5,l6,l7,l8" || p.Total != 9 || !p.Complete {
+		t.Errorf("overlapping chunks: %+v %v", p, err)
+	}
 	empty, err := r.Read(ctx, LogRef{Job: 10, Attempt: 1}, 0, 10)
 	if err != nil || empty.Total != 0 || empty.Complete || len(empty.Lines) != 0 {
 		t.Errorf("missing log: %+v %v", empty, err)
@@ -98,6 +121,7 @@ func TestLookupNeedsContiguousChunks(t *testing.T) {
 		{"gap", []chunk{{0, 5, 1}, {6, 5, 2}}, 2, 8, false},
 		{"starts late", []chunk{{3, 5, 1}}, 2, 4, false},
 		{"short", []chunk{{0, 5, 1}}, 2, 8, false},
+		{"overlap (a resend)", []chunk{{0, 5, 1}, {3, 5, 2}, {3, 5, 3}}, 2, 8, true},
 	} {
 		got := contiguous(c.chunks, c.from, c.end)
 		if got != c.ok {

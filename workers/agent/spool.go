@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// A script writes its output (stdout and stderr, merged) straight into a
+// spool file in the agent's data dir, not into a pipe the agent holds: if
+// the agent dies, the script's lines keep landing in the file, and the
+// restarted agent publishes whatever the LOGS stream is missing before it
+// reports the execution interrupted. No line is lost with the agent.
+//
+// The agent follows the file as it grows. We follow it ourselves rather
+// than with a tail library (nxadm/tail was tried): it drops a final line
+// without a newline and lines still in flight when told to stop at EOF,
+// and after a partial line it seeks to the end of the file, skipping
+// whatever was written in between — each of which would lose a line.
+// fsnotify (one inotify instance per process) says when to read again;
+// a slow timer covers a missed or unavailable notification.
+
+// spoolDir is where an agent's executions write their output.
+func spoolDir(dataDir, agentID string) string { return filepath.Join(dataDir, "output", agentID) }
+
+// spoolPath is one execution's output file.
+func spoolPath(dir, exec string) string { return filepath.Join(dir, exec+".out") }
+
+// followPoll is how often a followed file is read when no notification
+// comes.
+const followPoll = 250 * time.Millisecond
+
+// notifier is the process's shared file watcher.
+var notifier struct {
+	once sync.Once
+	w    *fsnotify.Watcher
+	mu   sync.Mutex
+	subs map[string]chan struct{}
+	dirs map[string]bool
+}
+
+// watchDir asks for write notifications of files in dir. It reports false
+// when notifications are unavailable (followers then poll).
+func watchDir(dir string) bool {
+	notifier.once.Do(func() {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			return
+		}
+		notifier.w, notifier.subs, notifier.dirs = w, map[string]chan struct{}{}, map[string]bool{}
+		go func() {
+			for {
+				select {
+				case ev, ok := <-w.Events:
+					if !ok {
+						return
+					}
+					notifier.mu.Lock()
+					ch := notifier.subs[ev.Name]
+					notifier.mu.Unlock()
+					if ch != nil {
+						select {
+						case ch <- struct{}{}:
+						default:
+						}
+					}
+				case _, ok := <-w.Errors:
+					if !ok {
+						return
+					}
+				}
+			}
+		}()
+	})
+	if notifier.w == nil {
+		return false
+	}
+	notifier.mu.Lock()
+	defer notifier.mu.Unlock()
+	if notifier.dirs[dir] {
+		return true
+	}
+	if err := notifier.w.Add(dir); err != nil {
+		return false
+	}
+	notifier.dirs[dir] = true
+	return true
+}
+
+// subscribe returns a channel that gets a (coalesced) signal whenever path
+// is written, and a function to stop.
+func subscribe(path string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	if !watchDir(filepath.Dir(path)) {
+		return ch, func() {}
+	}
+	notifier.mu.Lock()
+	notifier.subs[path] = ch
+	notifier.mu.Unlock()
+	return ch, func() {
+		notifier.mu.Lock()
+		delete(notifier.subs, path)
+		notifier.mu.Unlock()
+	}
+}
+
+// lineCutter turns a byte stream into lines the same way every time, so
+// that the live follower and a restarted agent agree on line indices:
+// lines end at '\n' (a trailing '\r' is dropped) and a line longer than
+// maxLineBytes is cut into pieces of that size.
+type lineCutter struct {
+	pending []byte
+	emit    func(string)
+}
+
+func (c *lineCutter) write(b []byte) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			c.pending = append(c.pending, b...)
+			c.cut()
+			return
+		}
+		c.pending = append(c.pending, b[:i]...)
+		b = b[i+1:]
+		c.cut()
+		c.emit(strings.TrimRight(string(c.pending), "\r"))
+		c.pending = c.pending[:0]
+	}
+}
+
+// cut emits the full-size pieces of an overlong pending line, keeping at
+// least one byte back so a piece never ends exactly at a newline.
+func (c *lineCutter) cut() {
+	for len(c.pending) > maxLineBytes {
+		c.emit(string(c.pending[:maxLineBytes]))
+		c.pending = append(c.pending[:0], c.pending[maxLineBytes:]...)
+	}
+}
+
+// end emits what is left of a last line without a newline.
+func (c *lineCutter) end() {
+	if len(c.pending) > 0 {
+		c.emit(strings.TrimRight(string(c.pending), "\r"))
+		c.pending = c.pending[:0]
+	}
+}
+
+// follow reads path as it grows, giving each line to emit, until exited is
+// closed and everything written by then has been read.
+func follow(path string, exited <-chan struct{}, emit func(string)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	wake, stop := subscribe(path)
+	defer stop()
+	c := lineCutter{emit: emit}
+	buf := make([]byte, 64<<10)
+	done := false
+	poll := time.NewTimer(followPoll)
+	defer poll.Stop()
+	for {
+		n, err := f.Read(buf)
+		c.write(buf[:n])
+		switch {
+		case err == nil:
+			continue
+		case !errors.Is(err, io.EOF):
+			c.end()
+			return err
+		case done:
+			c.end()
+			return nil
+		}
+		select {
+		case <-exited:
+			done = true // one more read: what was written before the exit
+		case <-wake:
+		case <-poll.C:
+		}
+		if !poll.Stop() {
+			select {
+			case <-poll.C:
+			default:
+			}
+		}
+		poll.Reset(followPoll)
+	}
+}
+
+// readSpool gives every line of a finished spool file to emit.
+func readSpool(path string, emit func(string)) error {
+	closed := make(chan struct{})
+	close(closed)
+	return follow(path, closed, emit)
+}

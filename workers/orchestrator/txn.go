@@ -346,7 +346,43 @@ func (t *txn) finish() {
 		st.Status = last
 	}
 	st.EndedAt, t.finished, t.changed = t.now, true, true
-	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, t.now.UnixNano()), map[string]any{"id": st.ID, "status": st.Status})
+	t.emitFinished()
+}
+
+// emitFinished emits job.finished; its id follows from the record, so a
+// replay of the same finish publishes the same event.
+func (t *txn) emitFinished() {
+	st := t.st
+	data := map[string]any{"id": st.ID, "status": st.Status}
+	if st.Reason != "" {
+		data["reason"] = st.Reason
+	}
+	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, st.EndedAt.UnixNano()), data)
+}
+
+// recorded picks the finished reports whose host is already final at the
+// report's attempt: the state has them; their effects may be missing.
+func (t *txn) recorded(reports []schemas.Report) []schemas.Report {
+	var out []schemas.Report
+	for _, r := range reports {
+		if r.Kind != schemas.ReportFinished || r.Step < 0 || r.Step >= len(t.st.Steps) {
+			continue
+		}
+		tab := t.table(r.Step, r.Phase)
+		if r.Host >= 0 && r.Host < len(tab.Status) && tab.Status[r.Host].Final() && r.Attempt == tab.AttemptOf(r.Host) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// replayResult puts a recorded host result back in the cache rows and
+// emits its host.finished event again (same id as the first time).
+func (t *txn) replayResult(exec string, hr schemas.HostResult) {
+	u := unit{step: hr.Step, idx: hr.Index, phase: hr.Phase}
+	r := t.row(u)
+	r.HostResult, r.Since = hr, hr.EndedAt
+	t.emit(events.HostFinished, t.jobID(), exec, hr)
 }
 
 func allFinal(hs schemas.HostTable, end int) bool {
@@ -643,5 +679,5 @@ func (t *txn) abort(reason string) {
 	}
 	st.Status, st.Reason, st.EndedAt = schemas.JobFailed, reason, t.now
 	t.finished, t.changed = true, true
-	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, t.now.UnixNano()), map[string]any{"id": st.ID, "status": st.Status, "reason": reason})
+	t.emitFinished()
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/failpoint"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/pull"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
@@ -293,9 +294,14 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	unlock := w.locks.lock(id)
 	err := w.process(ctx, id, reports, nil, nil, redelivered)
 	unlock()
+	failpoint.Hit("report-done")
 	for _, m := range msgs {
 		w.settle(m, err)
 	}
+	if failpoint.Armed("report-acked") {
+		_ = w.nc.Flush() // the acks are on the wire before the crash
+	}
+	failpoint.Hit("report-acked")
 }
 
 // spec returns a job's spec, cached: specs never change.
@@ -350,10 +356,19 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		if err != nil {
 			return err
 		}
-		if schemas.JobFinal(st.Status) && op == nil {
+		if schemas.JobFinal(st.Status) && op == nil && !resend {
 			return nil // late reports for a finished job
 		}
 		t := newTxn(spec, st, time.Now().UTC(), w.dir)
+		var replayed []schemas.Report
+		if resend {
+			// A redelivered report may have been committed by a worker that
+			// died before its effects: redo those from the record.
+			replayed = t.recorded(reports)
+		}
+		if schemas.JobFinal(st.Status) && op == nil {
+			return w.replay(ctx, spec, st, rev, t, replayed)
+		}
 		for _, r := range reports {
 			t.apply(r)
 		}
@@ -375,6 +390,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 			}
 		}
 		if t.changed {
+			failpoint.Hit("before-commit")
 			st.UpdatedAt = t.now
 			if err := w.storeResults(ctx, id, t.results); err != nil {
 				return err
@@ -393,9 +409,47 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 				return fmt.Errorf("commit job %d: %w", id, err)
 			}
 			rev = newRev
+			if len(reports) > 0 {
+				failpoint.Hit("report-committed")
+			}
+		}
+		if err := w.replayResults(ctx, id, t, replayed); err != nil {
+			return err
 		}
 		return w.effects(ctx, spec, st, rev, t)
 	}
+}
+
+// replay redoes the effects of a commit whose worker may have died before
+// them, for a job that commit finished: the cache, the finished events
+// (their ids are stable, so the EVENTS stream drops what was published
+// already) and the active index.
+func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn, reports []schemas.Report) error {
+	if err := w.replayResults(ctx, st.ID, t, reports); err != nil {
+		return err
+	}
+	t.finished = true
+	t.emitFinished()
+	return w.effects(ctx, spec, st, rev, t)
+}
+
+// replayResults re-emits the host results of reports already recorded.
+func (w *Worker) replayResults(ctx context.Context, id int64, t *txn, reports []schemas.Report) error {
+	for _, r := range reports {
+		e, err := w.jobs.Get(ctx, schemas.KeyHostResult(id, r.Step, r.Phase, r.Host))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("load host result: %w", err)
+		}
+		var hr schemas.HostResult
+		if err := json.Unmarshal(e.Value(), &hr); err != nil || hr.Attempt != r.Attempt {
+			continue
+		}
+		t.replayResult(r.ExecID, hr)
+	}
+	return nil
 }
 
 // storeResults writes final host results beside the state, before the
@@ -429,7 +483,7 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	}
 	// The cache is written before the events go out, so whoever reacts to
 	// an event reads a state at least as new as the event.
-	if t.changed {
+	if t.changed || len(t.touched) > 0 {
 		if err := w.cache.Update(ctx, spec, st, rev, t.rows()); err != nil {
 			w.log.Warn("cache update", "job", st.ID, "err", err)
 		}
@@ -455,7 +509,9 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 		w.kill(ctx, st.ID, t.kills)
 	}
 	if t.finished {
-		w.m.JobsFinished.WithLabelValues(st.Status).Inc()
+		if t.changed { // not again when replayed
+			w.m.JobsFinished.WithLabelValues(st.Status).Inc()
+		}
 		if err := w.active.Delete(ctx, strconv.FormatInt(st.ID, 10)); err != nil {
 			w.log.Warn("unindex finished job", "job", st.ID, "err", err)
 		}

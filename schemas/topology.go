@@ -114,6 +114,11 @@ func KeyJobState(id int64) string { return strconv.FormatInt(id, 10) }
 // KeyJobSpec is the key of a job's stored spec.
 func KeyJobSpec(id int64) string { return strconv.FormatInt(id, 10) + ".spec" }
 
+// PublishAsyncTimeout bounds the wait for an asynchronous publish's ack: a
+// message sent just before a stream leader dies may never be answered,
+// and its sender must learn that to send it again.
+const PublishAsyncTimeout = 5 * time.Second
+
 // KeyHostResult is the key of one host's (or upload unit's) result in one step.
 func KeyHostResult(id int64, step int, phase string, idx int) string {
 	return fmt.Sprintf("%d.%d.%s", id, step, UnitToken(phase, idx))
@@ -193,7 +198,10 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 			Name: StreamLogs, Description: "execution output in chunks",
 			Subjects: []string{subjLogAll}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, MaxAge: t.LogMaxAge,
-			Duplicates: 2 * time.Minute, AllowDirect: true, Discard: jetstream.DiscardOld,
+			// Direct gets are answered by any replica, and one catching up
+			// after a restart answers with a stale last chunk (a log that
+			// never reads complete): with replicas, reads go to the leader.
+			Duplicates: 2 * time.Minute, AllowDirect: t.Replicas == 1, Discard: jetstream.DiscardOld,
 		},
 		{
 			Name: StreamEvents, Description: "CloudEvents for every state change",

@@ -259,3 +259,105 @@ func metric(t *testing.T, addr, name string) float64 {
 	}
 	return 0
 }
+
+// Case 3: an agent SIGKILLed mid-task and restarted. Its script outlives
+// it and keeps writing; the restarted agent kills nothing it should not,
+// publishes the lines the LOGS stream is missing, reports the execution
+// interrupted, and runs it never again. Every line the script wrote is in
+// the log exactly once.
+func TestChaosAgentKilledMidTask(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
+	dir := t.TempDir()
+	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
+	args := []string{"agent", "--id", "c3", "--ip", "127.0.1.203", "--data-dir", dir}
+	a := startProc(t, "", env, args...)
+	s.WaitAgent(t, "c3")
+
+	runs, out := newLedger(t), newLedger(t)
+	const n = 60
+	id := submit(t, s, script(runs.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(n, "0.03"), "127.0.1.203"), nil)
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(out.lines(t)) >= 10 }, "the script well under way")
+	a.kill()
+	killedAt := len(out.lines(t))
+	// the orphaned script finishes on its own while the agent is dead
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(out.lines(t)) == n }, "the orphan to finish")
+	startProc(t, "", env, args...)
+	waitStatus(t, s, id, "127.0.1.203", schemas.HostInterrupted, 20*time.Second)
+	sum := waitJob(t, s, id, 10*time.Second)
+	lines, lost, dup := out.logAudit(t, s, logRef{id, "127.0.1.203"})
+	time.Sleep(3 * time.Second) // past the task ack wait: a redelivery must not run it again
+	started := len(runs.lines(t))
+	next := submit(t, s, script("echo again", "127.0.1.203"), nil)
+	after := waitJob(t, s, next, 20*time.Second)
+	t.Logf("case 3: agent killed after %d of %d lines; job %s, host interrupted; script started %d time(s); log audit: %d ledger lines, %d lost, %d duplicated; next job on the restarted agent %s",
+		killedAt, n, sum.Status, started, lines, lost, dup, after.Status)
+	if started != 1 || lines != n || lost != 0 || dup != 0 || sum.Status != schemas.JobFailed || after.Status != schemas.JobSuccess {
+		t.Errorf("want one run, every line once, the job failed (interrupted) and the agent working again")
+	}
+}
+
+// Case 1: a worker SIGKILLed at exact points of handling a result (a
+// failpoint in the worker kills it): after it committed the new state but
+// before its effects (the next host's task, the events, the cache), after
+// the effects but before it acked the report, and after the ack. Another
+// worker takes over after the ack wait; every host runs once, every result
+// is recorded and announced once, the cache shows the final job, and every
+// log line is there once.
+func TestChaosWorkerKilledAroundAck(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, point string
+		hit         int
+	}{
+		{"committed-not-applied", "report-committed", 3},
+		{"committed-finishing-the-job", "report-committed", 8}, // 4 hosts × (started, finished)
+		{"applied-not-acked", "report-done", 3},
+		{"acked", "report-acked", 3},
+	}
+	for n, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var agents, ips []string
+			for i := range 4 {
+				ip := fmt.Sprintf("127.0.1.%d", 100+10*n+i)
+				agents, ips = append(agents, fmt.Sprintf("k%d%d=%s", n, i, ip)), append(ips, ip)
+			}
+			s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 2 * time.Second})
+			env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error"}
+			doomed := startProc(t, "", append(env, fmt.Sprintf("FLEETJOB_FAILPOINTS=%s=%d", c.point, c.hit)), "worker")
+			runs, out := newLedger(t), newLedger(t)
+			body := script(runs.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(5, "0.04"), ips...)
+			body["concurrency"] = 1
+			id := submit(t, s, body, nil)
+			select {
+			case <-doomed.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the worker never reached %s #%d", c.point, c.hit)
+			}
+			startProc(t, "", env, "worker")
+			sum := waitJob(t, s, id, 60*time.Second)
+			ran := count(runs.lines(t))
+			evs := hostFinishedEvents(t, s, id)
+			once := 0
+			for i := range ips {
+				exec := schemas.ExecID(id, 0, i, 1)
+				if ran[exec] == 1 && evs[exec] == 1 {
+					once++
+				} else {
+					t.Errorf("%s ran %d times and was announced %d times", exec, ran[exec], evs[exec])
+				}
+			}
+			var logs []logRef
+			for _, ip := range ips {
+				logs = append(logs, logRef{id, ip})
+			}
+			lines, lost, dup := out.logAudit(t, s, logs...)
+			t.Logf("case 1 (%s: killed at %s #%d): job %s %v as cached; %d/%d hosts ran once and were announced once; log audit: %d lines, %d lost, %d duplicated",
+				c.name, c.point, c.hit, sum.Status, sum.Counts, once, len(ips), lines, lost, dup)
+			if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) || lost+dup != 0 {
+				t.Errorf("want the job successful on every host and every line once")
+			}
+		})
+	}
+}

@@ -130,3 +130,64 @@ func writeFile(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// noisy is a script that writes n numbered lines, each to the ledger and
+// then to its output, pausing between them; the ledger says what the log
+// must hold.
+func (l ledger) noisy(n int, pause string) string {
+	return fmt.Sprintf(`for i in $(seq 1 %d); do echo "$FLEETJOB_EXEC_ID:$i" >> %s; echo "$FLEETJOB_EXEC_ID:$i"; sleep %s; done`, n, string(l), pause)
+}
+
+// fullLog reads a host's whole log once it is complete.
+func fullLog(t *testing.T, s *testenv.System, id int64, host string) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !readLog(t, s, id, host, 0, 1).Complete {
+		if time.Now().After(deadline) {
+			p := readLog(t, s, id, host, 0, 1)
+			t.Fatalf("log of %s in job %d never complete: %+v; host %+v", host, id, p, hostByIP(t, s, id, host))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var out []string
+	for from := 0; ; {
+		p := readLog(t, s, id, host, from, 1000)
+		out = append(out, p.Lines...)
+		if len(p.Lines) == 0 || p.To >= p.Total {
+			return out
+		}
+		from = p.To
+	}
+}
+
+// logRef names one host's log in a job.
+type logRef struct {
+	job  int64
+	host string
+}
+
+// logAudit compares the logs of jobs' hosts with the ledger that noisy
+// scripts wrote: lines the ledger has and no log does are lost, lines the
+// logs hold more than once are duplicated.
+func (l ledger) logAudit(t *testing.T, s *testenv.System, logs ...logRef) (lines, lost, dup int) {
+	t.Helper()
+	want := count(l.lines(t))
+	got := map[string]int{}
+	for _, r := range logs {
+		for _, line := range fullLog(t, s, r.job, r.host) {
+			if _, ok := want[line]; ok {
+				got[line]++
+			}
+		}
+	}
+	for line := range want {
+		switch {
+		case got[line] == 0:
+			lost++
+		case got[line] > 1:
+			dup++
+		}
+		lines++
+	}
+	return lines, lost, dup
+}

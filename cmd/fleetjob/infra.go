@@ -44,7 +44,7 @@ func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetS
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(schemas.PublishAsyncTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)

@@ -159,7 +159,7 @@ func Start(t testing.TB, o Options) *System {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(schemas.PublishAsyncTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

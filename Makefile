@@ -42,6 +42,8 @@ chaos: deps
 	$(GO) test -race -count=1 -timeout 10m -run '^TestChaos' -v ./test/ 2>&1 | \
 	  grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
+# Every benchmark once, then one table: each figure beside its physical
+# limit measured in the same run, their ratio and the goal.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/
 

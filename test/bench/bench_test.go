@@ -1,6 +1,13 @@
 // Package bench measures fleetjob on this machine: go test -bench . (or
-// make bench). Each benchmark prints its figures with b.ReportMetric;
-// nothing here asserts on speed.
+// make bench). Each benchmark prints its figures with b.ReportMetric and
+// measures, in the same run, the physical limit of what it measures; after
+// the run TestMain prints one table of figure, limit, ratio and goal
+// (main_test.go). Nothing here asserts on speed.
+//
+// Knobs: FLEETJOB_BENCH_HEAPPROFILE=<file> writes a heap profile in
+// BenchmarkMemoryQueued; FLEETJOB_BENCH_SHARED_CONN=1 makes the 1,000 agents
+// of BenchmarkRealAgents1000 share one NATS connection (as testenv's
+// agents do) instead of one each.
 package bench
 
 import (
@@ -11,7 +18,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/events"
@@ -54,13 +61,15 @@ func post(client *http.Client, s *testenv.System, body []byte) (int64, error) {
 // BenchmarkSubmit measures POST /v1/jobs from 64 concurrent clients (the
 // API validates, publishes one command and waits for its ack, caches the
 // job as queued), with no workers draining the stream, beside raw
-// JetStream publish-with-ack at the same concurrency in the same run.
+// JetStream publish-with-ack of the same body at the same concurrency to a
+// stream with the JOBS stream's settings, in the same run.
 func BenchmarkSubmit(b *testing.B) {
 	const clients, total = 64, 6000
 	s := testenv.Start(b, testenv.Options{})
 	body := jobBody("127.0.0.1")
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	client := &http.Client{Transport: tr}
+	rawSubj := rawStream(b, s)
 	for b.Loop() {
 		var n atomic.Int64
 		var wg sync.WaitGroup
@@ -77,36 +86,47 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 		wg.Wait()
 		api := float64(total) / time.Since(start).Seconds()
-
-		n.Store(0)
-		start = time.Now()
-		for range clients {
-			wg.Go(func() {
-				for n.Add(1) <= total {
-					if _, err := s.JS.Publish(context.Background(), "fleetjob.cmd.bench", body); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		raw := float64(total) / time.Since(start).Seconds()
+		raw := rawPublish(b, s, rawSubj, body, clients, total)
 		b.ReportMetric(api, "submits/s")
 		b.ReportMetric(raw, "raw-js-pubs/s")
 		b.ReportMetric(api/raw, "ratio")
+		record(b, row{"submit, POST /v1/jobs, 64 clients", rate(api, "/s"),
+			rate(raw, "/s") + " (raw JetStream publish-with-ack, 64 clients)",
+			fmt.Sprintf("%.2f", api/raw), ">= 0.4", metYes(api/raw >= 0.4)})
 	}
+}
+
+// rawStream creates a stream with the JOBS stream's settings on other
+// subjects and returns a subject of it, for raw publish baselines.
+func rawStream(b *testing.B, s *testenv.System) string {
+	b.Helper()
+	for _, sc := range s.P.Top.Streams() {
+		if sc.Name != schemas.StreamJobs {
+			continue
+		}
+		sc.Name, sc.Subjects, sc.Description = "BENCHRAW", []string{"bench.raw.>"}, "raw publish baseline"
+		if _, err := s.JS.CreateStream(context.Background(), sc); err != nil {
+			b.Fatal(err)
+		}
+		return "bench.raw.submit"
+	}
+	b.Fatal("no JOBS stream in the topology")
+	return ""
 }
 
 // BenchmarkStartLatency measures, on an idle system, the time from the
 // POST of a one-host job to the agent starting its script (the agent's own
-// start timestamp), one job at a time.
+// start timestamp), one job at a time. The floor beside it is the least a
+// start can cost through a durable store: two chained JetStream hops (the
+// submit command and the task), each a publish-with-ack to a file stream
+// taken by a pull consumer, measured one at a time in the same run.
 func BenchmarkStartLatency(b *testing.B) {
 	const jobs = 200
 	s := testenv.Start(b, testenv.Options{Workers: 2, Agents: []string{"a1=127.0.0.1"}})
 	client := &http.Client{}
 	body := jobBody("127.0.0.1")
 	for b.Loop() {
+		floor := hopLatency(b, s, jobs)
 		lat := make([]time.Duration, 0, jobs)
 		for range jobs {
 			t0 := time.Now()
@@ -126,15 +146,80 @@ func BenchmarkStartLatency(b *testing.B) {
 			}, "job %d", id)
 			lat = append(lat, h.StartedAt.Sub(t0))
 		}
-		slices.Sort(lat)
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		p50, p99 := percentile(lat, 50), percentile(lat, 99)
+		f50, f99 := percentile(floor, 50), percentile(floor, 99)
+		b.ReportMetric(ms(p50), "p50-ms")
+		b.ReportMetric(ms(p99), "p99-ms")
+		b.ReportMetric(ms(f50), "floor-p50-ms")
+		b.ReportMetric(ms(f99), "floor-p99-ms")
+		what := " (2 chained JetStream hops: publish-with-ack → pull consumer, twice)"
+		record(b, row{"start latency p50, submit → agent starts", fmt.Sprintf("%.2f ms", ms(p50)),
+			fmt.Sprintf("%.2f ms", ms(f50)) + what, fmt.Sprintf("%.1f×", ms(p50)/ms(f50)), noGoal, noGoal})
+		record(b, row{"start latency p99, submit → agent starts", fmt.Sprintf("%.2f ms", ms(p99)),
+			fmt.Sprintf("%.2f ms", ms(f99)) + what, fmt.Sprintf("%.1f×", ms(p99)/ms(f99)), "p99 <= 10 ms", metYes(p99 <= 10*time.Millisecond)})
 	}
+}
+
+// hopLatency measures n times, one at a time, a message going through two
+// JetStream hops: published with ack to a file stream, taken by a pull
+// consumer that publishes it with ack to the next subject, taken by a
+// second pull consumer. Each latency runs to the second consumer's receipt.
+func hopLatency(b *testing.B, s *testenv.System, n int) []time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	st, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCHHOPS", Subjects: []string{"bench.hop.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.JS.DeleteStream(ctx, "BENCHHOPS")
+	consume := func(name string, f func(jetstream.Msg)) jetstream.ConsumeContext {
+		c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: name, FilterSubject: "bench.hop." + name,
+			AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := c.Consume(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cc
+	}
+	arrived := make(chan time.Time, 1)
+	cc1 := consume("1", func(m jetstream.Msg) {
+		if _, err := s.JS.Publish(ctx, "bench.hop.2", m.Data()); err != nil {
+			b.Error(err)
+		}
+		m.Ack()
+	})
+	defer cc1.Stop()
+	cc2 := consume("2", func(m jetstream.Msg) {
+		arrived <- time.Now()
+		m.Ack()
+	})
+	defer cc2.Stop()
+	body := jobBody("127.0.0.1")
+	out := make([]time.Duration, 0, n)
+	for range n {
+		t0 := time.Now()
+		if _, err := s.JS.Publish(ctx, "bench.hop.1", body); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case t := <-arrived:
+			out = append(out, t.Sub(t0))
+		case <-time.After(30 * time.Second):
+			b.Fatal("hop message lost")
+		}
+	}
+	return out
 }
 
 // BenchmarkFanOut200 measures one `true` script on 200 agents (in-process
 // agents with separate identities, each running real bash): from the POST
-// to the job.finished event.
+// to the job.finished event, beside a bare Go program spawning the same 200
+// `bash -c true` processes all at once (the job's default concurrency),
+// just before and just after (their mean).
 func BenchmarkFanOut200(b *testing.B) {
 	const n = 200
 	var agents, ips []string
@@ -146,6 +231,7 @@ func BenchmarkFanOut200(b *testing.B) {
 	client := &http.Client{}
 	body := jobBody(ips...)
 	for b.Loop() {
+		bare1 := spawnBash(b, n, n)
 		done := make(chan string, 1)
 		sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(m *nats.Msg) {
 			d, _ := events.Decode(m.Header, m.Data)
@@ -168,6 +254,7 @@ func BenchmarkFanOut200(b *testing.B) {
 			b.Fatal("job did not finish")
 		}
 		el := time.Since(start)
+		floor := (bare1 + spawnBash(b, n, n)) / 2 // before and after, on a shared machine
 		sub.Unsubscribe()
 		var sum schemas.JobSummary
 		s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum)
@@ -175,6 +262,10 @@ func BenchmarkFanOut200(b *testing.B) {
 			b.Fatalf("got %v, want %d successes", sum.Counts, n)
 		}
 		b.ReportMetric(el.Seconds(), "s/200-hosts")
+		b.ReportMetric(floor.Seconds(), "s-bare-spawn")
+		record(b, row{"fan-out, `true` on 200 in-process agents", fmt.Sprintf("%.3f s", el.Seconds()),
+			fmt.Sprintf("%.3f s (Go spawning 200 `bash -c true`, all at once)", floor.Seconds()),
+			fmt.Sprintf("%.1f×", el.Seconds()/floor.Seconds()), noGoal, noGoal})
 	}
 }
 
@@ -254,6 +345,9 @@ func BenchmarkFileDistribution(b *testing.B) {
 		b.ReportMetric(ours, "MB/s-fleetjob")
 		b.ReportMetric(raw, "MB/s-raw-objstore")
 		b.ReportMetric(ours/raw, "ratio")
+		record(b, row{"file distribution, 64 MiB to 10 agents", fmt.Sprintf("%.0f MB/s", ours),
+			fmt.Sprintf("%.0f MB/s (raw object store: 1 put + 10 parallel gets)", raw),
+			fmt.Sprintf("%.2f", ours/raw), noGoal, noGoal})
 	}
 }
 
@@ -332,59 +426,93 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		}
 		b.ReportMetric(el.Seconds(), "s/10k-hosts")
 		b.ReportMetric(floor.Seconds(), "s-core-nats-floor")
-		b.ReportMetric(el.Seconds()/floor.Seconds(), "x-floor")
+		x := el.Seconds() / floor.Seconds()
+		b.ReportMetric(x, "x-floor")
+		record(b, row{"fan-out, 10,000 simulated agents", fmt.Sprintf("%.2f s", el.Seconds()),
+			fmt.Sprintf("%.3f s (core-NATS request to 10,000 responders on 100 connections)", floor.Seconds()),
+			fmt.Sprintf("%.1f×", x), "<= 2 s and <= 5×", metYes(el <= 2*time.Second && x <= 5)})
 	}
 }
 
 // BenchmarkJobsPerSecond measures single-host jobs end to end at steady
-// state: 64 clients submit 5,000 one-host jobs over 1,000 simulated agents;
-// the figure is jobs finished (job.finished events) per second from the
-// first POST to the last event.
+// state: 64 clients submit 5,000 one-host jobs over 1,000 simulated agents
+// with two in-process workers; the figure is jobs finished (job.finished
+// events) per second from the first POST to the last event. Beside it is
+// raw JetStream publish-with-ack at the same concurrency in the same run:
+// a job cannot be accepted faster than its one command can be stored.
 func BenchmarkJobsPerSecond(b *testing.B) {
-	const clients, jobs, hostsN = 64, 5000, 1000
 	s := testenv.Start(b, testenv.Options{Workers: 2})
-	first := netip.MustParseAddr("10.220.0.1")
-	s.StartSimulator(b, "simj", hostsN, first.String())
-	bodies := make([][]byte, hostsN)
-	for i := range hostsN {
-		bodies[i] = jobBody(agent.SimulatedIP(first, i).String())
-	}
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
-	client := &http.Client{Transport: tr}
+	bodies := simulatedHosts(b, s, "simj", "10.220.0.1")
+	rawSubj := rawStream(b, s)
 	for b.Loop() {
-		var finished atomic.Int64
-		all := make(chan struct{})
-		sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(*nats.Msg) {
-			if finished.Add(1) == jobs {
-				close(all)
+		jps, sps := jobsPerSecond(b, s, bodies)
+		raw := rawPublish(b, s, rawSubj, bodies[0], jpsClients, jpsJobs)
+		b.ReportMetric(jps, "jobs/s")
+		b.ReportMetric(sps, "submits/s")
+		b.ReportMetric(raw, "raw-js-pubs/s")
+		record(b, row{"single-host jobs/s, 2 in-process workers, 1,000 sim. agents", rate(jps, "/s"),
+			rate(raw, "/s") + " (raw JetStream publish-with-ack, 64 clients)",
+			fmt.Sprintf("%.3f", jps/raw), ">= 8,000/s", metYes(jps >= 8000)})
+	}
+}
+
+const jpsClients, jpsJobs, jpsHosts = 64, 5000, 1000
+
+// simulatedHosts starts 1,000 simulated agents and returns a one-host job
+// body for each.
+func simulatedHosts(b *testing.B, s *testenv.System, pool, first string) [][]byte {
+	b.Helper()
+	ip := netip.MustParseAddr(first)
+	s.StartSimulator(b, pool, jpsHosts, first)
+	bodies := make([][]byte, jpsHosts)
+	for i := range jpsHosts {
+		bodies[i] = jobBody(agent.SimulatedIP(ip, i).String())
+	}
+	return bodies
+}
+
+// jobsPerSecond has 64 clients submit 5,000 one-host jobs round the bodies
+// and returns jobs finished (job.finished events) per second from the first
+// POST to the last event, and submissions per second.
+func jobsPerSecond(b *testing.B, s *testenv.System, bodies [][]byte) (float64, float64) {
+	b.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: jpsClients, MaxConnsPerHost: jpsClients}
+	client := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+	var finished atomic.Int64
+	all := make(chan struct{})
+	sub, err := s.NC.Subscribe(events.Subject(events.JobFinished, "*"), func(*nats.Msg) {
+		if finished.Add(1) == jpsJobs {
+			close(all)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := s.NC.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range jpsClients {
+		wg.Go(func() {
+			for i := n.Add(1); i <= jpsJobs; i = n.Add(1) {
+				if _, err := post(client, s, bodies[int(i)%len(bodies)]); err != nil {
+					b.Error(err)
+					return
+				}
 			}
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var n atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for range clients {
-			wg.Go(func() {
-				for i := n.Add(1); i <= jobs; i = n.Add(1) {
-					if _, err := post(client, s, bodies[int(i)%hostsN]); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		submitted := time.Since(start)
-		select {
-		case <-all:
-		case <-time.After(5 * time.Minute):
-			b.Fatalf("%d of %d jobs finished", finished.Load(), jobs)
-		}
-		el := time.Since(start)
-		sub.Unsubscribe()
-		b.ReportMetric(float64(jobs)/el.Seconds(), "jobs/s")
-		b.ReportMetric(float64(jobs)/submitted.Seconds(), "submits/s")
 	}
+	wg.Wait()
+	submitted := time.Since(start)
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d jobs finished", finished.Load(), jpsJobs)
+	}
+	el := time.Since(start)
+	return float64(jpsJobs) / el.Seconds(), float64(jpsJobs) / submitted.Seconds()
 }

@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Every benchmark puts its headline figures in the table printed after the
+// run: the figure, the physical limit measured in the same run on the same
+// machine (and what that limit is), their ratio, the goal and whether it
+// is met.
+
+// row is one line of the table.
+type row struct {
+	measure, value, limit, ratio, goal, met string
+}
+
+// benchRow is a row and the benchmark that recorded it.
+type benchRow struct {
+	row
+	bench string
+}
+
+// benchOrder is the order of the table, whatever order the benchmarks ran in.
+var benchOrder = []string{
+	"BenchmarkSubmit", "BenchmarkStartLatency", "BenchmarkJobsPerSecond", "BenchmarkWorkers124",
+	"BenchmarkFanOut200", "BenchmarkRealAgents1000", "BenchmarkFanOut10kSimulated",
+	"BenchmarkFileDistribution", "BenchmarkLogThroughput", "BenchmarkLogRead1M", "BenchmarkMemoryQueued",
+}
+
+var (
+	rowsMu sync.Mutex
+	rows   []benchRow
+)
+
+// record adds a row of benchmark b; a row of the same measure (an earlier
+// iteration) is replaced.
+func record(b *testing.B, rr row) {
+	r := benchRow{row: rr}
+	r.bench, _, _ = strings.Cut(b.Name(), "/")
+	rowsMu.Lock()
+	defer rowsMu.Unlock()
+	for i := range rows {
+		if rows[i].measure == r.measure {
+			rows[i] = r
+			return
+		}
+	}
+	rows = append(rows, r)
+}
+
+// metYes turns a goal check into the table's "met?" cell.
+func metYes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+const noGoal = "—"
+
+func printTable() {
+	rowsMu.Lock()
+	defer rowsMu.Unlock()
+	if len(rows) == 0 {
+		return
+	}
+	rank := func(r benchRow) int {
+		if i := slices.Index(benchOrder, r.bench); i >= 0 {
+			return i
+		}
+		return len(benchOrder)
+	}
+	slices.SortStableFunc(rows, func(a, b benchRow) int { return rank(a) - rank(b) })
+	fmt.Printf("\nfleetjob on this machine (%d CPUs, %s/%s, %s); every limit measured in the same run:\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "measure\t fleetjob\t physical limit (what it is)\t ratio\t goal\t met?")
+	fmt.Fprintln(w, "-------\t --------\t ---------------------------\t -----\t ----\t ----")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t %s\t %s\t %s\t %s\t %s\n", r.measure, r.value, r.limit, r.ratio, r.goal, r.met)
+	}
+	w.Flush()
+	fmt.Println("\nratio is fleetjob ÷ limit: for a rate 1 is the limit and higher is better; for a time or a size",
+		"(×) 1 is the limit and lower is better. Figures are from one run (-benchtime 1x) on a shared machine.")
+	fmt.Println()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	printTable()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// The fleetjob binary, built once per run on first use.
+var (
+	binOnce sync.Once
+	binDir  string
+	binFile string
+	binErr  error
+)
+
+// fleetjobBinary returns the path of the fleetjob binary, building it from
+// this tree the first time.
+func fleetjobBinary(b *testing.B) string {
+	b.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "fleetjob-bench-bin-"); binErr != nil {
+			return
+		}
+		binFile = filepath.Join(binDir, "fleetjob")
+		build := exec.Command("go", "build", "-o", binFile, "../../cmd/fleetjob")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		binErr = build.Run()
+	})
+	if binErr != nil {
+		b.Fatalf("build fleetjob: %v", binErr)
+	}
+	return binFile
+}
+
+// Helpers shared by the benchmarks.
+
+func percentile(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100 // nearest rank
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// rate formats a per-second figure with thousands separators.
+func rate(v float64, unit string) string {
+	return thousands(int64(math.Round(v))) + " " + unit
+}
+
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
+
+func bytesStr(n float64) string {
+	switch a := math.Abs(n); {
+	case a >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", n/(1<<30))
+	case a >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", n/(1<<20))
+	case a >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", n/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", n)
+}
+
+// rawPublish is raw JetStream publish-with-ack of total messages of body
+// from clients goroutines on the system's connection; it returns
+// publishes per second.
+func rawPublish(b *testing.B, s *testenv.System, subject string, body []byte, clients, total int) float64 {
+	b.Helper()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for n.Add(1) <= int64(total) {
+				if _, err := s.JS.Publish(context.Background(), subject, body); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds()
+}
+
+// spawnBash runs n `bash -c true` processes, par at a time, the way a bare
+// Go program would, and returns how long it took.
+func spawnBash(b *testing.B, n, par int) time.Duration {
+	b.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(n, par) {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if err := exec.Command(bash, "-c", "true").Run(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// waitFinal polls GET /v1/jobs/{id} until the job is final and returns
+// its summary.
+func waitFinal(b *testing.B, s *testenv.System, client *http.Client, id int64, timeout time.Duration) schemas.JobSummary {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var sum schemas.JobSummary
+		code, err := getJSON(client, s, fmt.Sprintf("/v1/jobs/%d", id), &sum)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code == 200 && schemas.JobFinal(sum.Status) {
+			return sum
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("job %d not final after %s: %d %s %v", id, timeout, code, sum.Status, sum.Counts)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// getJSON sends GET path with the admin token and decodes a 200 answer.
+func getJSON(client *http.Client, s *testenv.System, path string, out any) (int, error) {
+	req, err := http.NewRequest("GET", s.APIURL+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(out)
+}
+
+func runtimeCPUs() int { return runtime.NumCPU() }

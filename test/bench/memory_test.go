@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// memSnap is what the system holds: JetStream's store (file and memory
+// storage of every stream and bucket, as the account reports it), Redis's
+// used_memory, and the live Go heap of the test process after a GC (the
+// embedded NATS server, API, workers and their caches all live there).
+type memSnap struct {
+	js, redis, heap float64
+}
+
+func (m memSnap) total() float64 { return m.js + m.redis + m.heap }
+
+func snapshot(b *testing.B, s *testenv.System) memSnap {
+	b.Helper()
+	ctx := context.Background()
+	ai, err := s.JS.AccountInfo(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.RDB.Info(ctx, "memory").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var used float64
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			used, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return memSnap{js: float64(ai.Store + ai.Memory), redis: used, heap: float64(ms.HeapAlloc)}
+}
+
+// BenchmarkMemoryQueued measures what queued jobs cost: one-host `true`
+// jobs for a host whose agent never comes (agent_wait 3600 s, so they stay
+// waiting for it), submitted by 64 clients and taken by two in-process
+// workers. 1,000 jobs first warm the system up (connections, pools, the
+// store's block buffers); the figure is the growth while 5,000 more are
+// queued, per 1,000 jobs, of JetStream store bytes + Redis used_memory +
+// live Go heap (see memSnap), each snapshot taken once the workers have
+// taken every command and the API lists every job. Beside it is what those
+// jobs amount to: the bytes of their request bodies. With
+// FLEETJOB_BENCH_HEAPPROFILE=<file> it writes a heap profile at the second
+// snapshot.
+func BenchmarkMemoryQueued(b *testing.B) {
+	const clients, warm, jobs = 64, 1000, 5000
+	s := testenv.Start(b, testenv.Options{Workers: 2})
+	body, _ := json.Marshal(map[string]any{
+		"name": "bench-queued", "targets": []string{"10.250.0.1"}, "agent_wait": schemas.MaxAgentWait,
+		"steps": []any{map[string]any{"script": map[string]any{"content": "true"}}},
+	})
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	client := &http.Client{Transport: tr}
+	queued := 0
+	queue := func(jobs int) {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for n.Add(1) <= int64(jobs) {
+					if _, err := post(client, s, body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		queued += jobs
+		// every command taken and acknowledged by a worker, every job listed
+		ctx := context.Background()
+		testenv.Eventually(b, 2*time.Minute, func() bool {
+			c, err := s.JS.Consumer(ctx, schemas.StreamJobs, schemas.ConsumerCommands)
+			if err != nil {
+				return false
+			}
+			ci, err := c.Info(ctx)
+			return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+		}, "workers took every submit")
+		var list struct {
+			Total int `json:"total"`
+		}
+		testenv.Eventually(b, time.Minute, func() bool {
+			code, err := getJSON(http.DefaultClient, s, "/v1/jobs?page=1&size=1", &list)
+			return err == nil && code == 200 && list.Total >= queued
+		}, "every job listed")
+	}
+	for b.Loop() {
+		queue(warm)
+		before := snapshot(b, s)
+		queue(jobs)
+		after := snapshot(b, s)
+		if f := os.Getenv("FLEETJOB_BENCH_HEAPPROFILE"); f != "" {
+			// where the heap went: go tool pprof -sample_index=inuse_space <file>
+			out, err := os.Create(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pprof.WriteHeapProfile(out)
+			out.Close()
+		}
+		var sum schemas.JobSummary
+		if _, err := getJSON(http.DefaultClient, s, fmt.Sprintf("/v1/jobs/%d", jobs/2), &sum); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("a queued job reads %s %v", sum.Status, sum.Counts)
+
+		per := func(v float64) float64 { return v / jobs * 1000 }
+		js, rd, hp := per(after.js-before.js), per(after.redis-before.redis), per(after.heap-before.heap)
+		tot := js + rd + hp
+		spec := per(float64(len(body) * jobs))
+		b.ReportMetric(tot, "B/1000-queued")
+		b.ReportMetric(js, "B-jetstream/1000")
+		b.ReportMetric(rd, "B-redis/1000")
+		b.ReportMetric(hp, "B-go-heap/1000")
+		record(b, row{"memory per 1,000 queued jobs (JetStream store + Redis + Go heap)",
+			fmt.Sprintf("%s (JS %s, Redis %s, heap %s)", bytesStr(tot), bytesStr(js), bytesStr(rd), bytesStr(hp)),
+			bytesStr(spec) + " (the 1,000 request bodies)", fmt.Sprintf("%.0f×", tot/spec), noGoal, noGoal})
+	}
+}

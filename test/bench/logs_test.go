@@ -299,16 +299,7 @@ func BenchmarkLogRead1M(b *testing.B) {
 				lat = append(lat, d)
 			}
 		}
-		p50, p99 := percentile(lat, 50), percentile(lat, 99)
-		r50, r99 := percentile(raw, 50), percentile(raw, 99)
-		b.ReportMetric(ms(p50), "p50-ms")
-		b.ReportMetric(ms(p99), "p99-ms")
-		b.ReportMetric(ms(r50), "raw-p50-ms")
-		b.ReportMetric(ms(r99), "raw-p99-ms")
-		what := " (direct get of the chunks by sequence, no HTTP)"
-		record(b, row{"log read p50, 100 lines at a random offset of 1M", fmt.Sprintf("%.2f ms", ms(p50)),
-			fmt.Sprintf("%.2f ms", ms(r50)) + what, fmt.Sprintf("%.1f×", ms(p50)/ms(r50)), noGoal, noGoal})
-		record(b, row{"log read p99, 100 lines at a random offset of 1M", fmt.Sprintf("%.2f ms", ms(p99)),
-			fmt.Sprintf("%.2f ms", ms(r99)) + what, fmt.Sprintf("%.1f×", ms(p99)/ms(r99)), "p99 <= 5 ms", metYes(p99 <= 5*time.Millisecond)})
+		recordPercentiles(b, "log read %s, 100 lines at a random offset of 1M", lat, raw,
+			"direct get of the chunks by sequence, no HTTP", 5*time.Millisecond)
 	}
 }

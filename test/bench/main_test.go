@@ -273,3 +273,20 @@ func getJSON(client *http.Client, s *testenv.System, path string, out any) (int,
 }
 
 func runtimeCPUs() int { return runtime.NumCPU() }
+
+// recordPercentiles reports a latency's p50 and p99 beside those of its
+// floor, as metrics and as two table rows; measure holds one %s for "p50"
+// or "p99", limit says what the floor is, goal99 is the p99 goal (0: none).
+func recordPercentiles(b *testing.B, measure string, lat, floor []time.Duration, limit string, goal99 time.Duration) {
+	for _, p := range []int{50, 99} {
+		v, f := percentile(lat, p), percentile(floor, p)
+		b.ReportMetric(ms(v), fmt.Sprintf("p%d-ms", p))
+		b.ReportMetric(ms(f), fmt.Sprintf("floor-p%d-ms", p))
+		goal, met := noGoal, noGoal
+		if p == 99 && goal99 > 0 {
+			goal, met = fmt.Sprintf("p99 <= %d ms", goal99.Milliseconds()), metYes(v <= goal99)
+		}
+		record(b, row{fmt.Sprintf(measure, fmt.Sprintf("p%d", p)), fmt.Sprintf("%.2f ms", ms(v)),
+			fmt.Sprintf("%.2f ms (%s)", ms(f), limit), fmt.Sprintf("%.1f×", ms(v)/ms(f)), goal, met})
+	}
+}

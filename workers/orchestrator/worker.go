@@ -390,7 +390,6 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 			}
 		}
 		if t.changed {
-			failpoint.Hit("before-commit")
 			st.UpdatedAt = t.now
 			if err := w.storeResults(ctx, id, t.results); err != nil {
 				return err

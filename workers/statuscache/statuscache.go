@@ -81,6 +81,8 @@ type Cache struct {
 	cmds jetstream.Stream
 	log  *slog.Logger
 	sf   singleflight.Group
+
+	group writeGroup
 }
 
 // New returns a cache over rdb that rebuilds from the jobs bucket kv; cmds
@@ -179,7 +181,7 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 		b, _ := json.Marshal(r)
 		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
 	}
-	err := c.run(ctx, func(pipe redis.Pipeliner) {
+	err := c.runGrouped(ctx, func(pipe redis.Pipeliner) {
 		c.queueJob(ctx, pipe, sum, rev)
 		if complete {
 			queueHostIndex(ctx, pipe, spec, st.ID)

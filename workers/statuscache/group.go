@@ -1,0 +1,76 @@
+package statuscache
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Writes of committed states are group-committed: while one pipeline is
+// on its way to Redis, the writes that arrive meanwhile wait and go
+// together in the next one. An idle cache sends each write at once; a busy
+// one sends one round trip for many jobs instead of one per job. A caller
+// still returns only once its own write is done, so it can publish the
+// events that describe the state after the cache holds it.
+
+type pendingWrite struct {
+	build func(redis.Pipeliner)
+	done  chan error
+}
+
+type writeGroup struct {
+	mu      sync.Mutex
+	pending []pendingWrite
+	running bool
+}
+
+// maxGroup bounds the writes of one pipeline.
+const maxGroup = 256
+
+// runGrouped runs build in a shared pipeline and returns that pipeline's
+// error.
+func (c *Cache) runGrouped(ctx context.Context, build func(redis.Pipeliner)) error {
+	done := make(chan error, 1)
+	g := &c.group
+	g.mu.Lock()
+	g.pending = append(g.pending, pendingWrite{build, done})
+	if !g.running {
+		g.running = true
+		go c.flushGroups()
+	}
+	g.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cache) flushGroups() {
+	g := &c.group
+	for {
+		g.mu.Lock()
+		n := min(len(g.pending), maxGroup)
+		batch := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		if n == 0 {
+			g.pending, g.running = nil, false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.run(ctx, func(pipe redis.Pipeliner) {
+			for _, w := range batch {
+				w.build(pipe)
+			}
+		})
+		cancel()
+		for _, w := range batch {
+			w.done <- err
+		}
+	}
+}

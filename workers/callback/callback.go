@@ -107,11 +107,16 @@ func (s *Sender) handle(m jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var ev struct {
-		ID int64 `json:"id"`
+		ID       int64 `json:"id"`
+		Callback *bool `json:"callback"`
 	}
 	d, err := events.Decode(m.Headers(), m.Data())
 	if err != nil || json.Unmarshal(d.Data, &ev) != nil || ev.ID == 0 {
 		_ = m.Term()
+		return
+	}
+	if ev.Callback != nil && !*ev.Callback {
+		_ = m.Ack() // the job has no callback URL: nothing to load
 		return
 	}
 	round := 0

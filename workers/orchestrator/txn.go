@@ -57,6 +57,7 @@ type txn struct {
 	kills    map[agentRef][]string // agent → exec ids
 	finished bool
 	reopened bool // an operation brought a finished job back
+	created  bool // the state is new: nothing of the job is cached yet
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {
@@ -353,7 +354,8 @@ func (t *txn) finish() {
 // replay of the same finish publishes the same event.
 func (t *txn) emitFinished() {
 	st := t.st
-	data := map[string]any{"id": st.ID, "status": st.Status}
+	// callback tells the callback sender whether there is anything to call
+	data := map[string]any{"id": st.ID, "status": st.Status, "callback": t.spec.CallbackURL != ""}
 	if st.Reason != "" {
 		data["reason"] = st.Reason
 	}

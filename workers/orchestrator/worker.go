@@ -229,8 +229,17 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	if _, err := w.jobs.Create(ctx, schemas.KeyJobSpec(id), specJSON); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("store spec %d: %w", id, err)
 	}
+	// The job is created already advanced (its first hosts dispatched):
+	// one state write, not a create and then a compare-and-set.
 	now := time.Now().UTC()
 	st := schemas.NewJobState(id, spec, now)
+	t := newTxn(spec, st, now, w.dir)
+	t.created = true
+	t.emit(events.JobCreated, t.jobID(), t.jobID(), schemas.Summarize(spec, st))
+	t.advance()
+	if err := w.storeResults(ctx, id, t.results); err != nil {
+		return err
+	}
 	stJSON, _ := json.Marshal(st)
 	// Index the job for the sweeper first: a crash after the create must
 	// not leave a job no deadline ever looks at. A stale entry is harmless.
@@ -240,18 +249,14 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	rev, err := w.jobs.Create(ctx, schemas.KeyJobState(id), stJSON)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		redelivered = true // an earlier delivery created it; carry on from there
+		// an earlier delivery created it; carry on from there
+		return w.process(ctx, id, nil, nil, nil, true)
 	case err != nil:
 		return fmt.Errorf("create job %d: %w", id, err)
-	default:
-		w.m.JobsCreated.Inc()
-		if err := w.cache.Created(ctx, spec, st, rev, statuscache.BuildRows(spec, st, nil)); err != nil {
-			w.log.Warn("cache new job", "job", id, "err", err)
-		}
-		_ = w.pub.Publish(ctx, events.Event{Kind: events.JobCreated, Subject: strconv.FormatInt(id, 10),
-			ID: strconv.FormatInt(id, 10), Time: now, Data: schemas.Summarize(spec, st)})
 	}
-	return w.process(ctx, id, nil, nil, nil, redelivered)
+	w.m.JobsCreated.Inc()
+	w.rememberSpec(id, spec)
+	return w.effects(ctx, spec, st, rev, t)
 }
 
 func (w *Worker) onReports(batch []jetstream.Msg) {
@@ -316,13 +321,17 @@ func (w *Worker) spec(ctx context.Context, id int64) (*schemas.JobSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.rememberSpec(id, s)
+	return s, nil
+}
+
+func (w *Worker) rememberSpec(id int64, s *schemas.JobSpec) {
 	w.specMu.Lock()
+	defer w.specMu.Unlock()
 	if len(w.specs) > 10000 {
 		clear(w.specs)
 	}
 	w.specs[id] = s
-	w.specMu.Unlock()
-	return s, nil
 }
 
 func (w *Worker) loadState(ctx context.Context, id int64) (*schemas.JobState, uint64, error) {
@@ -482,7 +491,12 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	}
 	// The cache is written before the events go out, so whoever reacts to
 	// an event reads a state at least as new as the event.
-	if t.changed || len(t.touched) > 0 {
+	switch {
+	case t.created:
+		if err := w.cache.Created(ctx, spec, st, rev, statuscache.BuildRows(spec, st, nil)); err != nil {
+			w.log.Warn("cache new job", "job", st.ID, "err", err)
+		}
+	case t.changed || len(t.touched) > 0:
 		if err := w.cache.Update(ctx, spec, st, rev, t.rows()); err != nil {
 			w.log.Warn("cache update", "job", st.ID, "err", err)
 		}

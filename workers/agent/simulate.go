@@ -145,8 +145,7 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 	code := 0
 	base := schemas.Report{V: schemas.MessageVersion, JobID: t.JobID, Step: t.Step, Host: t.Host, Attempt: t.Attempt,
 		ExecID: t.ExecID, AgentID: agent, Phase: t.Phase, StartedAt: now}
-	started, finished := base, base
-	started.Kind = schemas.ReportStarted
+	finished := base // done at once: no started report (see startedDelay)
 	finished.Kind, finished.Status, finished.ExitCode, finished.EndedAt, finished.Lines = schemas.ReportFinished, schemas.HostSuccess, &code, now, 1
 	logm := nats.NewMsg(schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt))
 	logm.Data = []byte("simulated " + t.ExecID + " on " + t.Target.IP)
@@ -155,13 +154,11 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 	logm.Header.Set(schemas.HdrFinal, "1")
 	logm.Header.Set(nats.MsgIdHdr, t.ExecID+".0.f")
 	msgs := []*nats.Msg{logm}
-	for _, r := range []schemas.Report{started, finished} {
-		b, _ := json.Marshal(r)
-		rm := nats.NewMsg(schemas.ResultSubject(t.JobID))
-		rm.Data = b
-		rm.Header.Set(nats.MsgIdHdr, t.ExecID+"."+r.Kind)
-		msgs = append(msgs, rm)
-	}
+	b, _ := json.Marshal(finished)
+	rm := nats.NewMsg(schemas.ResultSubject(t.JobID))
+	rm.Data = b
+	rm.Header.Set(nats.MsgIdHdr, t.ExecID+"."+finished.Kind)
+	msgs = append(msgs, rm)
 	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, pm := range msgs {
 		f, err := s.js.PublishMsgAsync(pm)

@@ -43,16 +43,26 @@ func hostField(step int, phase string, idx int) string {
 }
 
 // putJob replaces the summary and moves the job between index sets, but only
-// when the revision is not older than the one already cached.
+// when the revision is not older than the one already cached. The hash
+// remembers the status set the job is in ('si'), so a move touches two sets,
+// not all of them (a hash without it, from an older fleetjob, is cleaned
+// from every set once).
 var putJob = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'rev')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'v', ARGV[2])
-for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
-redis.call('ZADD', KEYS[4 + tonumber(ARGV[6])], ARGV[3], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+local cur = redis.call('HMGET', KEYS[1], 'rev', 'si')
+if cur[1] and tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
+local si = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'v', ARGV[2], 'si', si)
+local old = tonumber(cur[2])
+if not cur[1] then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
+elseif not old then
+  for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
+elseif old ~= si and old > 0 then
+  redis.call('ZREM', KEYS[4 + old], ARGV[3])
+end
+if si > 0 then redis.call('ZADD', KEYS[4 + si], ARGV[3], ARGV[3]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
 return 1
 `)
 

@@ -269,6 +269,8 @@ func (t Topology) IndexerConsumer() jetstream.ConsumerConfig {
 		Durable: ConsumerIndexer, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: t.AckWait, MaxDeliver: -1, MaxAckPending: 20000,
 		FilterSubject: SubjJobLogs, DeliverPolicy: jetstream.DeliverAllPolicy,
+		// the index needs a chunk's headers, never its lines
+		HeadersOnly: true,
 	}
 }
 

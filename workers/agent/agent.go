@@ -274,7 +274,7 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 	}
 	logs := newLogStream(a.js, t, nil)
 	logs.skip = stored
-	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.Line); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.lineBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("spool of an interrupted execution", "exec", t.ExecID, "err", err)
 	}
 	return logs.Close(ctx)

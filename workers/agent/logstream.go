@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 
 // Chunking limits of a log stream.
 const (
-	chunkLines   = 512
+	chunkLines   = 2048
 	chunkBytes   = 64 << 10
 	chunkEvery   = 200 * time.Millisecond
 	maxLineBytes = 64 << 10
@@ -31,10 +32,10 @@ type logStream struct {
 	exec    string
 
 	mu    sync.Mutex
-	lines []string
-	size  int
-	first int // index of lines[0]
-	skip  int // lines already stored (a restarted agent resuming a log)
+	buf   []byte // the chunk being filled: its lines joined by '\n'
+	n     int    // lines in buf
+	first int    // index of buf's first line
+	skip  int    // lines already stored (a restarted agent resuming a log)
 	// sent are the chunks not known to be stored yet, in order; a nil
 	// future is a chunk the client refused to send at once.
 	sent    []sentChunk
@@ -97,27 +98,61 @@ func (l *logStream) Line(s string) {
 	l.addLocked(s)
 }
 
+// lineBytes is Line for a line of at most maxLineBytes that the caller
+// reuses after the call: the hot path of a script's output, which copies
+// the bytes once, into the chunk.
+func (l *logStream) lineBytes(b []byte) {
+	if l.mask != nil {
+		l.Line(string(b))
+		return
+	}
+	l.mu.Lock()
+	l.addBytesLocked(b)
+	l.mu.Unlock()
+}
+
 func (l *logStream) addLocked(s string) {
+	if l.admitLocked() {
+		l.buf = append(l.buf, s...)
+		l.addedLocked()
+	}
+}
+
+func (l *logStream) addBytesLocked(b []byte) {
+	if l.admitLocked() {
+		l.buf = append(l.buf, b...)
+		l.addedLocked()
+	}
+}
+
+// admitLocked starts a line: false when it is one of the lines to skip.
+func (l *logStream) admitLocked() bool {
 	if l.skip > 0 {
 		l.skip--
 		l.first++
-		return
+		return false
 	}
-	l.lines = append(l.lines, s)
-	l.size += len(s) + 1
-	if len(l.lines) >= chunkLines || l.size >= chunkBytes {
+	if l.n > 0 {
+		l.buf = append(l.buf, '\n')
+	}
+	return true
+}
+
+func (l *logStream) addedLocked() {
+	l.n++
+	if l.n >= chunkLines || len(l.buf) >= chunkBytes {
 		l.flushLocked(false)
 	}
 }
 
 func (l *logStream) flushLocked(final bool) {
-	if len(l.lines) == 0 && !final {
+	if l.n == 0 && !final {
 		return
 	}
 	m := nats.NewMsg(l.subject)
-	m.Data = []byte(strings.Join(l.lines, "\n"))
+	m.Data = bytes.Clone(l.buf)
 	m.Header.Set(schemas.HdrFirstLine, strconv.Itoa(l.first))
-	m.Header.Set(schemas.HdrLineCount, strconv.Itoa(len(l.lines)))
+	m.Header.Set(schemas.HdrLineCount, strconv.Itoa(l.n))
 	if final {
 		m.Header.Set(schemas.HdrFinal, "1")
 	}
@@ -134,8 +169,8 @@ func (l *logStream) flushLocked(final bool) {
 	if l.onBytes != nil {
 		l.onBytes(len(m.Data))
 	}
-	l.first += len(l.lines)
-	l.lines, l.size = l.lines[:0], 0
+	l.first += l.n
+	l.buf, l.n = l.buf[:0], 0
 }
 
 type sentChunk struct {

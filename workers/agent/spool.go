@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +116,8 @@ func subscribe(path string) (<-chan struct{}, func()) {
 // maxLineBytes is cut into pieces of that size.
 type lineCutter struct {
 	pending []byte
-	emit    func(string)
+	// emit gets each line; the slice is only valid during the call.
+	emit func([]byte)
 }
 
 func (c *lineCutter) write(b []byte) {
@@ -128,11 +128,20 @@ func (c *lineCutter) write(b []byte) {
 			c.cut()
 			return
 		}
-		c.pending = append(c.pending, b[:i]...)
-		b = b[i+1:]
-		c.cut()
-		c.emit(strings.TrimRight(string(c.pending), "\r"))
+		line := b[:i]
+		if len(c.pending) > 0 {
+			c.pending = append(c.pending, line...)
+			c.cut()
+			line = c.pending
+		} else {
+			for len(line) > maxLineBytes { // as cut does, without the copy
+				c.emit(line[:maxLineBytes])
+				line = line[maxLineBytes:]
+			}
+		}
+		c.emit(bytes.TrimRight(line, "\r"))
 		c.pending = c.pending[:0]
+		b = b[i+1:]
 	}
 }
 
@@ -140,7 +149,7 @@ func (c *lineCutter) write(b []byte) {
 // least one byte back so a piece never ends exactly at a newline.
 func (c *lineCutter) cut() {
 	for len(c.pending) > maxLineBytes {
-		c.emit(string(c.pending[:maxLineBytes]))
+		c.emit(c.pending[:maxLineBytes])
 		c.pending = append(c.pending[:0], c.pending[maxLineBytes:]...)
 	}
 }
@@ -148,14 +157,14 @@ func (c *lineCutter) cut() {
 // end emits what is left of a last line without a newline.
 func (c *lineCutter) end() {
 	if len(c.pending) > 0 {
-		c.emit(strings.TrimRight(string(c.pending), "\r"))
+		c.emit(bytes.TrimRight(c.pending, "\r"))
 		c.pending = c.pending[:0]
 	}
 }
 
 // follow reads path as it grows, giving each line to emit, until exited is
 // closed and everything written by then has been read.
-func follow(path string, exited <-chan struct{}, emit func(string)) error {
+func follow(path string, exited <-chan struct{}, emit func([]byte)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -198,7 +207,7 @@ func follow(path string, exited <-chan struct{}, emit func(string)) error {
 }
 
 // readSpool gives every line of a finished spool file to emit.
-func readSpool(path string, emit func(string)) error {
+func readSpool(path string, emit func([]byte)) error {
 	closed := make(chan struct{})
 	close(closed)
 	return follow(path, closed, emit)

@@ -17,7 +17,7 @@ func TestLineCutterIsIndependentOfWriteSizes(t *testing.T) {
 	exact := strings.Repeat("y", maxLineBytes)
 	input := "a\r\nb\n\n" + long + "\n" + exact + "\nlast-without-newline"
 	var whole []string
-	c := lineCutter{emit: func(s string) { whole = append(whole, s) }}
+	c := lineCutter{emit: func(b []byte) { whole = append(whole, string(b)) }}
 	c.write([]byte(input))
 	c.end()
 	want := []string{"a", "b", "", long[:maxLineBytes], long[maxLineBytes : 2*maxLineBytes], long[2*maxLineBytes:], exact, "last-without-newline"}
@@ -27,7 +27,7 @@ func TestLineCutterIsIndependentOfWriteSizes(t *testing.T) {
 	for seed := range 20 {
 		r := rand.New(rand.NewSource(int64(seed)))
 		var got []string
-		c := lineCutter{emit: func(s string) { got = append(got, s) }}
+		c := lineCutter{emit: func(b []byte) { got = append(got, string(b)) }}
 		for b := []byte(input); len(b) > 0; {
 			n := min(len(b), 1+r.Intn(9000))
 			c.write(b[:n])
@@ -51,7 +51,7 @@ func TestFollowReadsEverythingWrittenBeforeExit(t *testing.T) {
 	exited := make(chan struct{})
 	var got []string
 	done := make(chan error)
-	go func() { done <- follow(path, exited, func(s string) { got = append(got, s) }) }()
+	go func() { done <- follow(path, exited, func(b []byte) { got = append(got, string(b)) }) }()
 	for i := range 1000 {
 		fmt.Fprintf(f, "line %d\n", i)
 		if i%100 == 0 {

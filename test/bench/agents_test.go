@@ -172,5 +172,53 @@ func BenchmarkRealAgents1000(b *testing.B) {
 		record(b, row{"fan-out, `true` on 1,000 in-process real agents", fmt.Sprintf("%.2f s", el.Seconds()),
 			fmt.Sprintf("%.2f s (Go spawning 1,000 `bash -c true`, 1,000 at once)", bare.Seconds()),
 			fmt.Sprintf("%.2f", r), "<= 1.2", metYes(r <= 1.2)})
+		deliver := consumerFanOut(b, s, n)
+		b.ReportMetric(deliver.Seconds(), "s-deliver-1000-consumers")
+		record(b, row{"… the delivery part of it alone", fmt.Sprintf("%.2f s", el.Seconds()),
+			fmt.Sprintf("%.2f s (raw JetStream: one message to each of 1,000 durable pull consumers, acked)", deliver.Seconds()),
+			fmt.Sprintf("%.1f×", el.Seconds()/deliver.Seconds()), noGoal, noGoal})
 	}
+}
+
+// consumerFanOut is the least it costs to hand one task to each of n
+// agents the way fleetjob does: one message each, on its own subject of a
+// work-queue stream, to n durable pull consumers (on one connection here),
+// from the first publish to the last delivery.
+func consumerFanOut(b *testing.B, s *testenv.System, n int) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCHFAN", Subjects: []string{"bench.fan.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
+	defer s.JS.DeleteStream(ctx, "BENCHFAN")
+	got := make(chan struct{}, n)
+	for i := range n {
+		c, err := s.JS.CreateOrUpdateConsumer(ctx, "BENCHFAN", jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("fan%d", i), FilterSubject: fmt.Sprintf("bench.fan.%d.>", i), AckPolicy: jetstream.AckExplicitPolicy,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := c.Consume(func(m jetstream.Msg) { _ = m.Ack(); got <- struct{}{} }, jetstream.PullMaxMessages(64))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Stop()
+	}
+	time.Sleep(time.Second) // every pull request is waiting
+	start := time.Now()
+	for i := range n {
+		if _, err := s.JS.PublishAsync(fmt.Sprintf("bench.fan.%d.1", i), []byte("task")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range n {
+		select {
+		case <-got:
+		case <-time.After(time.Minute):
+			b.Fatal("messages not delivered to every consumer within a minute")
+		}
+	}
+	return time.Since(start)
 }

@@ -23,8 +23,8 @@ import (
 func TestChaosConcurrentIdempotentSubmissions(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 2, Agents: []string{"i1=127.0.1.201"}})
-	l := newLedger(t)
-	body := script(l.append("ran"), "127.0.1.201")
+	l, out := newLedger(t), newLedger(t)
+	body := script(l.append("ran")+"; "+out.noisy(3, "0"), "127.0.1.201")
 	before := s.CommandCount(t)
 	const n = 200
 	ids := make([]int64, n)
@@ -50,10 +50,11 @@ func TestChaosConcurrentIdempotentSubmissions(t *testing.T) {
 	var list struct{ Total int }
 	s.JSON(t, "GET", "/v1/jobs", nil, nil, &list)
 	runs := len(l.lines(t))
-	t.Logf("case 8: %d submissions → %d distinct id, %d command(s) stored, %d job(s) listed, script ran %d time(s), job %s",
-		n, len(distinct), s.CommandCount(t)-before, list.Total, runs, sum.Status)
-	if list.Total != 1 || runs != 1 || s.CommandCount(t)-before != 1 {
-		t.Errorf("want exactly one job, one command and one run")
+	lines, lost, dup := out.logAudit(t, s, logRef{ids[0], "127.0.1.201"})
+	t.Logf("case 8: %d submissions → %d distinct id, %d command(s) stored, %d job(s) listed, script ran %d time(s), job %s; log audit: %d lines, %d lost, %d duplicated",
+		n, len(distinct), s.CommandCount(t)-before, list.Total, runs, sum.Status, lines, lost, dup)
+	if list.Total != 1 || runs != 1 || s.CommandCount(t)-before != 1 || lost+dup != 0 {
+		t.Errorf("want exactly one job, one command, one run and every line once")
 	}
 }
 
@@ -165,11 +166,11 @@ func TestChaosAllInOneRestart(t *testing.T) {
 	}
 	p := startProc(t, "", env, args...)
 	up()
-	l := newLedger(t)
+	l, out := newLedger(t), newLedger(t)
 	const n = 20
 	ids := make([]int64, n)
 	for i := range n {
-		ids[i] = submit(t, s, script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.4", "127.0.0.1"), nil)
+		ids[i] = submit(t, s, script(l.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(4, "0.1"), "127.0.0.1"), nil)
 	}
 	testenv.Eventually(t, 20*time.Second, func() bool { return len(l.lines(t)) >= 3 }, "some scripts started")
 	p.kill()
@@ -191,9 +192,17 @@ func TestChaosAllInOneRestart(t *testing.T) {
 			twice++
 		}
 	}
-	t.Logf("case 5: %d jobs accepted, all final: %v; %d scripts started, %d started twice", n, final, len(runs), twice)
-	if final[schemas.JobSuccess]+final[schemas.JobFailed] != n || twice != 0 {
-		t.Errorf("want every job final (success, or failed when interrupted) and no script run twice")
+	// scripts killed with the server stop mid-way: the ledger holds what
+	// they wrote, and the log must hold exactly that
+	var logs []logRef
+	for _, id := range ids {
+		logs = append(logs, logRef{id, "127.0.0.1"})
+	}
+	lines, lost, dup := out.logAudit(t, s, logs...)
+	t.Logf("case 5: %d jobs accepted, all final: %v; %d scripts started, %d started twice; log audit: %d lines, %d lost, %d duplicated",
+		n, final, len(runs), twice, lines, lost, dup)
+	if final[schemas.JobSuccess]+final[schemas.JobFailed] != n || twice != 0 || lost+dup != 0 {
+		t.Errorf("want every job final (success, or failed when interrupted), no script run twice and every line once")
 	}
 }
 
@@ -213,8 +222,8 @@ func TestChaosWorkerPausedPastAckWait(t *testing.T) {
 	frozen := startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m1)
 	startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m2)
 	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
-	l := newLedger(t)
-	body := script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.2", ips...)
+	l, out := newLedger(t), newLedger(t)
+	body := script(l.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(4, "0.05"), ips...)
 	body["concurrency"] = 2
 	id := submit(t, s, body, nil)
 	testenv.Eventually(t, 30*time.Second, func() bool { return job(t, s, id).Counts["success"] >= 1 }, "first host done")
@@ -233,10 +242,15 @@ func TestChaosWorkerPausedPastAckWait(t *testing.T) {
 		}
 	}
 	conflicts := metric(t, m1, "fleetjob_state_cas_conflicts_total") + metric(t, m2, "fleetjob_state_cas_conflicts_total")
-	t.Logf("case 2: job %s %v after a worker was frozen 3 s (ack wait 2 s); %d hosts, %d runs, %d reports, %d not exactly once; %.0f stale commits refused (CAS)",
-		sum.Status, sum.Counts, len(ips), len(runs), len(evs), twice, conflicts)
-	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) {
-		t.Errorf("job %s %v", sum.Status, sum.Counts)
+	var logs []logRef
+	for _, ip := range ips {
+		logs = append(logs, logRef{id, ip})
+	}
+	lines, lost, dup := out.logAudit(t, s, logs...)
+	t.Logf("case 2: job %s %v after a worker was frozen 3 s (ack wait 2 s); %d hosts, %d runs, %d reports, %d not exactly once; %.0f stale commits refused (CAS); log audit: %d lines, %d lost, %d duplicated",
+		sum.Status, sum.Counts, len(ips), len(runs), len(evs), twice, conflicts, lines, lost, dup)
+	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) || lost+dup != 0 {
+		t.Errorf("job %s %v; want every host successful and every line once", sum.Status, sum.Counts)
 	}
 }
 

@@ -131,11 +131,12 @@ func writeFile(t *testing.T, path string) {
 	}
 }
 
-// noisy is a script that writes n numbered lines, each to the ledger and
-// then to its output, pausing between them; the ledger says what the log
-// must hold.
+// noisy is a script that writes n numbered lines, each to its output and
+// then to the ledger, pausing between them; every line in the ledger must
+// be in the log (a script killed between the two writes leaves a line
+// only in the log, which the audit does not count).
 func (l ledger) noisy(n int, pause string) string {
-	return fmt.Sprintf(`for i in $(seq 1 %d); do echo "$FLEETJOB_EXEC_ID:$i" >> %s; echo "$FLEETJOB_EXEC_ID:$i"; sleep %s; done`, n, string(l), pause)
+	return fmt.Sprintf(`for i in $(seq 1 %d); do echo "$FLEETJOB_EXEC_ID:$i"; echo "$FLEETJOB_EXEC_ID:$i" >> %s; sleep %s; done`, n, string(l), pause)
 }
 
 // fullLog reads a host's whole log once it is complete.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -367,8 +368,21 @@ func TestChaosWorkerKilledAroundAck(t *testing.T) {
 				logs = append(logs, logRef{id, ip})
 			}
 			lines, lost, dup := out.logAudit(t, s, logs...)
-			t.Logf("case 1 (%s: killed at %s #%d): job %s %v as cached; %d/%d hosts ran once and were announced once; log audit: %d lines, %d lost, %d duplicated",
-				c.name, c.point, c.hit, sum.Status, sum.Counts, once, len(ips), lines, lost, dup)
+			// and the job's own events, each once
+			kinds := map[string]int{}
+			for _, d := range jobEvents(t, s, id, "*") {
+				kinds[strings.TrimPrefix(d.Type, events.TypePrefix)]++
+			}
+			jobEventsOnce := 0
+			for _, k := range []string{events.JobCreated, events.JobStarted, events.StepStarted, events.StepFinished, events.JobFinished} {
+				if kinds[k] == 1 {
+					jobEventsOnce++
+				} else {
+					t.Errorf("%s published %d times", k, kinds[k])
+				}
+			}
+			t.Logf("case 1 (%s: killed at %s #%d): job %s %v as cached; %d/%d hosts ran once and were announced once; %d/5 job events once; log audit: %d lines, %d lost, %d duplicated",
+				c.name, c.point, c.hit, sum.Status, sum.Counts, once, len(ips), jobEventsOnce, lines, lost, dup)
 			if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) || lost+dup != 0 {
 				t.Errorf("want the job successful on every host and every line once")
 			}

@@ -18,18 +18,30 @@ import (
 // hostFinishedEvents counts host.finished events of a job by execution.
 func hostFinishedEvents(t *testing.T, s *testenv.System, id int64) map[string]int {
 	t.Helper()
+	out := map[string]int{}
+	for _, d := range jobEvents(t, s, id, events.HostFinished) {
+		out[d.ID]++
+	}
+	return out
+}
+
+// jobEvents reads the events of one kind ("*": every kind) about a job.
+func jobEvents(t *testing.T, s *testenv.System, id int64, kind string) []events.Decoded {
+	t.Helper()
 	ctx := context.Background()
 	st, err := s.JS.Stream(ctx, schemas.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.Subject(events.HostFinished, fmt.Sprint(id))},
-	})
+	subject := events.Subject(kind, fmt.Sprint(id))
+	if kind == "*" {
+		subject = "fleetjob.event.*.*." + fmt.Sprint(id)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]int{}
+	var out []events.Decoded
 	for {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -42,7 +54,7 @@ func hostFinishedEvents(t *testing.T, s *testenv.System, id int64) map[string]in
 			if err != nil {
 				t.Fatalf("event: %v", err)
 			}
-			out[d.ID]++
+			out = append(out, d)
 		}
 		if n == 0 {
 			return out

@@ -202,7 +202,7 @@ func (t *txn) advance() {
 	}
 	if st.Status == schemas.JobWaiting {
 		st.Status, st.StartedAt, t.changed = schemas.JobRunning, t.now, true
-		t.emit(events.JobStarted, t.jobID(), t.jobID(), map[string]any{"id": st.ID})
+		t.emitJobStarted()
 	}
 	for {
 		ss := &st.Steps[st.Step]
@@ -233,7 +233,7 @@ func (t *txn) startStep(step int) {
 	if spec.File != nil {
 		t.startFiles(step)
 	}
-	t.emit(events.StepStarted, t.jobID(), fmt.Sprintf("%d.%d", t.st.ID, step), map[string]any{"id": t.st.ID, "step": step})
+	t.emitStepStarted(step)
 }
 
 // runStep drives a running step; it reports true once the step has ended.
@@ -289,7 +289,7 @@ func (t *txn) runStep(step int) bool {
 			continue
 		}
 		ss.Status, ss.EndedAt, t.changed = t.outcome(step), t.now, true
-		t.emit(events.StepFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, step), map[string]any{"id": st.ID, "step": step, "status": ss.Status})
+		t.emitStepFinished(step)
 		return true
 	}
 }
@@ -297,8 +297,7 @@ func (t *txn) runStep(step int) bool {
 func (t *txn) hold(step int, why string) {
 	ss := &t.st.Steps[step]
 	ss.Hold, t.changed = why, true
-	t.emit(events.StepWaiting, t.jobID(), fmt.Sprintf("%d.%d.%d", t.st.ID, step, ss.Batch), map[string]any{
-		"id": t.st.ID, "step": step, "batch": ss.Batch + 1, "hold": why})
+	t.emitStepWaiting(step)
 }
 
 // checkMaxFail gives up on a step's remaining hosts once more than its
@@ -348,6 +347,58 @@ func (t *txn) finish() {
 	}
 	st.EndedAt, t.finished, t.changed = t.now, true, true
 	t.emitFinished()
+}
+
+// The emit* functions build each event from the record alone (its id and
+// its data), so that replayEvents can publish the same events again.
+
+func (t *txn) emitJobStarted() {
+	t.emit(events.JobStarted, t.jobID(), t.jobID(), map[string]any{"id": t.st.ID})
+}
+
+func (t *txn) emitStepStarted(step int) {
+	t.emit(events.StepStarted, t.jobID(), fmt.Sprintf("%d.%d", t.st.ID, step), map[string]any{"id": t.st.ID, "step": step})
+}
+
+func (t *txn) emitStepFinished(step int) {
+	t.emit(events.StepFinished, t.jobID(), fmt.Sprintf("%d.%d", t.st.ID, step),
+		map[string]any{"id": t.st.ID, "step": step, "status": t.st.Steps[step].Status})
+}
+
+func (t *txn) emitStepWaiting(step int) {
+	ss := &t.st.Steps[step]
+	t.emit(events.StepWaiting, t.jobID(), fmt.Sprintf("%d.%d.%d", t.st.ID, step, ss.Batch), map[string]any{
+		"id": t.st.ID, "step": step, "batch": ss.Batch + 1, "hold": ss.Hold})
+}
+
+// replayEvents emits again every event the record says has happened (but
+// host.started, which is transient, and operator decisions). A worker that
+// died between its commit and its effects leaves them unpublished; whoever
+// handles the redelivered message publishes them, and the EVENTS stream
+// drops those that did go out (same ids, within its 2-minute window).
+func (t *txn) replayEvents() {
+	st := t.st
+	t.emit(events.JobCreated, t.jobID(), t.jobID(), schemas.Summarize(t.spec, st))
+	if st.Status == schemas.JobWaiting {
+		return
+	}
+	t.emitJobStarted()
+	for step := 0; step <= st.Step && step < len(st.Steps); step++ {
+		ss := st.Steps[step]
+		if ss.Status == schemas.JobWaiting {
+			continue
+		}
+		t.emitStepStarted(step)
+		if ss.Hold != "" {
+			t.emitStepWaiting(step)
+		}
+		if stepOver(ss.Status) {
+			t.emitStepFinished(step)
+		}
+	}
+	if schemas.JobFinal(st.Status) {
+		t.emitFinished()
+	}
 }
 
 // emitFinished emits job.finished; its id follows from the record, so a

@@ -371,9 +371,10 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		t := newTxn(spec, st, time.Now().UTC(), w.dir)
 		var replayed []schemas.Report
 		if resend {
-			// A redelivered report may have been committed by a worker that
+			// A redelivered message may have been committed by a worker that
 			// died before its effects: redo those from the record.
 			replayed = t.recorded(reports)
+			t.replayEvents()
 		}
 		if schemas.JobFinal(st.Status) && op == nil {
 			return w.replay(ctx, spec, st, rev, t, replayed)
@@ -429,15 +430,14 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 }
 
 // replay redoes the effects of a commit whose worker may have died before
-// them, for a job that commit finished: the cache, the finished events
-// (their ids are stable, so the EVENTS stream drops what was published
-// already) and the active index.
+// them, for a job that commit finished: the cache, the events (replayEvents
+// was called; their ids are stable, so the EVENTS stream drops what was
+// published already) and the active index.
 func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn, reports []schemas.Report) error {
 	if err := w.replayResults(ctx, st.ID, t, reports); err != nil {
 		return err
 	}
 	t.finished = true
-	t.emitFinished()
 	return w.effects(ctx, spec, st, rev, t)
 }
 

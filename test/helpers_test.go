@@ -185,8 +185,10 @@ func (l ledger) logAudit(t *testing.T, s *testenv.System, logs ...logRef) (lines
 		switch {
 		case got[line] == 0:
 			lost++
+			t.Logf("log audit: %q is in the ledger and in no log", line)
 		case got[line] > 1:
 			dup++
+			t.Logf("log audit: %q is in the logs %d times", line, got[line])
 		}
 		lines++
 	}

@@ -219,8 +219,14 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 // never finished as interrupted, and kills their process groups. Output
 // the script wrote that never reached the LOGS stream is published first.
 func (a *Agent) recover(ctx context.Context) error {
-	for _, e := range a.journal.unfinished() {
+	unfinished := a.journal.unfinished()
+	spools := map[string]bool{}
+	for _, e := range unfinished {
 		killOrphan(e.Pgid, e.Start)
+		spools[spoolPath(a.spool, e.Exec)] = true
+	}
+	killWriters(spools)
+	for _, e := range unfinished {
 		if e.Task == nil {
 			continue
 		}

@@ -266,3 +266,39 @@ func killOrphan(pgid int, start uint64) {
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
+
+// killWriters SIGKILLs every process that holds one of paths open (the
+// spool files of executions an earlier life of the agent started) and
+// waits, up to a few seconds, until they are gone. A script whose process
+// group was never journaled (the agent died between starting it and
+// writing its pgid) is found this way too, and so is a child that left
+// its group: nothing can write to a spool file after it has been read.
+func killWriters(paths map[string]bool) {
+	procs, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if err == nil && paths[target] {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			// gone, or a zombie (its files are closed)
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(b), ") Z ") {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -68,5 +70,34 @@ func TestFollowReadsEverythingWrittenBeforeExit(t *testing.T) {
 	}
 	if len(got) != 1001 || got[999] != "line 999" || got[1000] != "partial" {
 		t.Fatalf("%d lines, last %q", len(got), got[len(got)-1])
+	}
+}
+
+// killWriters finds a process by the spool file it holds open, even one
+// in a process group the journal never recorded, and kills it.
+func TestKillWritersKillsWhoeverHoldsTheSpool(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.out")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	cmd.Stdout = f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	other := exec.Command("sleep", "60") // holds no spool: left alone
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Process.Kill()
+	killWriters(map[string]bool{path: true})
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("the writer: %v, want killed", err)
+	}
+	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("a process without the spool open was touched: %v", err)
 	}
 }

@@ -372,7 +372,7 @@ func (t *txn) emitStepWaiting(step int) {
 }
 
 // replayEvents emits again every event the record says has happened (but
-// host.started, which is transient, and operator decisions). A worker that
+// host.started, which is transient, job.stopping and operator decisions). A worker that
 // died between its commit and its effects leaves them unpublished; whoever
 // handles the redelivered message publishes them, and the EVENTS stream
 // drops those that did go out (same ids, within its 2-minute window).

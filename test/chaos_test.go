@@ -232,24 +232,11 @@ func TestChaosWorkerPausedPastAckWait(t *testing.T) {
 	time.Sleep(3 * time.Second) // past the 2 s ack wait: its messages go to the other worker
 	frozen.signal(syscall.SIGCONT)
 	sum := waitJob(t, s, id, 60*time.Second)
-	runs := count(l.lines(t))
-	evs := hostFinishedEvents(t, s, id)
-	twice := 0
-	for i := range ips {
-		exec := schemas.ExecID(id, 0, i, 1)
-		if runs[exec] != 1 || evs[exec] != 1 {
-			twice++
-			t.Errorf("%s ran %d times and was reported %d times", exec, runs[exec], evs[exec])
-		}
-	}
+	once := onceEach(t, s, id, len(ips), l)
 	conflicts := metric(t, m1, "fleetjob_state_cas_conflicts_total") + metric(t, m2, "fleetjob_state_cas_conflicts_total")
-	var logs []logRef
-	for _, ip := range ips {
-		logs = append(logs, logRef{id, ip})
-	}
-	lines, lost, dup := out.logAudit(t, s, logs...)
-	t.Logf("case 2: job %s %v after a worker was frozen 3 s (ack wait 2 s); %d hosts, %d runs, %d reports, %d not exactly once; %.0f stale commits refused (CAS); log audit: %d lines, %d lost, %d duplicated",
-		sum.Status, sum.Counts, len(ips), len(runs), len(evs), twice, conflicts, lines, lost, dup)
+	lines, lost, dup := out.logAudit(t, s, hostLogs(id, ips)...)
+	t.Logf("case 2: job %s %v after a worker was frozen 3 s (ack wait 2 s); %d/%d hosts ran once and were announced once; %.0f stale commits refused (CAS); log audit: %d lines, %d lost, %d duplicated",
+		sum.Status, sum.Counts, once, len(ips), conflicts, lines, lost, dup)
 	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) || lost+dup != 0 {
 		t.Errorf("job %s %v; want every host successful and every line once", sum.Status, sum.Counts)
 	}
@@ -352,22 +339,8 @@ func TestChaosWorkerKilledAroundAck(t *testing.T) {
 			}
 			startProc(t, "", env, "worker")
 			sum := waitJob(t, s, id, 60*time.Second)
-			ran := count(runs.lines(t))
-			evs := hostFinishedEvents(t, s, id)
-			once := 0
-			for i := range ips {
-				exec := schemas.ExecID(id, 0, i, 1)
-				if ran[exec] == 1 && evs[exec] == 1 {
-					once++
-				} else {
-					t.Errorf("%s ran %d times and was announced %d times", exec, ran[exec], evs[exec])
-				}
-			}
-			var logs []logRef
-			for _, ip := range ips {
-				logs = append(logs, logRef{id, ip})
-			}
-			lines, lost, dup := out.logAudit(t, s, logs...)
+			once := onceEach(t, s, id, len(ips), runs)
+			lines, lost, dup := out.logAudit(t, s, hostLogs(id, ips)...)
 			// and the job's own events, each once
 			kinds := map[string]int{}
 			for _, d := range jobEvents(t, s, id, "*") {

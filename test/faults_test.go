@@ -86,20 +86,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	if sum.Status != schemas.JobSuccess || sum.Counts["success"] != len(ips) {
 		t.Fatalf("got %s %v, want success on %d hosts", sum.Status, sum.Counts, len(ips))
 	}
-	runs := count(l.lines(t))
-	evs := hostFinishedEvents(t, s, id)
-	for i := range ips {
-		exec := schemas.ExecID(id, 0, i, 1)
-		if runs[exec] != 1 {
-			t.Errorf("%s ran %d times, want once", exec, runs[exec])
-		}
-		if evs[exec] != 1 {
-			t.Errorf("%s reported %d times, want once", exec, evs[exec])
-		}
-	}
-	if len(runs) != len(ips) || len(evs) != len(ips) {
-		t.Errorf("runs %v events %v, want %d of each", runs, evs, len(ips))
-	}
+	onceEach(t, s, id, len(ips), l)
 	w2.stop(t, 15*time.Second)
 }
 

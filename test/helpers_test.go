@@ -194,3 +194,34 @@ func (l ledger) logAudit(t *testing.T, s *testenv.System, logs ...logRef) (lines
 	}
 	return lines, lost, dup
 }
+
+// onceEach checks that each host of a one-step job ran its script once (by
+// the ledger of runs) and was announced finished once (host.finished), and
+// returns how many did both.
+func onceEach(t *testing.T, s *testenv.System, id int64, hosts int, runs ledger) int {
+	t.Helper()
+	ran := count(runs.lines(t))
+	evs := hostFinishedEvents(t, s, id)
+	once := 0
+	for i := range hosts {
+		exec := schemas.ExecID(id, 0, i, 1)
+		if ran[exec] == 1 && evs[exec] == 1 {
+			once++
+		} else {
+			t.Errorf("%s ran %d times and was announced %d times", exec, ran[exec], evs[exec])
+		}
+	}
+	if len(ran) != hosts || len(evs) != hosts {
+		t.Errorf("runs %v, announcements %v: want %d of each", ran, evs, hosts)
+	}
+	return once
+}
+
+// hostLogs names the log of each of a job's hosts.
+func hostLogs(id int64, ips []string) []logRef {
+	var logs []logRef
+	for _, ip := range ips {
+		logs = append(logs, logRef{id, ip})
+	}
+	return logs
+}

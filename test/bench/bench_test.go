@@ -74,21 +74,10 @@ func BenchmarkSubmit(b *testing.B) {
 	client := &http.Client{Transport: tr}
 	rawSubj := rawStream(b, s)
 	for b.Loop() {
-		var n atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for range clients {
-			wg.Go(func() {
-				for n.Add(1) <= total {
-					if _, err := post(client, s, body); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		api := float64(total) / time.Since(start).Seconds()
+		api := perSecond(b, clients, total, func() error {
+			_, err := post(client, s, body)
+			return err
+		})
 		raw := rawPublish(b, s, rawSubj, body, clients, total)
 		floor := httpFloor(b, client, body, clients, total)
 		b.ReportMetric(api, "submits/s")
@@ -548,21 +537,10 @@ func httpFloor(b *testing.B, client *http.Client, body []byte, clients, total in
 	go srv.Serve(ln)
 	defer srv.Close()
 	target := &testenv.System{APIURL: "http://" + ln.Addr().String(), Token: "x"}
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for n.Add(1) <= int64(total) {
-				if _, err := post(client, target, body); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(total) / time.Since(start).Seconds()
+	return perSecond(b, clients, total, func() error {
+		_, err := post(client, target, body)
+		return err
+	})
 }
 
 // storedMessages is the number of messages every stream has ever stored

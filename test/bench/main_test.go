@@ -190,13 +190,23 @@ func bytesStr(n float64) string {
 // publishes per second.
 func rawPublish(b *testing.B, s *testenv.System, subject string, body []byte, clients, total int) float64 {
 	b.Helper()
+	return perSecond(b, clients, total, func() error {
+		_, err := s.JS.Publish(context.Background(), subject, body)
+		return err
+	})
+}
+
+// perSecond runs op total times from clients goroutines and returns how
+// many ran per second; the first error fails the benchmark.
+func perSecond(b *testing.B, clients, total int, op func() error) float64 {
+	b.Helper()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range clients {
 		wg.Go(func() {
 			for n.Add(1) <= int64(total) {
-				if _, err := s.JS.Publish(context.Background(), subject, body); err != nil {
+				if err := op(); err != nil {
 					b.Error(err)
 					return
 				}

@@ -156,13 +156,7 @@ func TestChaosAllInOneRestart(t *testing.T) {
 	args := []string{"serve", "--data-dir", dir, "--http-addr", httpAddr, "--nats-addr", natsAddr, "--agent-id", "solo"}
 	s := &testenv.System{APIURL: "http://" + httpAddr, Token: "chaos"}
 	up := func() {
-		testenv.Eventually(t, 30*time.Second, func() bool {
-			resp, err := http.Get(s.APIURL + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-			}
-			return err == nil && resp.StatusCode == 200
-		}, "serve ready")
+		s.WaitReady(t, 30*time.Second)
 		s.WaitAgent(t, "solo")
 	}
 	p := startProc(t, "", env, args...)
@@ -222,7 +216,7 @@ func TestChaosWorkerPausedPastAckWait(t *testing.T) {
 	m1, m2 := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	frozen := startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m1)
 	startProc(t, "", env, "worker", "--workers", "2", "--metrics-addr", m2)
-	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
+	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 2)
 	l, out := newLedger(t), newLedger(t)
 	body := script(l.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(4, "0.05"), ips...)
 	body["concurrency"] = 2

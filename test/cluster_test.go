@@ -184,13 +184,7 @@ func clusterSystem(t *testing.T, c *natsCluster, agents map[string]string) *test
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	s.APIURL = "http://" + addr
 	startProc(t, "", env, "api", "--http-addr", addr)
-	testenv.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get(s.APIURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	}, "api ready")
+	s.WaitReady(t, 60*time.Second)
 	startProc(t, "", env, "worker", "--workers", "2")
 	startProc(t, "", env, "worker", "--workers", "2")
 	for id, ip := range agents {

@@ -74,7 +74,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_LOG_LEVEL=warn"}
 	w1 := startProc(t, "", env, "worker", "--workers", "2")
 	w2 := startProc(t, "", env, "worker", "--workers", "2")
-	waitPullers(t, s, schemas.StreamResults, schemas.ConsumerResults, 2)
+	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 2)
 
 	l := newLedger(t)
 	body := script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.3", ips...)
@@ -131,17 +131,4 @@ func TestAgentKilledMidTask(t *testing.T) {
 	if sum := waitJob(t, s, next, 20*time.Second); sum.Status != schemas.JobSuccess {
 		t.Errorf("next job on the restarted agent: %s", sum.Status)
 	}
-}
-
-// waitPullers waits until n processes pull from a consumer.
-func waitPullers(t *testing.T, s *testenv.System, stream, consumer string, n int) {
-	t.Helper()
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		c, err := s.JS.Consumer(context.Background(), stream, consumer)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumWaiting >= n
-	}, "%d pullers on %s", n, consumer)
 }

@@ -355,3 +355,29 @@ func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) 
 	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
 	return stop
 }
+
+// WaitPullers waits until at least n pull requests wait on a consumer (so
+// that n worker processes are ready to take its messages).
+func (s *System) WaitPullers(t testing.TB, stream, consumer string, n int) {
+	t.Helper()
+	Eventually(t, time.Minute, func() bool {
+		c, err := s.JS.Consumer(context.Background(), stream, consumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting >= n
+	}, "%d pullers on %s", n, consumer)
+}
+
+// WaitReady waits until the API at s.APIURL answers /readyz with 200.
+func (s *System) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, timeout, func() bool {
+		resp, err := http.Get(s.APIURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}, "%s ready", s.APIURL)
+}

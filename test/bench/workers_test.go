@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,19 +64,6 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 	return (ut + sy) / 100
 }
 
-// waitPullers waits until a consumer has at least n pull requests waiting.
-func waitPullers(b *testing.B, s *testenv.System, stream, consumer string, n int) {
-	b.Helper()
-	testenv.Eventually(b, time.Minute, func() bool {
-		c, err := s.JS.Consumer(context.Background(), stream, consumer)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumWaiting >= n
-	}, "%d pullers on %s", n, consumer)
-}
-
 // BenchmarkWorkers124 measures single-host jobs per second (as
 // BenchmarkJobsPerSecond: 64 clients, 5,000 jobs, 1,000 simulated agents)
 // with 1, 2 and 4 worker processes of the real binary (`fleetjob worker
@@ -105,8 +91,8 @@ func BenchmarkWorkers124(b *testing.B) {
 				}
 				return sum
 			}
-			waitPullers(b, s, schemas.StreamJobs, schemas.ConsumerCommands, k)
-			waitPullers(b, s, schemas.StreamResults, schemas.ConsumerResults, k)
+			s.WaitPullers(b, schemas.StreamJobs, schemas.ConsumerCommands, k)
+			s.WaitPullers(b, schemas.StreamResults, schemas.ConsumerResults, k)
 			for b.Loop() {
 				w0, t0, start := workerCPU(), cpuSeconds(b, 0), time.Now()
 				v, sps := jobsPerSecond(b, s, bodies)

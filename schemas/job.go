@@ -126,6 +126,24 @@ type Script struct {
 	Sensitive bool `json:"sensitive,omitempty"`
 }
 
+// InlineResults reports whether a job's final host results live in its
+// state record rather than one key each: script-only jobs of at most
+// MaxInlineResults targets in all. It saves a write and a round trip per
+// commit for the small jobs most submissions are.
+func (s *JobSpec) InlineResults() bool {
+	n := 0
+	for _, st := range s.Steps {
+		if st.File != nil {
+			return false
+		}
+		n += len(st.Targets)
+	}
+	return n <= MaxInlineResults
+}
+
+// MaxInlineResults bounds the targets of a job whose results are inlined.
+const MaxInlineResults = 16
+
 // Normalize fills defaults and validates, so a stored spec is complete.
 // It returns FieldErrors (wrapping ErrInvalid) naming every bad field.
 func (s *JobSpec) Normalize() error {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -249,6 +250,35 @@ type JobState struct {
 	StopAt time.Time `json:"stop_at,omitzero"`
 	StopBy string    `json:"stop_by,omitempty"`
 	Reason string    `json:"reason,omitempty"`
+	// Results holds the final host results of a small job (see
+	// JobSpec.InlineResults), committed with the state; a larger job keeps
+	// each in its own key (KeyHostResult).
+	Results []HostResult `json:"results,omitempty"`
+}
+
+// PutResults records final host results in the state, replacing an
+// earlier one of the same unit (an earlier attempt).
+func (st *JobState) PutResults(rs []HostResult) {
+	for _, r := range rs {
+		i := slices.IndexFunc(st.Results, func(o HostResult) bool {
+			return o.Step == r.Step && o.Phase == r.Phase && o.Index == r.Index
+		})
+		if i >= 0 {
+			st.Results[i] = r
+		} else {
+			st.Results = append(st.Results, r)
+		}
+	}
+}
+
+// Result returns a unit's result from Results.
+func (st *JobState) Result(step int, phase string, idx int) (HostResult, bool) {
+	for _, r := range st.Results {
+		if r.Step == step && r.Phase == phase && r.Index == idx {
+			return r, true
+		}
+	}
+	return HostResult{}, false
 }
 
 // StepState is one step's progress.

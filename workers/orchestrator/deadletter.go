@@ -97,7 +97,7 @@ func (w *Worker) failJob(ctx context.Context, id int64, submit []byte, reason st
 		t := newTxn(spec, st, now, w.dir)
 		t.abort(reason)
 		st.UpdatedAt = now
-		if err := w.storeResults(ctx, id, t.results); err != nil {
+		if err := w.storeResults(ctx, spec, st, t.results); err != nil {
 			return err
 		}
 		b, _ := json.Marshal(st)

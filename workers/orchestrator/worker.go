@@ -237,7 +237,7 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	t.created = true
 	t.emit(events.JobCreated, t.jobID(), t.jobID(), schemas.Summarize(spec, st))
 	t.advance()
-	if err := w.storeResults(ctx, id, t.results); err != nil {
+	if err := w.storeResults(ctx, spec, st, t.results); err != nil {
 		return err
 	}
 	stJSON, _ := json.Marshal(st)
@@ -401,7 +401,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		}
 		if t.changed {
 			st.UpdatedAt = t.now
-			if err := w.storeResults(ctx, id, t.results); err != nil {
+			if err := w.storeResults(ctx, spec, st, t.results); err != nil {
 				return err
 			}
 			b, _ := json.Marshal(st)
@@ -422,7 +422,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 				failpoint.Hit("report-committed")
 			}
 		}
-		if err := w.replayResults(ctx, id, t, replayed); err != nil {
+		if err := w.replayResults(ctx, spec, st, t, replayed); err != nil {
 			return err
 		}
 		return w.effects(ctx, spec, st, rev, t)
@@ -434,7 +434,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 // was called; their ids are stable, so the EVENTS stream drops what was
 // published already) and the active index.
 func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn, reports []schemas.Report) error {
-	if err := w.replayResults(ctx, st.ID, t, reports); err != nil {
+	if err := w.replayResults(ctx, spec, st, t, reports); err != nil {
 		return err
 	}
 	t.finished = true
@@ -442,31 +442,52 @@ func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.
 }
 
 // replayResults re-emits the host results of reports already recorded.
-func (w *Worker) replayResults(ctx context.Context, id int64, t *txn, reports []schemas.Report) error {
+func (w *Worker) replayResults(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, t *txn, reports []schemas.Report) error {
 	for _, r := range reports {
-		e, err := w.jobs.Get(ctx, schemas.KeyHostResult(id, r.Step, r.Phase, r.Host))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
+		hr, ok, err := w.hostResult(ctx, spec, st, r.Step, r.Phase, r.Host)
 		if err != nil {
-			return fmt.Errorf("load host result: %w", err)
+			return err
 		}
-		var hr schemas.HostResult
-		if err := json.Unmarshal(e.Value(), &hr); err != nil || hr.Attempt != r.Attempt {
-			continue
+		if ok && hr.Attempt == r.Attempt {
+			t.replayResult(r.ExecID, hr)
 		}
-		t.replayResult(r.ExecID, hr)
 	}
 	return nil
 }
 
-// storeResults writes final host results beside the state, before the
-// state commit that makes them count. Rewriting one is harmless.
-func (w *Worker) storeResults(ctx context.Context, id int64, results []schemas.HostResult) error {
+// hostResult finds a unit's stored result: in the state of a small job,
+// in its own key otherwise.
+func (w *Worker) hostResult(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, step int, phase string, idx int) (schemas.HostResult, bool, error) {
+	if spec.InlineResults() {
+		hr, ok := st.Result(step, phase, idx)
+		return hr, ok, nil
+	}
+	e, err := w.jobs.Get(ctx, schemas.KeyHostResult(st.ID, step, phase, idx))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return schemas.HostResult{}, false, nil
+	}
+	if err != nil {
+		return schemas.HostResult{}, false, fmt.Errorf("load host result: %w", err)
+	}
+	var hr schemas.HostResult
+	if err := json.Unmarshal(e.Value(), &hr); err != nil {
+		return schemas.HostResult{}, false, nil
+	}
+	return hr, true, nil
+}
+
+// storeResults records final host results before the state commit that
+// makes them count: a small job's in the state itself (committed with it),
+// a larger job's each in its own key (rewriting one is harmless).
+func (w *Worker) storeResults(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, results []schemas.HostResult) error {
+	if spec.InlineResults() {
+		st.PutResults(results)
+		return nil
+	}
 	futs := make([]jetstream.PubAckFuture, 0, len(results))
 	for _, r := range results {
 		b, _ := json.Marshal(r)
-		f, err := w.js.PublishAsync("$KV."+schemas.BucketJobs+"."+schemas.KeyHostResult(id, r.Step, r.Phase, r.Index), b)
+		f, err := w.js.PublishAsync("$KV."+schemas.BucketJobs+"."+schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index), b)
 		if err != nil {
 			return fmt.Errorf("store host result: %w", err)
 		}

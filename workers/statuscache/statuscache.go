@@ -354,6 +354,12 @@ func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
 // rowsFromKV joins the state table with the stored host results.
 func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) ([]HostRow, error) {
 	results := map[string]schemas.HostResult{}
+	if spec.InlineResults() {
+		for _, r := range st.Results {
+			results[hostField(r.Step, r.Phase, r.Index)] = r
+		}
+		return BuildRows(spec, st, results), nil
+	}
 	lister, err := c.kv.ListKeysFiltered(ctx, schemas.KeyHostResults(st.ID))
 	if err != nil {
 		return nil, fmt.Errorf("list host results of job %d: %w: %w", st.ID, schemas.ErrUnavailable, err)

@@ -135,6 +135,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.spool, 0o700); err != nil {
 		return fmt.Errorf("agent output dir: %w", err)
 	}
+	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "scripts"), 0o755); err != nil {
+		return fmt.Errorf("agent scripts dir: %w", err)
+	}
 	a.started = time.Now().UTC()
 	if err := a.recover(ctx); err != nil {
 		return err
@@ -225,7 +228,14 @@ func (a *Agent) recover(ctx context.Context) error {
 		killOrphan(e.Pgid, e.Start)
 		spools[spoolPath(a.spool, e.Exec)] = true
 	}
-	killWriters(spools)
+	if left, err := os.ReadDir(a.spool); err == nil {
+		for _, f := range left {
+			spools[filepath.Join(a.spool, f.Name())] = true
+		}
+	}
+	if len(spools) > 0 { // scanning /proc is not free: only with something to guard
+		killWriters(spools)
+	}
 	for _, e := range unfinished {
 		if e.Task == nil {
 			continue

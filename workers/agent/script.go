@@ -89,16 +89,13 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	if !ok {
 		return failed("unknown interpreter %q", sc.Interpreter)
 	}
-	path, err := exec.LookPath(interp)
+	path, err := lookInterpreter(interp)
 	if err != nil {
 		return failed("interpreter %s not found on the host", interp)
 	}
 	dir := filepath.Join(a.cfg.DataDir, "scripts")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return failed("script dir: %v", err)
-	}
 	file := filepath.Join(dir, t.ExecID+map[string]string{"python3": ".py"}[interp]+".script")
-	if err := os.WriteFile(file, []byte(sc.Content), 0o755); err != nil {
+	if err := writeScript(dir, file, sc.Content); err != nil {
 		return failed("write script: %v", err)
 	}
 	defer os.Remove(file)
@@ -138,6 +135,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	of.Close()
 	if err != nil {
 		e.mu.Unlock()
+		interpreters.Delete(interp) // looked up again next time: it may have moved
 		return failed("start %s: %v", interp, err)
 	}
 	e.pgid = cmd.Process.Pid
@@ -188,6 +186,35 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 		o.status, o.err = schemas.HostFailed, fmt.Sprintf("exit code %d", code)
 	}
 	return o
+}
+
+// interpreters caches where each interpreter was found on PATH: one
+// lookup per agent process rather than a few stat calls per task.
+var interpreters sync.Map
+
+func lookInterpreter(name string) (string, error) {
+	if p, ok := interpreters.Load(name); ok {
+		return p.(string), nil
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", err
+	}
+	interpreters.Store(name, p)
+	return p, nil
+}
+
+// writeScript writes a script file, creating its directory only when it
+// is missing (the first task, or someone removed it): not a mkdir per task.
+func writeScript(dir, file, content string) error {
+	err := os.WriteFile(file, []byte(content), 0o755)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		err = os.WriteFile(file, []byte(content), 0o755)
+	}
+	return err
 }
 
 func statusFor(reason string) schemas.HostStatus {

@@ -74,10 +74,12 @@ func BenchmarkSubmit(b *testing.B) {
 	client := &http.Client{Transport: tr}
 	rawSubj := rawStream(b, s)
 	for b.Loop() {
+		stop := profileWindow(b)
 		api := perSecond(b, clients, total, func() error {
 			_, err := post(client, s, body)
 			return err
 		})
+		stop()
 		raw := rawPublish(b, s, rawSubj, body, clients, total)
 		floor := httpFloor(b, client, body, clients, total)
 		b.ReportMetric(api, "submits/s")
@@ -397,6 +399,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		stop := profileWindow(b)
 		start = time.Now()
 		id, err := post(client, s, body)
 		if err != nil {
@@ -410,6 +413,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 			}
 		}
 		el := time.Since(start)
+		stop()
 		sub.Unsubscribe()
 		var sum schemas.JobSummary
 		s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum)
@@ -493,6 +497,8 @@ func jobsPerSecond(b *testing.B, s *testenv.System, bodies [][]byte) (float64, f
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
+	stop := profileWindow(b)
+	defer stop()
 	start := time.Now()
 	for range jpsClients {
 		wg.Go(func() {

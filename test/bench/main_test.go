@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -298,5 +299,35 @@ func recordPercentiles(b *testing.B, measure string, lat, floor []time.Duration,
 		}
 		record(b, row{fmt.Sprintf(measure, fmt.Sprintf("p%d", p)), fmt.Sprintf("%.2f ms", ms(v)),
 			fmt.Sprintf("%.2f ms (%s)", ms(f), limit), fmt.Sprintf("%.1f×", ms(v)/ms(f)), goal, met})
+	}
+}
+
+// profileWindow starts a CPU profile of the measured part of benchmark b
+// when FLEETJOB_BENCH_CPUPROFILE names a directory, and returns what stops
+// it: <dir>/<benchmark>.prof, for go tool pprof. The profile covers this
+// process: the agents, workers, API and embedded NATS server of the
+// benchmark's system (the worker processes of BenchmarkWorkers124 are not
+// in it).
+func profileWindow(b *testing.B) func() {
+	dir := os.Getenv("FLEETJOB_BENCH_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "Benchmark"))
+	f, err := os.Create(filepath.Join(dir, name+".prof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Logf("no CPU profile: %v", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }

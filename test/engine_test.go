@@ -132,6 +132,29 @@ func TestAgentOffline(t *testing.T) {
 	}
 }
 
+// A worker that takes the sweeper lease over finds the jobs that were
+// waiting before it held it (through the active index) and the jobs created
+// after (through its watch of job states): both time out waiting for their
+// agent.
+func TestSweeperTakesOverWaitingJobs(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{})
+	stop := s.StartWorkers(t, 1)
+	body := script("echo hi", "10.255.255.2")
+	body["agent_wait"] = 3
+	before := submit(t, s, body, nil)
+	waitStatus(t, s, before, "10.255.255.2", schemas.HostWaitingAgent, 10*time.Second)
+	stop() // its lease goes with it
+	s.StartWorkers(t, 1)
+	after := submit(t, s, body, nil)
+	for _, id := range []int64{before, after} {
+		waitJob(t, s, id, 30*time.Second)
+		if h := hostByIP(t, s, id, "10.255.255.2"); h.Status != schemas.HostAgentOffline {
+			t.Errorf("job %d: host %s %q, want agent_offline", id, h.Status, h.Error)
+		}
+	}
+}
+
 func TestAgentArrivesWhileWaiting(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 1})

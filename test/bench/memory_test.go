@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,5 +139,30 @@ func BenchmarkMemoryQueued(b *testing.B) {
 		record(b, row{"memory per 1,000 queued jobs (JetStream store + Redis + Go heap)",
 			fmt.Sprintf("%s (JS %s, Redis %s, heap %s)", bytesStr(tot), bytesStr(js), bytesStr(rd), bytesStr(hp)),
 			bytesStr(spec) + " (the 1,000 request bodies)", fmt.Sprintf("%.0f×", tot/spec), noGoal, noGoal})
+
+		// what the waiting jobs cost while nothing happens: the sweeper
+		// looks at every active job each second
+		idle := idleCPU(b, 5*time.Second)
+		b.ReportMetric(idle, "idle-cores")
+		record(b, row{fmt.Sprintf("idle CPU with %s jobs waiting for an agent", thousands(int64(queued))),
+			fmt.Sprintf("%.3f cores", idle), "0 (nothing is happening)", noGoal, noGoal, noGoal})
 	}
+}
+
+// idleCPU returns the CPU this process (embedded NATS, API, workers) used
+// over d, in cores.
+func idleCPU(b *testing.B, d time.Duration) float64 {
+	b.Helper()
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	stop := profileWindow(b)
+	defer stop()
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(d)
+	return (cpu() - c0).Seconds() / time.Since(t0).Seconds()
 }

@@ -127,7 +127,7 @@ func BenchmarkRealAgents1000(b *testing.B) {
 	body := jobBody(ips...)
 	for b.Loop() {
 		bare1 := spawnBash(b, n, n)
-		stop := profileWindow(b)
+		stop := profileWindow(b, "")
 		start := time.Now()
 		id, err := post(client, s, body)
 		if err != nil {

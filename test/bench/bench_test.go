@@ -74,7 +74,7 @@ func BenchmarkSubmit(b *testing.B) {
 	client := &http.Client{Transport: tr}
 	rawSubj := rawStream(b, s)
 	for b.Loop() {
-		stop := profileWindow(b)
+		stop := profileWindow(b, "")
 		api := perSecond(b, clients, total, func() error {
 			_, err := post(client, s, body)
 			return err
@@ -361,6 +361,13 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 	}
 	body := jobBody(targets...)
 	client := &http.Client{}
+	// what 10,000 online agents cost while nothing runs: their heartbeats
+	// (a registry write each every 5 s) and the registry watches
+	time.Sleep(6 * time.Second) // every agent has heartbeated once since start
+	idle := idleCPU(b, 10*time.Second)
+	b.ReportMetric(idle, "idle-cores")
+	record(b, row{"idle CPU with 10,000 simulated agents online", fmt.Sprintf("%.3f cores", idle),
+		"0 (nothing is running)", noGoal, noGoal, noGoal})
 	for b.Loop() {
 		// the floor: 10,000 responders spread over 100 connections (as
 		// agents would be spread over processes), one request, all replies
@@ -399,7 +406,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		stop := profileWindow(b)
+		stop := profileWindow(b, "")
 		start = time.Now()
 		id, err := post(client, s, body)
 		if err != nil {
@@ -497,7 +504,7 @@ func jobsPerSecond(b *testing.B, s *testenv.System, bodies [][]byte) (float64, f
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
-	stop := profileWindow(b)
+	stop := profileWindow(b, "")
 	defer stop()
 	start := time.Now()
 	for range jpsClients {

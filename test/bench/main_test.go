@@ -304,11 +304,11 @@ func recordPercentiles(b *testing.B, measure string, lat, floor []time.Duration,
 
 // profileWindow starts a CPU profile of the measured part of benchmark b
 // when FLEETJOB_BENCH_CPUPROFILE names a directory, and returns what stops
-// it: <dir>/<benchmark>.prof, for go tool pprof. The profile covers this
+// it: <dir>/<benchmark>[-<part>].prof, for go tool pprof. The profile covers this
 // process: the agents, workers, API and embedded NATS server of the
 // benchmark's system (the worker processes of BenchmarkWorkers124 are not
 // in it).
-func profileWindow(b *testing.B) func() {
+func profileWindow(b *testing.B, part string) func() {
 	dir := os.Getenv("FLEETJOB_BENCH_CPUPROFILE")
 	if dir == "" {
 		return func() {}
@@ -317,6 +317,9 @@ func profileWindow(b *testing.B) func() {
 		b.Fatal(err)
 	}
 	name := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "Benchmark"))
+	if part != "" {
+		name += "-" + part
+	}
 	f, err := os.Create(filepath.Join(dir, name+".prof"))
 	if err != nil {
 		b.Fatal(err)

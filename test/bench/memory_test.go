@@ -160,7 +160,7 @@ func idleCPU(b *testing.B, d time.Duration) float64 {
 		}
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	stop := profileWindow(b)
+	stop := profileWindow(b, "idle")
 	defer stop()
 	c0, t0 := cpu(), time.Now()
 	time.Sleep(d)

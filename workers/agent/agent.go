@@ -85,6 +85,11 @@ type Agent struct {
 	running   map[string]*execution
 	cancelled map[string]time.Time
 	wg        sync.WaitGroup
+	// halt ends when the agent gives up on storing what its executions
+	// produced (shutdown, after the grace): until then an execution's
+	// output is retried for as long as NATS takes to come back.
+	halt    context.Context
+	haltNow context.CancelFunc
 }
 
 // New prepares an agent; Run starts it.
@@ -111,11 +116,13 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	halt, haltNow := context.WithCancel(context.Background())
 	return &Agent{
 		cfg: cfg, nc: nc, js: js, m: m,
 		log:       log.With("component", "agent", "agent", cfg.ID),
 		running:   map[string]*execution{},
 		cancelled: map[string]time.Time{},
+		halt:      halt, haltNow: haltNow,
 	}, nil
 }
 
@@ -184,8 +191,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdown waits for running scripts within the grace, then kills the rest.
+// haltGrace is how long killed executions get, at shutdown, to store
+// their output and report before the agent stops retrying: what is left is
+// in the spool and the journal for the next start.
+const haltGrace = 10 * time.Second
+
+// shutdown waits for running scripts within the grace, then kills the rest
+// and, haltGrace later, stops retrying their output and reports.
 func (a *Agent) shutdown() {
+	defer a.haltNow()
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()
 	select {
@@ -198,6 +212,12 @@ func (a *Agent) shutdown() {
 		e.kill(killShutdown)
 	}
 	a.mu.Unlock()
+	select {
+	case <-done:
+		return
+	case <-time.After(killGrace + haltGrace):
+	}
+	a.haltNow()
 	<-done
 }
 
@@ -311,7 +331,12 @@ func (a *Agent) publish(ctx context.Context, r *schemas.Report) error {
 	m.Header.Set(nats.MsgIdHdr, r.ExecID+"."+r.Kind)
 	var err error
 	for i := 0; i < 5; i++ {
-		if _, err = a.js.PublishMsg(ctx, m); err == nil {
+		// each attempt waits a bounded time: a request lost in a
+		// failover must not use up the caller's whole wait
+		actx, cancel := context.WithTimeout(ctx, schemas.PublishAsyncTimeout)
+		_, err = a.js.PublishMsg(actx, m)
+		cancel()
+		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -447,15 +472,23 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 		o = failed("this agent cannot run %q tasks", t.Kind)
 		close(e.done)
 	}
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	lines, err := logs.Close(lctx)
-	cancel()
+	// The output is stored before the result is reported, however long
+	// NATS takes to come back (a failover, a restart): a log is never
+	// reported complete with lines missing.
+	lines, err := logs.Close(a.halt)
 	close(stopHB)
-	if err != nil {
-		a.log.Warn("log chunks not all stored", "exec", t.ExecID, "err", err)
-	}
 	if !startedTimer.Stop() {
 		<-startedSent // in order: the start before the result
+	}
+	if err != nil {
+		// The agent is stopping with output not stored: the execution
+		// stays unfinished in the journal with its spool file, and the
+		// next start publishes the rest and reports it interrupted.
+		a.log.Error("output not stored before the agent stopped; the next start stores it", "exec", t.ExecID, "err", err)
+		a.mu.Lock()
+		delete(a.running, t.ExecID)
+		a.mu.Unlock()
+		return
 	}
 	r := a.report(t, schemas.ReportFinished)
 	r.Status, r.ExitCode, r.Error, r.Files = o.status, o.exitCode, o.err, o.files

@@ -44,12 +44,14 @@ type logStream struct {
 	onBytes func(int)
 	// mask replaces sensitive parameter values in every line.
 	mask *strings.Replacer
+	// attempt bounds each resend's wait for its ack.
+	attempt time.Duration
 }
 
 func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *logStream {
 	l := &logStream{
 		js: js, subject: schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt),
-		exec: t.ExecID, onBytes: onBytes,
+		exec: t.ExecID, onBytes: onBytes, attempt: schemas.PublishAsyncTimeout,
 	}
 	if sc := t.Script; sc != nil && sc.Sensitive {
 		var pairs []string
@@ -196,9 +198,10 @@ func (c sentChunk) stored() bool {
 // If a chunk's publish failed (a stream leader election, a reconnect), the
 // chunks after it may have been stored or not, so from that chunk on every
 // chunk is sent again, one at a time and in order, under a new message id
-// (each retried until ctx ends). The log then ends with its final chunk,
-// as readers expect, and a line stored twice is read once (readers take
-// each line index once).
+// (each retried until ctx ends; each attempt waits at most l.attempt for
+// its ack, so a request lost in a failover does not use up the caller's
+// whole wait). The log then ends with its final chunk, as readers expect,
+// and a line stored twice is read once (readers take each line index once).
 func (l *logStream) Close(ctx context.Context) (int, error) {
 	l.mu.Lock()
 	l.closed = true
@@ -234,7 +237,9 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 		}
 		m.Header.Set(nats.MsgIdHdr, c.msg.Header.Get(nats.MsgIdHdr)+".r")
 		for i := 0; ; i++ {
-			_, err := l.js.PublishMsg(ctx, m)
+			actx, cancel := context.WithTimeout(ctx, l.attempt)
+			_, err := l.js.PublishMsg(actx, m)
+			cancel()
 			if err == nil {
 				break
 			}

@@ -18,9 +18,12 @@ const (
 	runSlack   = 60 * time.Second // a running host with no result past timeout + runSlack ends as timeout
 )
 
-// Directory answers which online agent serves a host.
+// Directory answers which online agent serves a host, and whether the
+// agents of a host are gone (silent past their TTL while the directory
+// could hear them: not merely unseen during a NATS failover).
 type Directory interface {
 	Lookup(h schemas.Host, now time.Time) (schemas.AgentInfo, bool)
+	Gone(h schemas.Host, now time.Time) bool
 }
 
 // routedTask is a task and the agent (and task pool) it goes to.
@@ -523,7 +526,7 @@ func (t *txn) expireTable(step int, phase string) {
 		case s == schemas.HostDispatched && age > wait+startSlack+reportLag:
 			t.finalize(u, schemas.HostAgentOffline, "the agent did not start the task in time")
 		case s == schemas.HostRunning:
-			if _, ok := t.dir.Lookup(t.host(u), t.now); !ok {
+			if t.dir.Gone(t.host(u), t.now) {
 				t.finalize(u, schemas.HostInterrupted, "the agent went offline while the task ran")
 			} else if age > spec.StepTimeout()+runSlack {
 				t.finalize(u, schemas.HostTimeout, "no result from the agent within the timeout")

@@ -13,6 +13,11 @@ import (
 // fakeDir is a directory where the listed IPs have online agents.
 type fakeDir map[string]bool
 
+func (d fakeDir) Gone(h schemas.Host, now time.Time) bool {
+	_, ok := d.Lookup(h, now)
+	return !ok
+}
+
 func (d fakeDir) Lookup(h schemas.Host, _ time.Time) (schemas.AgentInfo, bool) {
 	if d[h.IP] {
 		return schemas.AgentInfo{ID: "agent-" + h.IP, IP: h.IP}, true

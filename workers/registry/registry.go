@@ -4,9 +4,12 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,37 +19,66 @@ import (
 )
 
 // Registry watches the agents bucket.
+//
+// It also knows whether its own view is fresh. An agent's silence is only
+// held against it while the registry can see heartbeats arrive: each
+// registry writes a probe key into the bucket every probeEvery and watches
+// it come back. When the watch stalls (a NATS failover, a reconnect) no
+// agent is declared gone, and when it resumes every agent gets a full TTL
+// from then to be heard again, as Nomad resets its heartbeat timers after
+// a leader election. Without this, a worker whose watch stalled for a TTL
+// marked the hosts of live agents interrupted.
 type Registry struct {
-	kv  jetstream.KeyValue
-	ttl time.Duration
+	kv    jetstream.KeyValue
+	ttl   time.Duration
+	probe string // this registry's probe key
 
 	mu     sync.RWMutex
 	agents map[string]schemas.AgentInfo
 	byHost map[schemas.Host][]string
 	ready  chan struct{}
+	// heard is when the watch last delivered anything; resumed is when it
+	// was first heard again after a stall (or when the registry started).
+	heard, resumed time.Time
 }
+
+// Probe timing: a probe every probeEvery; a watch silent for stallAfter
+// has stalled.
+const (
+	probeEvery = 2 * time.Second
+	stallAfter = 3 * probeEvery
+)
+
+// probePrefix starts the probe keys, which agent ids cannot (they have no
+// dots).
+const probePrefix = "probe."
 
 // New returns a registry; an agent counts as online when it was heard from
 // within ttl.
 func New(kv jetstream.KeyValue, ttl time.Duration) *Registry {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	now := time.Now()
 	return &Registry{
-		kv: kv, ttl: ttl,
+		kv: kv, ttl: ttl, probe: probePrefix + hex.EncodeToString(b),
 		agents: map[string]schemas.AgentInfo{},
 		byHost: map[schemas.Host][]string{},
 		ready:  make(chan struct{}),
+		heard:  now, resumed: now,
 	}
 }
 
 // TTL is how long an agent stays online without a heartbeat.
 func (r *Registry) TTL() time.Duration { return r.ttl }
 
-// Run follows the bucket until ctx ends.
+// Run follows the bucket, and writes the probe, until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
 	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch agents: %w", err)
 	}
 	defer w.Stop()
+	go r.probeLoop(ctx)
 	readyOnce := sync.OnceFunc(func() { close(r.ready) })
 	for {
 		select {
@@ -60,7 +92,27 @@ func (r *Registry) Run(ctx context.Context) error {
 				readyOnce()
 				continue
 			}
-			r.apply(e)
+			r.apply(ctx, e, time.Now())
+		}
+	}
+}
+
+// probeLoop writes this registry's probe key every probeEvery, and deletes
+// it when ctx ends.
+func (r *Registry) probeLoop(ctx context.Context) {
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		_, _ = r.kv.Put(pctx, r.probe, []byte(time.Now().UTC().Format(time.RFC3339)))
+		cancel()
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = r.kv.Delete(dctx, r.probe)
+			cancel()
+			return
+		case <-tick.C:
 		}
 	}
 }
@@ -68,10 +120,21 @@ func (r *Registry) Run(ctx context.Context) error {
 // Ready is closed once the initial contents have been loaded.
 func (r *Registry) Ready() <-chan struct{} { return r.ready }
 
-func (r *Registry) apply(e jetstream.KeyValueEntry) {
+func (r *Registry) apply(ctx context.Context, e jetstream.KeyValueEntry, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if at.Sub(r.heard) > stallAfter {
+		r.resumed = at
+	}
+	r.heard = at
 	id := e.Key()
+	if strings.HasPrefix(id, probePrefix) {
+		// another registry's probe left by a crash: not kept forever
+		if id != r.probe && e.Operation() == jetstream.KeyValuePut && at.Sub(e.Created()) > 10*r.ttl {
+			go func() { _ = r.kv.Delete(context.WithoutCancel(ctx), id, jetstream.LastRevision(e.Revision())) }()
+		}
+		return
+	}
 	if old, ok := r.agents[id]; ok {
 		r.unindex(old)
 		delete(r.agents, id)
@@ -116,6 +179,32 @@ func (r *Registry) Lookup(h schemas.Host, now time.Time) (schemas.AgentInfo, boo
 		}
 	}
 	return best, found
+}
+
+// Gone reports whether the agents serving h are gone as far as a fresh
+// view can tell: none was heard from within the TTL, counting from when
+// the watch last resumed after a stall, and the watch is not stalled now.
+// A stopping agent is gone at once.
+func (r *Registry) Gone(h schemas.Host, now time.Time) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if now.Sub(r.heard) > stallAfter {
+		return false // the view is stale: nobody can be told gone
+	}
+	for _, id := range r.byHost[h] {
+		a := r.agents[id]
+		if !a.Stopping && now.Sub(laterOf(a.LastSeen, r.resumed)) <= r.ttl {
+			return false
+		}
+	}
+	return true
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Agent returns one agent by id.

@@ -4,6 +4,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,10 +13,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
+
+// storedChunks lists the LOGS messages of one subject: sequence, line
+// headers and message id, for a failure message.
+func storedChunks(s *testenv.System, subject string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := s.JS.OrderedConsumer(ctx, schemas.StreamLogs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for {
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			return b.String() + err.Error()
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, _ := m.Metadata()
+			var seq uint64
+			if meta != nil {
+				seq = meta.Sequence.Stream
+			}
+			h := m.Headers()
+			fmt.Fprintf(&b, "  seq %d first %s lines %s final %q id %s\n", seq, h.Get(schemas.HdrFirstLine),
+				h.Get(schemas.HdrLineCount), h.Get(schemas.HdrFinal), h.Get(nats.MsgIdHdr))
+		}
+		if n == 0 {
+			return b.String()
+		}
+	}
+}
 
 func script(content string, targets ...string) map[string]any {
 	return map[string]any{
@@ -146,7 +183,9 @@ func fullLog(t *testing.T, s *testenv.System, id int64, host string) []string {
 	for !readLog(t, s, id, host, 0, 1).Complete {
 		if time.Now().After(deadline) {
 			p := readLog(t, s, id, host, 0, 1)
-			t.Fatalf("log of %s in job %d never complete: %+v; host %+v", host, id, p, hostByIP(t, s, id, host))
+			h := hostByIP(t, s, id, host)
+			t.Fatalf("log of %s in job %d never complete: %+v; host %+v; the LOGS stream holds:\n%s", host, id, p, h,
+				storedChunks(s, schemas.UnitLogSubject(id, h.Step, h.Phase, h.Index, h.Attempt)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

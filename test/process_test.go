@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -78,6 +79,16 @@ func (p *proc) signal(sig syscall.Signal) {
 	default:
 		p.cmd.Process.Signal(sig)
 	}
+}
+
+// stopped reports whether the process is stopped (by SIGSTOP).
+func (p *proc) stopped() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && strings.HasPrefix(string(b[i+1:]), " T")
 }
 
 // kill sends SIGKILL and waits for the process to be gone.

@@ -405,6 +405,9 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 				return err
 			}
 			b, _ := json.Marshal(st)
+			if len(reports) > 0 {
+				failpoint.Hit("report-computed") // the new state is ready, not yet committed
+			}
 			newRev, err := w.jobs.Update(ctx, schemas.KeyJobState(id), b, rev)
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				w.m.CASConflicts.Inc()

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -333,4 +334,22 @@ func profileWindow(b *testing.B, part string) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// idleCPU returns the CPU this process (embedded NATS, API, workers) used
+// over d, in cores.
+func idleCPU(b *testing.B, d time.Duration) float64 {
+	b.Helper()
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	stop := profileWindow(b, "idle")
+	defer stop()
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(d)
+	return (cpu() - c0).Seconds() / time.Since(t0).Seconds()
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,22 +146,4 @@ func BenchmarkMemoryQueued(b *testing.B) {
 		record(b, row{fmt.Sprintf("idle CPU with %s jobs waiting for an agent", thousands(int64(queued))),
 			fmt.Sprintf("%.3f cores", idle), "0 (nothing is happening)", noGoal, noGoal, noGoal})
 	}
-}
-
-// idleCPU returns the CPU this process (embedded NATS, API, workers) used
-// over d, in cores.
-func idleCPU(b *testing.B, d time.Duration) float64 {
-	b.Helper()
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			b.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	stop := profileWindow(b, "idle")
-	defer stop()
-	c0, t0 := cpu(), time.Now()
-	time.Sleep(d)
-	return (cpu() - c0).Seconds() / time.Since(t0).Seconds()
 }

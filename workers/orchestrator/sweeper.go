@@ -156,7 +156,8 @@ func (v *sweepView) follow() {
 	v.mu.Unlock()
 }
 
-// put keeps the newer of what the view has and rec.
+// put records a job's state record at rev, unless the view already holds
+// that revision or a newer one.
 func (v *sweepView) put(id int64, raw []byte, rev uint64, listed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -24,7 +24,7 @@ func (p JetStreamPublisher) Publish(ctx context.Context, subject string, body []
 	}
 	ack, err := p.JS.PublishMsg(ctx, m)
 	if err != nil {
-		return 0, false, fmt.Errorf("publish %s: %w: %w", subject, schemas.ErrUnavailable, err)
+		return 0, false, schemas.Unavailable(err, "publish %s", subject)
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
@@ -41,7 +41,7 @@ func (k KVClaims) Claim(ctx context.Context, key string, id int64) (int64, error
 		return got, lerr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("claim %s: %w: %w", key, schemas.ErrUnavailable, err)
+		return 0, schemas.Unavailable(err, "claim %s", key)
 	}
 	return id, nil
 }
@@ -53,7 +53,7 @@ func (k KVClaims) Lookup(ctx context.Context, key string) (int64, bool, error) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("look up %s: %w: %w", key, schemas.ErrUnavailable, err)
+		return 0, false, schemas.Unavailable(err, "look up %s", key)
 	}
 	id, err := strconv.ParseInt(string(e.Value()), 10, 64)
 	if err != nil {

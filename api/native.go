@@ -137,7 +137,7 @@ func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (i
 		}
 		if found {
 			if cl.strict {
-				return id, true, fmt.Errorf("claim %s: %w", cl.key, schemas.ErrConflict)
+				return id, true, schemas.Conflict("the name or key is already taken by job %d", id)
 			}
 			return id, true, nil
 		}
@@ -153,7 +153,7 @@ func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (i
 			s.log.Warn("claim not recorded", "key", cl.key, "job", id, "err", err)
 		}
 		if dup && cl.strict {
-			return id, true, fmt.Errorf("claim %s: %w", cl.key, schemas.ErrConflict)
+			return id, true, schemas.Conflict("the name or key is already taken by job %d", id)
 		}
 	}
 	if !dup {
@@ -372,7 +372,7 @@ func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Ho
 }
 
 func hostNotInJob(h schemas.Host, id int64) error {
-	return fmt.Errorf("host %s in job %d: %w", h, id, schemas.ErrNotFound)
+	return schemas.NotFound("host %s is not a target of job %d", h, id)
 }
 
 func (s *Server) stopJob(c echo.Context) error {
@@ -388,7 +388,7 @@ func (s *Server) stopJob(c echo.Context) error {
 }
 
 // errFinished refuses to stop a job that has already ended.
-var errFinished = fmt.Errorf("job already finished: %w", schemas.ErrConflict)
+var errFinished = schemas.Conflict("job already finished")
 
 // stop publishes a stop command for a job that exists and has not ended.
 func (s *Server) stop(ctx context.Context, id int64, by string) error {
@@ -511,7 +511,7 @@ func (s *Server) jobCallback(c echo.Context) error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("callback of job %d: %w", id, schemas.ErrNotFound)
+		return schemas.NotFound("job %d has no callback", id)
 	}
 	return c.JSON(http.StatusOK, rec)
 }
@@ -527,7 +527,7 @@ func (s *Server) listDeadLetters(c echo.Context) error {
 	}
 	lister, err := s.deps.DeadLetters.ListKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("dead letters: %w: %w", schemas.ErrUnavailable, err)
+		return schemas.Unavailable(err, "dead letters")
 	}
 	var all []schemas.DeadLetter
 	for k := range lister.Keys() {

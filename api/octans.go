@@ -384,7 +384,7 @@ func (s *Server) octansResolve(c echo.Context) (int64, error) {
 		return 0, err
 	}
 	if !found {
-		return 0, fmt.Errorf("task %q: %w", ref.Name, schemas.ErrNotFound)
+		return 0, schemas.NotFound("no task is named %q", ref.Name)
 	}
 	return id, nil
 }
@@ -584,7 +584,7 @@ func (s *Server) octansGetlog(c echo.Context) error {
 		}
 	}
 	if len(rows) == 0 {
-		return fmt.Errorf("tasks on host %s: %w", h.IP, schemas.ErrNotFound)
+		return schemas.NotFound("no task ran on host %s", h.IP)
 	}
 	return octansOK(c, rows)
 }

@@ -62,3 +62,59 @@ func Invalid(field, format string, args ...any) error {
 	fe.Add(field, format, args...)
 	return fe
 }
+
+// kindError is an error of one of the sentinel kinds whose text is a
+// sentence a client may read; cause, when set, is for logs only.
+type kindError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *kindError) Error() string {
+	if e.cause != nil {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *kindError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.kind, e.cause}
+	}
+	return []error{e.kind}
+}
+
+// NotFound returns an error wrapping ErrNotFound whose text is the message.
+func NotFound(format string, args ...any) error {
+	return &kindError{kind: ErrNotFound, msg: fmt.Sprintf(format, args...)}
+}
+
+// Conflict returns an error wrapping ErrConflict whose text is the message.
+func Conflict(format string, args ...any) error {
+	return &kindError{kind: ErrConflict, msg: fmt.Sprintf(format, args...)}
+}
+
+// Unavailable returns an error wrapping ErrUnavailable and cause: a
+// dependency failed while doing what the message says.
+func Unavailable(cause error, format string, args ...any) error {
+	return &kindError{kind: ErrUnavailable, msg: fmt.Sprintf(format, args...), cause: cause}
+}
+
+// Message is the text of err a client may read: the sentence of a
+// NotFound, Conflict or Unavailable error (never its cause or the kind's
+// own word), the field errors of an invalid request, or else err's text.
+func Message(err error) string {
+	var ke *kindError
+	if errors.As(err, &ke) {
+		if ke.kind == ErrUnavailable {
+			return ke.msg + ": a dependency is unavailable, try again"
+		}
+		return ke.msg
+	}
+	var fe FieldErrors
+	if errors.As(err, &fe) {
+		return fe.Error()
+	}
+	return err.Error()
+}

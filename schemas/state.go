@@ -441,7 +441,7 @@ func NewJobState(id int64, spec *JobSpec, now time.Time) *JobState {
 // where the operation means something. Refusals wrap ErrConflict.
 func (j *JobState) CheckOp(op string, step int) error {
 	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%s on step %d: %s: %w", op, step+1, fmt.Sprintf(format, args...), ErrConflict)
+		return Conflict("%s on step %d: %s", op, step+1, fmt.Sprintf(format, args...))
 	}
 	known := false
 	for _, o := range StepOps {
@@ -451,7 +451,7 @@ func (j *JobState) CheckOp(op string, step int) error {
 		return Invalid("op", "unknown operation %q", op)
 	}
 	if step < 0 || step >= len(j.Steps) {
-		return fmt.Errorf("step %d of job %d: %w", step+1, j.ID, ErrNotFound)
+		return NotFound("job %d has no step %d", j.ID, step)
 	}
 	if step != j.Step {
 		return refuse("the job is at step %d", j.Step+1)

@@ -236,7 +236,7 @@ func Get(ctx context.Context, kv jetstream.KeyValue, id int64) (Record, bool, er
 		return rec, false, nil
 	}
 	if err != nil {
-		return rec, false, fmt.Errorf("callback record %d: %w: %w", id, schemas.ErrUnavailable, err)
+		return rec, false, schemas.Unavailable(err, "callback record %d", id)
 	}
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		return rec, false, fmt.Errorf("callback record %d: %w", id, err)

@@ -179,7 +179,7 @@ func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, e
 		return p, nil
 	}
 	if err != nil {
-		return p, fmt.Errorf("read log: %w: %w", schemas.ErrUnavailable, err)
+		return p, schemas.Unavailable(err, "read log")
 	}
 	lc, ok := chunkOf(last.Header, last.Sequence)
 	if !ok {
@@ -204,7 +204,7 @@ func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, e
 		}
 		m, err := r.stream.GetMsg(ctx, c.seq)
 		if err != nil {
-			return p, fmt.Errorf("read log chunk %d: %w: %w", c.seq, schemas.ErrUnavailable, err)
+			return p, schemas.Unavailable(err, "read log chunk %d", c.seq)
 		}
 		lines := strings.Split(string(m.Data), "\n")
 		for i, l := range lines {
@@ -261,18 +261,18 @@ func (r *Reader) rebuild(ctx context.Context, ref LogRef) ([]chunk, error) {
 		FilterSubjects: []string{ref.subject()}, HeadersOnly: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "scan log")
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
-		return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "scan log")
 	}
 	defer it.Stop()
 	var chunks []chunk
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("scan log: %w: %w", schemas.ErrUnavailable, err)
+			return nil, schemas.Unavailable(err, "scan log")
 		}
 		meta, err := m.Metadata()
 		if err != nil {

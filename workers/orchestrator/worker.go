@@ -337,7 +337,7 @@ func (w *Worker) rememberSpec(id int64, s *schemas.JobSpec) {
 func (w *Worker) loadState(ctx context.Context, id int64) (*schemas.JobState, uint64, error) {
 	e, err := w.jobs.Get(ctx, schemas.KeyJobState(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, fmt.Errorf("job %d: %w", id, schemas.ErrNotFound)
+		return nil, 0, schemas.NotFound("job %d does not exist", id)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("load job %d: %w", id, err)

@@ -47,7 +47,7 @@ func (c *Cache) List(ctx context.Context, q ListQuery) ([]schemas.JobSummary, in
 		}
 		n, err := c.rdb.ZCard(ctx, key).Result()
 		if err != nil {
-			return nil, 0, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+			return nil, 0, schemas.Unavailable(err, "list jobs")
 		}
 		total = n
 		rng := c.rdb.ZRange(ctx, key, start, stop)
@@ -56,7 +56,7 @@ func (c *Cache) List(ctx context.Context, q ListQuery) ([]schemas.JobSummary, in
 		}
 		members, err := rng.Result()
 		if err != nil {
-			return nil, 0, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+			return nil, 0, schemas.Unavailable(err, "list jobs")
 		}
 		ids = parseIDs(members)
 	} else {
@@ -85,12 +85,12 @@ func (c *Cache) filtered(ctx context.Context, q ListQuery) ([]int64, error) {
 	}
 	members, err := c.rdb.ZRange(ctx, key, 0, -1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "list jobs")
 	}
 	if q.Name != "" && q.Status != "" && len(members) > 0 {
 		scores, err := c.rdb.ZMScore(ctx, keyStatus(q.Status), members...).Result()
 		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+			return nil, schemas.Unavailable(err, "list jobs")
 		}
 		kept := members[:0]
 		for i, m := range members {
@@ -105,7 +105,7 @@ func (c *Cache) filtered(ctx context.Context, q ListQuery) ([]int64, error) {
 	if q.Sort == "updated_at" && len(members) > 0 {
 		scores, err := c.rdb.ZMScore(ctx, keyUpdated, members...).Result()
 		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+			return nil, schemas.Unavailable(err, "list jobs")
 		}
 		for i, id := range ids {
 			order[id] = scores[i]
@@ -170,7 +170,7 @@ func (c *Cache) HostJobs(ctx context.Context, h schemas.Host, limit int) ([]int6
 	}
 	members, err := c.rdb.ZRevRange(ctx, keyHostJobs(h), 0, int64(limit)-1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("host jobs: %w: %w", schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "host jobs")
 	}
 	return parseIDs(members), nil
 }
@@ -180,7 +180,7 @@ func (c *Cache) HostJobs(ctx context.Context, h schemas.Host, limit int) ([]int6
 func (c *Cache) EnsureBuilt(ctx context.Context) error {
 	n, err := c.rdb.Exists(ctx, keyBuilt).Result()
 	if err != nil {
-		return fmt.Errorf("status cache: %w: %w", schemas.ErrUnavailable, err)
+		return schemas.Unavailable(err, "status cache")
 	}
 	if n == 1 {
 		return nil
@@ -194,7 +194,7 @@ func (c *Cache) EnsureBuilt(ctx context.Context) error {
 func (c *Cache) Rebuild(ctx context.Context) error {
 	lister, err := c.kv.ListKeysFiltered(ctx, "*")
 	if err != nil {
-		return fmt.Errorf("rebuild: list jobs: %w: %w", schemas.ErrUnavailable, err)
+		return schemas.Unavailable(err, "rebuild: list jobs")
 	}
 	var ids []int64
 	for k := range lister.Keys() {
@@ -226,11 +226,11 @@ func (c *Cache) Rebuild(ctx context.Context) error {
 			}
 		})
 		if err != nil {
-			return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
+			return schemas.Unavailable(err, "rebuild")
 		}
 	}
 	if err := c.rdb.Set(ctx, keyBuilt, "1", 0).Err(); err != nil {
-		return fmt.Errorf("rebuild: %w: %w", schemas.ErrUnavailable, err)
+		return schemas.Unavailable(err, "rebuild")
 	}
 	c.log.Info("status cache rebuilt from JetStream", "jobs", len(ids))
 	return nil

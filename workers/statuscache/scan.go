@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -59,7 +58,7 @@ func (c *Cache) JobsBefore(ctx context.Context, below int64, n int) ([]schemas.J
 		Max: "(" + strconv.FormatInt(below, 10), Min: "-inf", Count: int64(n),
 	}).Result()
 	if err != nil {
-		return nil, 0, fmt.Errorf("list jobs: %w: %w", schemas.ErrUnavailable, err)
+		return nil, 0, schemas.Unavailable(err, "list jobs")
 	}
 	ids := parseIDs(members)
 	var next int64
@@ -135,7 +134,7 @@ func (c *Cache) JobsOnHosts(ctx context.Context, hosts []schemas.Host, ids []int
 		cmds[i] = pipe.ZMScore(ctx, keyHostJobs(h), members...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("host jobs: %w: %w", schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "host jobs")
 	}
 	for _, cmd := range cmds {
 		for i, score := range cmd.Val() {

@@ -250,10 +250,10 @@ func (c *Cache) Load(ctx context.Context, id int64) (*schemas.JobSpec, *schemas.
 		if spec, st, ok := c.queued(ctx, id); ok {
 			return spec, st, 0, nil
 		}
-		return nil, nil, 0, fmt.Errorf("job %d: %w", id, schemas.ErrNotFound)
+		return nil, nil, 0, schemas.NotFound("job %d does not exist", id)
 	}
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("load job %d: %w: %w", id, schemas.ErrUnavailable, err)
+		return nil, nil, 0, schemas.Unavailable(err, "load job %d", id)
 	}
 	var st schemas.JobState
 	if err := json.Unmarshal(se.Value(), &st); err != nil {
@@ -270,10 +270,10 @@ func (c *Cache) Load(ctx context.Context, id int64) (*schemas.JobSpec, *schemas.
 func (c *Cache) LoadSpec(ctx context.Context, id int64) (*schemas.JobSpec, error) {
 	e, err := c.kv.Get(ctx, schemas.KeyJobSpec(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("job %d spec: %w", id, schemas.ErrNotFound)
+		return nil, schemas.NotFound("job %d does not exist", id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load job %d spec: %w: %w", id, schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "load job %d spec", id)
 	}
 	var spec schemas.JobSpec
 	if err := json.Unmarshal(e.Value(), &spec); err != nil {
@@ -362,7 +362,7 @@ func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schem
 	}
 	lister, err := c.kv.ListKeysFiltered(ctx, schemas.KeyHostResults(st.ID))
 	if err != nil {
-		return nil, fmt.Errorf("list host results of job %d: %w: %w", st.ID, schemas.ErrUnavailable, err)
+		return nil, schemas.Unavailable(err, "list host results of job %d", st.ID)
 	}
 	var keys []string
 	for k := range lister.Keys() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -36,7 +35,7 @@ func (c *Cache) Results(ctx context.Context, id int64, step int, phase string, i
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("host result %s: %w: %w", schemas.KeyHostResult(id, step, phase, i), schemas.ErrUnavailable, err)
+			return nil, schemas.Unavailable(err, "host result %s", schemas.KeyHostResult(id, step, phase, i))
 		}
 		var r schemas.HostResult
 		if json.Unmarshal(e.Value(), &r) == nil {

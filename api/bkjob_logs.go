@@ -11,8 +11,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/logindex"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // get_job_instance_ip_log and batch_get_job_instance_ip_log (the seed).
@@ -104,7 +102,7 @@ type bkStepLogs struct {
 	spec  *schemas.JobSpec
 	st    *schemas.JobState
 	hosts *bkHostIndex
-	rows  map[int]statuscache.HostRow // targets' rows, read when needed
+	rows  map[int]schemas.HostRow // targets' rows, read when needed
 }
 
 // bkOpenStep checks the ids and the scope and opens the step's logs.
@@ -164,7 +162,7 @@ func (l *bkStepLogs) units(h schemas.Host) []int {
 
 // scriptLog is a target's output at its current attempt.
 func (l *bkStepLogs) scriptLog(ctx context.Context, idx int) (string, error) {
-	ref := logindex.LogRef{Job: l.id, Step: l.step, Host: idx, Attempt: l.st.Steps[l.step].Hosts.AttemptOf(idx)}
+	ref := schemas.LogRef{Job: l.id, Step: l.step, Host: idx, Attempt: l.st.Steps[l.step].Hosts.AttemptOf(idx)}
 	page, err := l.s.deps.Logs.Read(ctx, ref, 0, bkMaxScriptLogLines)
 	if err != nil || len(page.Lines) == 0 {
 		return "", err
@@ -174,7 +172,7 @@ func (l *bkStepLogs) scriptLog(ctx context.Context, idx int) (string, error) {
 
 // records reads a file task's log (one schemas.FileLog per line) and keeps
 // each file's latest record, in the order the files first appear.
-func (l *bkStepLogs) records(ctx context.Context, ref logindex.LogRef) ([]schemas.FileLog, error) {
+func (l *bkStepLogs) records(ctx context.Context, ref schemas.LogRef) ([]schemas.FileLog, error) {
 	type fileKey struct {
 		mode     int
 		src      schemas.Host
@@ -213,7 +211,7 @@ func (l *bkStepLogs) records(ctx context.Context, ref logindex.LogRef) ([]schema
 // it should receive: waiting, or failed with the host's error.
 func (l *bkStepLogs) downloads(ctx context.Context, idx int) ([]schemas.FileLog, error) {
 	ss := &l.st.Steps[l.step]
-	recs, err := l.records(ctx, logindex.LogRef{Job: l.id, Step: l.step, Host: idx, Attempt: ss.Hosts.AttemptOf(idx)})
+	recs, err := l.records(ctx, schemas.LogRef{Job: l.id, Step: l.step, Host: idx, Attempt: ss.Hosts.AttemptOf(idx)})
 	if err != nil || len(recs) > 0 {
 		return recs, err
 	}
@@ -264,7 +262,7 @@ func (l *bkStepLogs) loadRows(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.rows = map[int]statuscache.HostRow{}
+	l.rows = map[int]schemas.HostRow{}
 	for _, r := range rows[l.step] {
 		l.rows[r.Index] = r
 	}
@@ -286,7 +284,7 @@ func (l *bkStepLogs) uploads(ctx context.Context, units []int) ([]schemas.FileLo
 			continue
 		}
 		attempt := ss.Uploads.AttemptOf(u)
-		recs, err := l.records(ctx, logindex.LogRef{Job: l.id, Step: l.step, Phase: schemas.PhaseUpload, Host: u, Attempt: attempt})
+		recs, err := l.records(ctx, schemas.LogRef{Job: l.id, Step: l.step, Phase: schemas.PhaseUpload, Host: u, Attempt: attempt})
 		if err != nil {
 			return nil, err
 		}

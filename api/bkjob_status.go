@@ -53,7 +53,7 @@ func bkFinished(code int) bool { return code >= 0 && code < 64 && bkFinishedStat
 // bkHostCodes maps a host's outcome to BlueKing's status and error_code:
 // the most specific AgentTaskStatusEnum value in both (error_code 0 when
 // the host has not failed), as the reference recommends (§10.3, §14 #10-11).
-func bkHostCodes(r statuscache.HostRow, file bool) (status, errorCode int) {
+func bkHostCodes(r schemas.HostRow, file bool) (status, errorCode int) {
 	switch r.Status {
 	case schemas.HostPending, schemas.HostWaitingAgent, schemas.HostDispatched, schemas.HostSkipped:
 		return bkHostWaiting, 0 // not run (a skipped host never ran)
@@ -76,7 +76,7 @@ func bkHostCodes(r statuscache.HostRow, file bool) (status, errorCode int) {
 }
 
 // bkFailureCode reads a failed or timed-out host's cause from its result.
-func bkFailureCode(r statuscache.HostRow, file bool) int {
+func bkFailureCode(r schemas.HostRow, file bool) int {
 	msg := strings.ToLower(r.Error)
 	switch {
 	case r.Status == schemas.HostTimeout && file:
@@ -203,7 +203,7 @@ func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows map[int][]statuscache.HostRow
+	var rows map[int][]schemas.HostRow
 	var hosts *bkHostIndex
 	if req.ReturnIPResult.V {
 		if rows, err = s.bkRows(ctx, spec, st); err != nil {
@@ -247,24 +247,24 @@ func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
 // state read from KV: the cached rows may lag behind it (the workers write
 // the cache after the commit). A final host whose cached row lags is read
 // from its stored result; a running one gets its start from the state.
-func (s *Server) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) (map[int][]statuscache.HostRow, error) {
+func (s *Server) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) (map[int][]schemas.HostRow, error) {
 	cached, err := s.deps.Cache.Hosts(ctx, st.ID)
 	if err != nil {
 		return nil, err
 	}
-	byUnit := make(map[[2]int]statuscache.HostRow, len(cached))
+	byUnit := make(map[[2]int]schemas.HostRow, len(cached))
 	for _, r := range cached {
 		byUnit[[2]int{r.Step, r.Index}] = r
 	}
-	out := make(map[int][]statuscache.HostRow, len(st.Steps))
+	out := make(map[int][]schemas.HostRow, len(st.Steps))
 	for i, ss := range st.Steps {
-		rows := make([]statuscache.HostRow, len(ss.Hosts.Status))
+		rows := make([]schemas.HostRow, len(ss.Hosts.Status))
 		var lagging []int
 		for j, status := range ss.Hosts.Status {
 			r, ok := byUnit[[2]int{i, j}]
 			if !ok || r.Status != status {
 				since := st.At(ss.Hosts.Since[j])
-				r = statuscache.HostRow{HostResult: schemas.HostResult{Step: i, Index: j, Status: status, Attempt: ss.Hosts.AttemptOf(j)}, Since: since}
+				r = schemas.HostRow{HostResult: schemas.HostResult{Step: i, Index: j, Status: status, Attempt: ss.Hosts.AttemptOf(j)}, Since: since}
 				if j < len(spec.Steps[i].Targets) {
 					r.Host = spec.Steps[i].Targets[j]
 				}
@@ -296,7 +296,7 @@ func (s *Server) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.
 
 // bkHostResultOf is one target host's result; for a file step only its
 // targets are listed, as bk-job does.
-func bkHostResultOf(r statuscache.HostRow, hosts *bkHostIndex, file bool) bkHostResult {
+func bkHostResultOf(r schemas.HostRow, hosts *bkHostIndex, file bool) bkHostResult {
 	status, code := bkHostCodes(r, file)
 	out := bkHostResult{bkHostRef: hosts.ref(r.Host), Status: status, ErrorCode: code,
 		StartTime: bkMillis(r.StartedAt), EndTime: bkMillis(r.EndedAt), TotalTime: bkTotal(r.StartedAt, r.EndedAt)}

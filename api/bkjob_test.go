@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 func TestSplitShellWords(t *testing.T) {
@@ -133,7 +132,7 @@ func TestBKHostCodes(t *testing.T) {
 	code := func(n int) *int { return &n }
 	for _, c := range []struct {
 		name         string
-		row          statuscache.HostRow
+		row          schemas.HostRow
 		file         bool
 		status, errc int
 	}{
@@ -160,8 +159,8 @@ func TestBKHostCodes(t *testing.T) {
 	}
 }
 
-func row(st schemas.HostStatus, exit *int, msg string) statuscache.HostRow {
-	return statuscache.HostRow{HostResult: schemas.HostResult{Status: st, ExitCode: exit, Error: msg}}
+func row(st schemas.HostStatus, exit *int, msg string) schemas.HostRow {
+	return schemas.HostRow{HostResult: schemas.HostResult{Status: st, ExitCode: exit, Error: msg}}
 }
 
 func TestBKStatusCodes(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/callback"
-	"github.com/fleetjob/fleetjob/workers/logindex"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
@@ -264,7 +263,7 @@ func validJobStatus(st string) bool {
 
 // HostView is one host of a job in the native API.
 type HostView struct {
-	statuscache.HostRow
+	schemas.HostRow
 	DurationMS int64 `json:"duration_ms"`
 }
 
@@ -306,7 +305,7 @@ type LogResponse struct {
 	Step    int          `json:"step"`
 	Host    schemas.Host `json:"host"`
 	Attempt int          `json:"attempt"`
-	logindex.Page
+	schemas.LogPage
 }
 
 func (s *Server) hostLog(c echo.Context) error {
@@ -341,15 +340,15 @@ func (s *Server) hostLog(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, LogResponse{JobID: id, Step: ref.Step, Host: host, Attempt: ref.Attempt, Page: page})
+	return c.JSON(http.StatusOK, LogResponse{JobID: id, Step: ref.Step, Host: host, Attempt: ref.Attempt, LogPage: page})
 }
 
 // logRef finds a host's log in a job: in the given step, or else in the
 // latest step so far that targets the host.
-func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Host) (logindex.LogRef, error) {
+func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Host) (schemas.LogRef, error) {
 	spec, state, _, err := s.deps.Cache.Load(ctx, id)
 	if err != nil {
-		return logindex.LogRef{}, err
+		return schemas.LogRef{}, err
 	}
 	steps := []int{step}
 	if step < 0 {
@@ -360,15 +359,15 @@ func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Ho
 	}
 	for _, st := range steps {
 		if st >= len(spec.Steps) {
-			return logindex.LogRef{}, schemas.Invalid("step", "job %d has %d steps", id, len(spec.Steps))
+			return schemas.LogRef{}, schemas.Invalid("step", "job %d has %d steps", id, len(spec.Steps))
 		}
 		for i, h := range spec.Steps[st].Targets {
 			if h == host {
-				return logindex.LogRef{Job: id, Step: st, Host: i, Attempt: state.Steps[st].Hosts.AttemptOf(i)}, nil
+				return schemas.LogRef{Job: id, Step: st, Host: i, Attempt: state.Steps[st].Hosts.AttemptOf(i)}, nil
 			}
 		}
 	}
-	return logindex.LogRef{}, hostNotInJob(host, id)
+	return schemas.LogRef{}, hostNotInJob(host, id)
 }
 
 func hostNotInJob(h schemas.Host, id int64) error {

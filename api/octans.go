@@ -17,8 +17,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/logindex"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // The octans task channel (seed 001): POST /api/run, /api/parallel_run,
@@ -501,7 +499,7 @@ func (s *Server) octansCheck(c echo.Context) error {
 	return octansOK(c, out)
 }
 
-func (s *Server) octansNode(ctx context.Context, id int64, r statuscache.HostRow) (octansNodeLog, error) {
+func (s *Server) octansNode(ctx context.Context, id int64, r schemas.HostRow) (octansNodeLog, error) {
 	nl := octansNodeLog{Host: r.Host.IP, Status: octansHostStatus(r.Status), State: r.Status.String(), RC: r.ExitCode, Msg: r.Error}
 	if !r.StartedAt.IsZero() {
 		nl.Start = r.StartedAt.UTC().Format(time.RFC3339)
@@ -512,7 +510,7 @@ func (s *Server) octansNode(ctx context.Context, id int64, r statuscache.HostRow
 	if r.Status == schemas.HostPending || r.Status == schemas.HostWaitingAgent || r.Status == schemas.HostDispatched {
 		return nl, nil
 	}
-	page, err := s.deps.Logs.Read(ctx, logindex.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)
+	page, err := s.deps.Logs.Read(ctx, schemas.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)
 	if err != nil {
 		return nl, err
 	}

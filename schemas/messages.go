@@ -220,3 +220,25 @@ type DeadLetter struct {
 	JobID      int64     `json:"job_id,omitempty"`
 	At         time.Time `json:"at"`
 }
+
+// CallbackRecord is the delivery history of one job's callback, kept in
+// the jobs bucket under KeyCallback.
+type CallbackRecord struct {
+	// Event is the job.finished event the attempts answer; a job finishes
+	// again after an operator retries it.
+	Event     string            `json:"event"`
+	URL       string            `json:"url"`
+	Status    int               `json:"status"`
+	Delivered bool              `json:"delivered"`
+	GaveUp    bool              `json:"gave_up,omitempty"`
+	Attempts  []CallbackAttempt `json:"attempts"`
+}
+
+// CallbackAttempt is one delivery try.
+type CallbackAttempt struct {
+	At          time.Time `json:"at"`
+	ContentType string    `json:"content_type"`
+	HTTPStatus  int       `json:"http_status,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Millis      int64     `json:"ms"`
+}

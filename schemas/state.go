@@ -503,3 +503,20 @@ func (j *JobState) CheckOp(op string, step int) error {
 // ReasonNoTerminateAck is the error of a host that a stop ended because its
 // agent never confirmed killing the execution (BlueKing: terminate failed).
 const ReasonNoTerminateAck = "no terminate acknowledgement from the agent"
+
+// HostRow is one host of a job as the status cache serves it: its result
+// so far and since when it has been in its status.
+type HostRow struct {
+	HostResult
+	Since time.Time `json:"since,omitzero"`
+}
+
+// LogPage is a range of a log's lines. To is one past the last line
+// returned. Complete says the log has ended: no line will be added.
+type LogPage struct {
+	From     int      `json:"from"`
+	To       int      `json:"to"`
+	Total    int      `json:"total"`
+	Complete bool     `json:"complete"`
+	Lines    []string `json:"lines"`
+}

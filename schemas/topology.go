@@ -102,7 +102,48 @@ func LogSubject(job int64, step, host, attempt int) string {
 
 // UnitLogSubject is LogSubject for a target or an upload unit.
 func UnitLogSubject(job int64, step int, phase string, idx, attempt int) string {
-	return fmt.Sprintf("fleetjob.log.job.%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)
+	return fmt.Sprintf(logSubjectPrefix+"%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)
+}
+
+// logSubjectPrefix starts every log subject.
+const logSubjectPrefix = "fleetjob.log.job."
+
+// LogRef names one execution's log: of a target host, or (Phase upload)
+// of a file step's upload unit. Its subject is UnitLogSubject.
+type LogRef struct {
+	Job     int64
+	Step    int
+	Phase   string
+	Host    int
+	Attempt int
+}
+
+// Subject is the subject of the log's chunks.
+func (r LogRef) Subject() string { return UnitLogSubject(r.Job, r.Step, r.Phase, r.Host, r.Attempt) }
+
+// LogRefOf reads a log subject back; ok is false for any other subject.
+func LogRefOf(subject string) (LogRef, bool) {
+	rest, ok := strings.CutPrefix(subject, logSubjectPrefix)
+	if !ok {
+		return LogRef{}, false
+	}
+	p := strings.Split(rest, ".")
+	if len(p) != 4 {
+		return LogRef{}, false
+	}
+	phase := ""
+	if u, ok := strings.CutPrefix(p[2], "u"); ok {
+		phase, p[2] = PhaseUpload, u
+	}
+	var n [4]int64
+	for i, s := range p {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return LogRef{}, false
+		}
+		n[i] = v
+	}
+	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3])}, true
 }
 
 // AgentConsumer is the durable consumer name of one agent's task queue.
@@ -123,6 +164,9 @@ const PublishAsyncTimeout = 5 * time.Second
 func KeyHostResult(id int64, step int, phase string, idx int) string {
 	return fmt.Sprintf("%d.%d.%s", id, step, UnitToken(phase, idx))
 }
+
+// KeyCallback is where a job's callback record lives in the jobs bucket.
+func KeyCallback(id int64) string { return strconv.FormatInt(id, 10) + ".callback" }
 
 // KeyHostResults matches every host result of a job.
 func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*" }

@@ -36,7 +36,7 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 	body["callback_url"] = srv.URL + "/hook"
 	id := submit(t, s, body, nil)
 	waitJob(t, s, id, 20*time.Second)
-	var rec callback.Record
+	var rec schemas.CallbackRecord
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		return s.JSON(t, "GET", fmt.Sprintf("/v1/jobs/%d/callback", id), nil, nil, &rec) == 200 && rec.Delivered
 	}, "callback delivered")

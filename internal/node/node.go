@@ -87,7 +87,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	if err != nil {
 		return fmt.Errorf("jobs bucket: %w", err)
 	}
-	g.Go(func() error { return callback.New(p.JS, jobsKV, cache, p.Log).Run(gctx) })
+	g.Go(func() error { return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: schemas.BKRunStatus, StepInstanceID: schemas.BKStepInstanceID}, p.Log).Run(gctx) })
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)

@@ -46,43 +46,27 @@ type StepCode struct {
 	Status         int   `json:"status"`
 }
 
-// Attempt is one delivery try.
-type Attempt struct {
-	At          time.Time `json:"at"`
-	ContentType string    `json:"content_type"`
-	HTTPStatus  int       `json:"http_status,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	Millis      int64     `json:"ms"`
+// Codes number a job for its callback receiver: run status codes and
+// step instance ids. The surface whose contract defines callbacks
+// (BlueKing's) provides them.
+type Codes struct {
+	RunStatus      func(status string) int
+	StepInstanceID func(job int64, step int) int64
 }
-
-// Record is the delivery history of one job's callback, kept in the jobs
-// bucket under "<id>.callback".
-type Record struct {
-	// Event is the job.finished event the attempts answer; a job finishes
-	// again after an operator retries it.
-	Event     string    `json:"event"`
-	URL       string    `json:"url"`
-	Status    int       `json:"status"`
-	Delivered bool      `json:"delivered"`
-	GaveUp    bool      `json:"gave_up,omitempty"`
-	Attempts  []Attempt `json:"attempts"`
-}
-
-// Key is where a job's callback record lives in the jobs bucket.
-func Key(id int64) string { return strconv.FormatInt(id, 10) + ".callback" }
 
 // Sender delivers callbacks.
 type Sender struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	cache  *statuscache.Cache
+	codes  Codes
 	client *http.Client
 	log    *slog.Logger
 }
 
 // New returns a sender.
-func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, log *slog.Logger) *Sender {
-	return &Sender{js: js, kv: kv, cache: cache, client: &http.Client{Timeout: 10 * time.Second},
+func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, codes Codes, log *slog.Logger) *Sender {
+	return &Sender{js: js, kv: kv, cache: cache, codes: codes, client: &http.Client{Timeout: 10 * time.Second},
 		log: log.With("component", "callback")}
 }
 
@@ -149,8 +133,8 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	if spec.CallbackURL == "" || !schemas.JobFinal(st.Status) {
 		return 0, nil
 	}
-	rec := Record{URL: spec.CallbackURL}
-	e, err := s.kv.Get(ctx, Key(id))
+	rec := schemas.CallbackRecord{URL: spec.CallbackURL}
+	e, err := s.kv.Get(ctx, schemas.KeyCallback(id))
 	var rev uint64
 	switch {
 	case err == nil:
@@ -161,9 +145,9 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return 0, fmt.Errorf("callback record %d: %w", id, err)
 	}
-	p := Payload{JobInstanceID: id, Status: schemas.BKRunStatus(st.Status)}
+	p := Payload{JobInstanceID: id, Status: s.codes.RunStatus(st.Status)}
 	for i, ss := range st.Steps {
-		p.Steps = append(p.Steps, StepCode{StepInstanceID: schemas.BKStepInstanceID(id, i), Status: schemas.BKRunStatus(ss.Status)})
+		p.Steps = append(p.Steps, StepCode{StepInstanceID: s.codes.StepInstanceID(id, i), Status: s.codes.RunStatus(ss.Status)})
 	}
 	if rec.Event != event {
 		rec.Attempts = nil
@@ -187,9 +171,9 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	}
 	b, _ := json.Marshal(rec)
 	if rev == 0 {
-		_, err = s.kv.Create(ctx, Key(id), b)
+		_, err = s.kv.Create(ctx, schemas.KeyCallback(id), b)
 	} else {
-		_, err = s.kv.Update(ctx, Key(id), b, rev)
+		_, err = s.kv.Update(ctx, schemas.KeyCallback(id), b, rev)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("record callback %d: %w", id, err)
@@ -198,8 +182,8 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	return wait, nil
 }
 
-func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) Attempt {
-	a := Attempt{At: time.Now().UTC(), ContentType: "application/json"}
+func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) schemas.CallbackAttempt {
+	a := schemas.CallbackAttempt{At: time.Now().UTC(), ContentType: "application/json"}
 	body, _ := json.Marshal(p)
 	if form {
 		steps, _ := json.Marshal(p.Steps)
@@ -229,9 +213,9 @@ func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) 
 }
 
 // Get reads a job's callback record.
-func Get(ctx context.Context, kv jetstream.KeyValue, id int64) (Record, bool, error) {
-	var rec Record
-	e, err := kv.Get(ctx, Key(id))
+func Get(ctx context.Context, kv jetstream.KeyValue, id int64) (schemas.CallbackRecord, bool, error) {
+	var rec schemas.CallbackRecord
+	e, err := kv.Get(ctx, schemas.KeyCallback(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return rec, false, nil
 	}

@@ -21,47 +21,10 @@ import (
 	"github.com/fleetjob/fleetjob/workers/pull"
 )
 
-// LogRef names one execution's log: of a target host, or (Phase upload)
-// of a file step's upload unit.
-type LogRef struct {
-	Job     int64
-	Step    int
-	Phase   string
-	Host    int
-	Attempt int
-}
-
-func (r LogRef) subject() string {
-	return schemas.UnitLogSubject(r.Job, r.Step, r.Phase, r.Host, r.Attempt)
-}
-
-// key shards log indexes by job on Redis Cluster.
-func (r LogRef) key() string {
+// indexKey is where a log's chunk index lives in Redis, sharded by job
+// on Redis Cluster.
+func indexKey(r schemas.LogRef) string {
 	return fmt.Sprintf("{fjlog:%d}:%d.%s.%d", r.Job, r.Step, schemas.UnitToken(r.Phase, r.Host), r.Attempt)
-}
-
-func refOf(subject string) (LogRef, bool) {
-	rest, ok := strings.CutPrefix(subject, "fleetjob.log.job.")
-	if !ok {
-		return LogRef{}, false
-	}
-	p := strings.Split(rest, ".")
-	if len(p) != 4 {
-		return LogRef{}, false
-	}
-	phase := ""
-	if u, ok := strings.CutPrefix(p[2], "u"); ok {
-		phase, p[2] = schemas.PhaseUpload, u
-	}
-	var n [4]int64
-	for i, s := range p {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return LogRef{}, false
-		}
-		n[i] = v
-	}
-	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3])}, true
 }
 
 // chunk is one indexed LOGS message.
@@ -125,13 +88,13 @@ func (ix *Indexer) index(ctx context.Context, msgs []jetstream.Msg) {
 	pipe := ix.rdb.Pipeline()
 	for _, m := range msgs {
 		meta, err := m.Metadata()
-		ref, ok := refOf(m.Subject())
+		ref, ok := schemas.LogRefOf(m.Subject())
 		c, cok := chunkOf(m.Headers(), 0)
 		if err != nil || !ok || !cok {
 			continue
 		}
 		c.seq = meta.Sequence.Stream
-		pipe.ZAdd(ctx, ref.key(), redis.Z{Score: float64(c.first), Member: c.member()})
+		pipe.ZAdd(ctx, indexKey(ref), redis.Z{Score: float64(c.first), Member: c.member()})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		ix.log.Warn("index chunks; will retry", "err", err)
@@ -161,20 +124,10 @@ func NewReader(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalC
 	return &Reader{rdb: rdb, stream: s, log: log.With("component", "log-reader")}, nil
 }
 
-// Page is a range of log lines. To is one past the last line returned.
-// Complete says the log has ended: no line will be added.
-type Page struct {
-	From     int      `json:"from"`
-	To       int      `json:"to"`
-	Total    int      `json:"total"`
-	Complete bool     `json:"complete"`
-	Lines    []string `json:"lines"`
-}
-
 // Read returns lines from..from+limit-1 of a log.
-func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, error) {
-	p := Page{From: from, To: from, Lines: []string{}}
-	last, err := r.stream.GetLastMsgForSubject(ctx, ref.subject())
+func (r *Reader) Read(ctx context.Context, ref schemas.LogRef, from, limit int) (schemas.LogPage, error) {
+	p := schemas.LogPage{From: from, To: from, Lines: []string{}}
+	last, err := r.stream.GetLastMsgForSubject(ctx, ref.Subject())
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return p, nil
 	}
@@ -221,10 +174,10 @@ func (r *Reader) Read(ctx context.Context, ref LogRef, from, limit int) (Page, e
 
 // lookup finds in Redis the chunks covering [from, end); ok is false when
 // the index does not cover the range contiguously.
-func (r *Reader) lookup(ctx context.Context, ref LogRef, from, end int) ([]chunk, bool) {
+func (r *Reader) lookup(ctx context.Context, ref schemas.LogRef, from, end int) ([]chunk, bool) {
 	pipe := r.rdb.Pipeline()
-	head := pipe.ZRevRangeByScore(ctx, ref.key(), &redis.ZRangeBy{Min: "-inf", Max: strconv.Itoa(from), Count: 1})
-	rest := pipe.ZRangeByScore(ctx, ref.key(), &redis.ZRangeBy{Min: "(" + strconv.Itoa(from), Max: "(" + strconv.Itoa(end)})
+	head := pipe.ZRevRangeByScore(ctx, indexKey(ref), &redis.ZRangeBy{Min: "-inf", Max: strconv.Itoa(from), Count: 1})
+	rest := pipe.ZRangeByScore(ctx, indexKey(ref), &redis.ZRangeBy{Min: "(" + strconv.Itoa(from), Max: "(" + strconv.Itoa(end)})
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		r.log.Warn("log index unavailable; reading the stream", "err", err)
 		return nil, false
@@ -256,9 +209,9 @@ func contiguous(chunks []chunk, from, end int) bool {
 
 // rebuild reads every chunk header of a log from the stream and writes the
 // index back to Redis.
-func (r *Reader) rebuild(ctx context.Context, ref LogRef) ([]chunk, error) {
+func (r *Reader) rebuild(ctx context.Context, ref schemas.LogRef) ([]chunk, error) {
 	cons, err := r.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{ref.subject()}, HeadersOnly: true,
+		FilterSubjects: []string{ref.Subject()}, HeadersOnly: true,
 	})
 	if err != nil {
 		return nil, schemas.Unavailable(err, "scan log")
@@ -290,7 +243,7 @@ func (r *Reader) rebuild(ctx context.Context, ref LogRef) ([]chunk, error) {
 		for i, c := range chunks {
 			zs[i] = redis.Z{Score: float64(c.first), Member: c.member()}
 		}
-		if err := r.rdb.ZAdd(ctx, ref.key(), zs...).Err(); err != nil {
+		if err := r.rdb.ZAdd(ctx, indexKey(ref), zs...).Err(); err != nil {
 			r.log.Warn("write rebuilt log index", "err", err)
 		}
 	}

@@ -23,11 +23,11 @@ import (
 // at one, and otherwise an address that refuses, which must still answer
 // from the stream.
 
-func publishLog(t *testing.T, js jetstream.JetStream, ref LogRef, chunks []int) int {
+func publishLog(t *testing.T, js jetstream.JetStream, ref schemas.LogRef, chunks []int) int {
 	t.Helper()
 	line := 0
 	for i, n := range chunks {
-		m := nats.NewMsg(ref.subject())
+		m := nats.NewMsg(ref.Subject())
 		var lines []string
 		for k := 0; k < n; k++ {
 			lines = append(lines, fmt.Sprintf("l%d", line+k))
@@ -65,7 +65,7 @@ func TestReadWithoutRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := LogRef{Job: 9, Step: 0, Host: 2, Attempt: 1}
+	ref := schemas.LogRef{Job: 9, Step: 0, Host: 2, Attempt: 1}
 	total := publishLog(t, js, ref, []int{3, 0, 5, 1, 4})
 	for _, c := range []struct{ from, limit int }{{0, 2}, {2, 5}, {8, 10}, {12, 1}, {13, 5}} {
 		p, err := r.Read(ctx, ref, c.from, c.limit)
@@ -82,9 +82,9 @@ func TestReadWithoutRedis(t *testing.T) {
 	}
 	// an agent that resent its tail after a failed publish: chunks overlap,
 	// each line is read once
-	resent := LogRef{Job: 11, Step: 0, Host: 0, Attempt: 1}
+	resent := schemas.LogRef{Job: 11, Step: 0, Host: 0, Attempt: 1}
 	for _, c := range [][3]int{{0, 3, 0}, {3, 4, 0}, {7, 2, 1}, {3, 4, 0}, {7, 2, 1}} {
-		m := nats.NewMsg(resent.subject())
+		m := nats.NewMsg(resent.Subject())
 		var lines []string
 		for k := range c[1] {
 			lines = append(lines, fmt.Sprintf("l%d", c[0]+k))
@@ -103,7 +103,7 @@ func TestReadWithoutRedis(t *testing.T) {
 	if err != nil || strings.Join(p.Lines, ",") != "l1,l2,l3,l4,l5,l6,l7,l8" || p.Total != 9 || !p.Complete {
 		t.Errorf("overlapping chunks: %+v %v", p, err)
 	}
-	empty, err := r.Read(ctx, LogRef{Job: 10, Attempt: 1}, 0, 10)
+	empty, err := r.Read(ctx, schemas.LogRef{Job: 10, Attempt: 1}, 0, 10)
 	if err != nil || empty.Total != 0 || empty.Complete || len(empty.Lines) != 0 {
 		t.Errorf("missing log: %+v %v", empty, err)
 	}
@@ -133,18 +133,18 @@ func TestLookupNeedsContiguousChunks(t *testing.T) {
 func slogDiscard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestRefOf(t *testing.T) {
-	for subj, want := range map[string]LogRef{
+	for subj, want := range map[string]schemas.LogRef{
 		"fleetjob.log.job.7.1.3.2":  {Job: 7, Step: 1, Host: 3, Attempt: 2},
 		"fleetjob.log.job.7.1.u3.1": {Job: 7, Step: 1, Phase: schemas.PhaseUpload, Host: 3, Attempt: 1},
 	} {
-		got, ok := refOf(subj)
-		if !ok || got != want || got.subject() != subj {
-			t.Errorf("refOf(%q) = %+v %v", subj, got, ok)
+		got, ok := schemas.LogRefOf(subj)
+		if !ok || got != want || got.Subject() != subj {
+			t.Errorf("schemas.LogRefOf(%q) = %+v %v", subj, got, ok)
 		}
 	}
 	for _, bad := range []string{"fleetjob.log.job.7.1.x.1", "fleetjob.log.agent.a", "fleetjob.log.job.7.1.3"} {
-		if _, ok := refOf(bad); ok {
-			t.Errorf("refOf(%q) accepted", bad)
+		if _, ok := schemas.LogRefOf(bad); ok {
+			t.Errorf("schemas.LogRefOf(%q) accepted", bad)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // Deadline slack around agents and stops.
@@ -55,7 +54,7 @@ type txn struct {
 	stopped  bool // this txn moved the job to stopping
 	tasks    []routedTask
 	results  []schemas.HostResult
-	touched  map[unit]*statuscache.HostRow
+	touched  map[unit]*schemas.HostRow
 	events   []events.Event
 	kills    map[agentRef][]string // agent → exec ids
 	finished bool
@@ -64,7 +63,7 @@ type txn struct {
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {
-	return &txn{spec: spec, st: st, now: now, dir: dir, touched: map[unit]*statuscache.HostRow{}}
+	return &txn{spec: spec, st: st, now: now, dir: dir, touched: map[unit]*schemas.HostRow{}}
 }
 
 func (t *txn) jobID() string { return strconv.FormatInt(t.st.ID, 10) }
@@ -96,11 +95,11 @@ func (t *txn) execID(u unit) string {
 }
 
 // row returns the cache row of a unit, creating it from the table.
-func (t *txn) row(u unit) *statuscache.HostRow {
+func (t *txn) row(u unit) *schemas.HostRow {
 	if r, ok := t.touched[u]; ok {
 		return r
 	}
-	r := &statuscache.HostRow{}
+	r := &schemas.HostRow{}
 	r.Step, r.Index, r.Phase, r.Host = u.step, u.idx, u.phase, t.host(u)
 	r.Attempt = t.table(u.step, u.phase).AttemptOf(u.idx)
 	t.touched[u] = r
@@ -108,7 +107,7 @@ func (t *txn) row(u unit) *statuscache.HostRow {
 }
 
 // set moves a unit to a new status and records the change.
-func (t *txn) set(u unit, s schemas.HostStatus) *statuscache.HostRow {
+func (t *txn) set(u unit, s schemas.HostStatus) *schemas.HostRow {
 	t.table(u.step, u.phase).Set(u.idx, s, t.st.Sec(t.now))
 	t.changed = true
 	r := t.row(u)
@@ -659,8 +658,8 @@ func (t *txn) task(u unit, dispatchedAt time.Time) schemas.Task {
 
 // rows returns the cache rows of every target host this txn changed
 // (upload units are kept in KV and the logs, not among the hosts).
-func (t *txn) rows() []statuscache.HostRow {
-	out := make([]statuscache.HostRow, 0, len(t.touched))
+func (t *txn) rows() []schemas.HostRow {
+	out := make([]schemas.HostRow, 0, len(t.touched))
 	for u, r := range t.touched {
 		if u.phase == "" {
 			out = append(out, *r)

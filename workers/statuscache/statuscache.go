@@ -166,25 +166,19 @@ func (c *Cache) queued(ctx context.Context, id int64) (*schemas.JobSpec, *schema
 	return &cmd.Spec, schemas.NewJobState(id, &cmd.Spec, m.Time.UTC()), true
 }
 
-// HostRow is one host of a job as the cache serves it.
-type HostRow struct {
-	schemas.HostResult
-	Since time.Time `json:"since,omitzero"`
-}
-
 // Created writes a new job: its summary, its place in the per-host index and
 // every host row, and marks the row set complete.
-func (c *Cache) Created(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow) error {
+func (c *Cache) Created(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []schemas.HostRow) error {
 	return c.write(ctx, spec, st, rev, rows, true)
 }
 
 // Update writes a committed job state: the summary, its index entries and the
 // rows of the hosts that changed.
-func (c *Cache) Update(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow) error {
+func (c *Cache) Update(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []schemas.HostRow) error {
 	return c.write(ctx, spec, st, rev, rows, false)
 }
 
-func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []HostRow, complete bool) error {
+func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, rows []schemas.HostRow, complete bool) error {
 	sum := schemas.Summarize(spec, st)
 	args := make([]any, 0, 3*len(rows))
 	for _, r := range rows {
@@ -311,20 +305,20 @@ func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 }
 
 // Hosts returns every host row of a job, in step then target order.
-func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
+func (c *Cache) Hosts(ctx context.Context, id int64) ([]schemas.HostRow, error) {
 	var m map[string]string
 	err := errRedisDown
 	if c.redisUp() {
 		m, err = c.rdb.HGetAll(ctx, keyHosts(id)).Result()
 	}
 	if err == nil && m[completeFld] == "1" {
-		rows := make([]HostRow, 0, len(m))
+		rows := make([]schemas.HostRow, 0, len(m))
 		for k, v := range m {
 			if k == completeFld {
 				continue
 			}
 			_, js, ok := strings.Cut(v, "|")
-			var r HostRow
+			var r schemas.HostRow
 			if ok && json.Unmarshal([]byte(js), &r) == nil {
 				rows = append(rows, r)
 			}
@@ -352,7 +346,7 @@ func (c *Cache) Hosts(ctx context.Context, id int64) ([]HostRow, error) {
 }
 
 // rowsFromKV joins the state table with the stored host results.
-func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) ([]HostRow, error) {
+func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) ([]schemas.HostRow, error) {
 	results := map[string]schemas.HostResult{}
 	if spec.InlineResults() {
 		for _, r := range st.Results {
@@ -383,11 +377,11 @@ func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schem
 
 // BuildRows makes every host row of a job from its state table, filling in
 // stored results where the table agrees with them.
-func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]schemas.HostResult) []HostRow {
-	var rows []HostRow
+func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]schemas.HostResult) []schemas.HostRow {
+	var rows []schemas.HostRow
 	for i, ss := range st.Steps {
 		for j, status := range ss.Hosts.Status {
-			r := HostRow{Since: st.At(ss.Hosts.Since[j])}
+			r := schemas.HostRow{Since: st.At(ss.Hosts.Since[j])}
 			if res, ok := results[hostField(i, "", j)]; ok {
 				r.HostResult = res
 			}
@@ -401,8 +395,8 @@ func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]s
 	return rows
 }
 
-func sortRows(rows []HostRow) {
-	slices.SortFunc(rows, func(a, b HostRow) int {
+func sortRows(rows []schemas.HostRow) {
+	slices.SortFunc(rows, func(a, b schemas.HostRow) int {
 		if c := cmp.Compare(a.Step, b.Step); c != 0 {
 			return c
 		}

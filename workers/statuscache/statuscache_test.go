@@ -77,13 +77,13 @@ func TestOlderWritesNeverWin(t *testing.T) {
 	}
 	running := *st
 	running.Status = schemas.JobRunning
-	row := statuscache.HostRow{HostResult: schemas.HostResult{Index: 1, Host: sp.Steps[0].Targets[1], Status: schemas.HostRunning}}
-	if err := f.cache.Update(ctx, sp, &running, 9, []statuscache.HostRow{row}); err != nil {
+	row := schemas.HostRow{HostResult: schemas.HostResult{Index: 1, Host: sp.Steps[0].Targets[1], Status: schemas.HostRunning}}
+	if err := f.cache.Update(ctx, sp, &running, 9, []schemas.HostRow{row}); err != nil {
 		t.Fatal(err)
 	}
 	stale := row
 	stale.Status = schemas.HostPending
-	if err := f.cache.Update(ctx, sp, st, 4, []statuscache.HostRow{stale}); err != nil {
+	if err := f.cache.Update(ctx, sp, st, 4, []schemas.HostRow{stale}); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := f.cache.Job(ctx, 1)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -14,12 +16,12 @@ import (
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// errMalformed marks a body that is not the JSON it should be.
-var errMalformed = fmt.Errorf("malformed JSON: %w", schemas.ErrInvalid)
+// ErrMalformed marks a body that is not the JSON it should be.
+var ErrMalformed = fmt.Errorf("malformed JSON: %w", schemas.ErrInvalid)
 
-// decodeStrict reads the JSON body into v, refusing unknown fields, wrong
+// DecodeStrict reads the JSON body into v, refusing unknown fields, wrong
 // types and trailing data, with an error that names the field.
-func decodeStrict(c echo.Context, v any) error {
+func DecodeStrict(c echo.Context, v any) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var he *echo.HTTPError
@@ -30,39 +32,138 @@ func decodeStrict(c echo.Context, v any) error {
 		if errors.As(err, &mbe) || strings.Contains(err.Error(), "too large") {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
 		}
-		return fmt.Errorf("read body: %w", errMalformed)
+		return fmt.Errorf("read body: %w", ErrMalformed)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return fmt.Errorf("empty body: %w", errMalformed)
+		return fmt.Errorf("empty body: %w", ErrMalformed)
 	}
+	return DecodeStrictBytes(body, v)
+}
+
+// DecodeStrictBytes is DecodeStrict for a body already read.
+func DecodeStrictBytes(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return describeJSONError(err)
+		return describeJSONError(body, err)
 	}
 	if dec.More() {
-		return fmt.Errorf("trailing data after the JSON object: %w", errMalformed)
+		return fmt.Errorf("trailing data after the JSON object: %w", ErrMalformed)
 	}
 	return nil
 }
 
-// describeJSONError turns a decoder error into a field error where it can.
-func describeJSONError(err error) error {
+// describeJSONError turns a decoder error into a field error where it can,
+// in the client's words: JSON kinds, never Go types.
+func describeJSONError(body []byte, err error) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &te):
+		// te.Field has no array indexes; the path at te.Offset has them
+		// when it is the same field (custom decoders report other offsets).
 		field := te.Field
+		if p := pathAt(body, te.Offset); field == "" || arrayIndex.ReplaceAllString(p, "") == field {
+			field = p
+		}
 		if field == "" {
 			field = "body"
 		}
-		return schemas.Invalid(field, "expected %s, got %s", te.Type.String(), te.Value)
+		return schemas.Invalid(field, "expected %s, got %s", jsonKind(te.Type), te.Value)
 	case errors.As(err, &se):
-		return fmt.Errorf("%v at offset %d: %w", se, se.Offset, errMalformed)
+		return fmt.Errorf("%v at offset %d: %w", se, se.Offset, ErrMalformed)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return schemas.Invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("truncated JSON: %w", errMalformed)
+		return fmt.Errorf("truncated JSON: %w", ErrMalformed)
 	}
-	return fmt.Errorf("%v: %w", err, errMalformed)
+	return fmt.Errorf("%s: %w", strings.TrimPrefix(err.Error(), "json: "), ErrMalformed)
+}
+
+var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+
+// jsonKind names what JSON a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another type"
+}
+
+// pathAt is the JSON path (steps[0].timeout) of the value that ends at or
+// spans offset in body: where a type error was found.
+func pathAt(body []byte, offset int64) string {
+	type frame struct {
+		array bool
+		idx   int
+		key   string
+		value bool // an object frame's next token is a value
+	}
+	var stack []frame
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			switch {
+			case f.array:
+				fmt.Fprintf(&b, "[%d]", f.idx)
+			case b.Len() > 0:
+				b.WriteString("." + f.key)
+			default:
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 && !stack[len(stack)-1].array {
+				stack[len(stack)-1].value = false
+			}
+			continue
+		}
+		if n := len(stack); n > 0 {
+			top := &stack[n-1]
+			if !top.array && !top.value {
+				top.key, top.value = tok.(string), true
+				continue
+			}
+			if top.array {
+				top.idx++
+			}
+		}
+		here := path()
+		if d, ok := tok.(json.Delim); ok {
+			if dec.InputOffset() >= offset {
+				return here
+			}
+			stack = append(stack, frame{array: d == '[', idx: -1})
+			continue
+		}
+		if dec.InputOffset() >= offset {
+			return here
+		}
+		if n := len(stack); n > 0 && !stack[n-1].array {
+			stack[n-1].value = false
+		}
+	}
 }

@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,35 +32,64 @@ func (p JetStreamPublisher) Publish(ctx context.Context, subject string, body []
 	return ack.Sequence, ack.Duplicate, nil
 }
 
-// KVClaims keeps claims in the names bucket, created only if absent.
+// KVClaims keeps claims in the names bucket, created only if absent. A
+// claim's value is the job id, then a space and the fingerprint if any.
 type KVClaims struct{ KV jetstream.KeyValue }
 
-// Claim records key → id unless key is already claimed; it returns the id
-// that holds the claim.
-func (k KVClaims) Claim(ctx context.Context, key string, id int64) (int64, error) {
-	_, err := k.KV.Create(ctx, key, []byte(strconv.FormatInt(id, 10)))
+// Claim implements Claims.
+func (k KVClaims) Claim(ctx context.Context, key string, id int64, fingerprint string) (ClaimHolder, error) {
+	v := strconv.FormatInt(id, 10)
+	if fingerprint != "" {
+		v += " " + fingerprint
+	}
+	_, err := k.KV.Create(ctx, key, []byte(v))
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		got, _, lerr := k.Lookup(ctx, key)
-		return got, lerr
+		h, _, lerr := k.Lookup(ctx, key)
+		return h, lerr
 	}
 	if err != nil {
-		return 0, schemas.Unavailable(err, "claim %s", key)
+		return ClaimHolder{}, schemas.Unavailable(err, "claim %s", key)
 	}
-	return id, nil
+	return ClaimHolder{ID: id, Fingerprint: fingerprint}, nil
 }
 
-// Lookup returns the id that holds a claim.
-func (k KVClaims) Lookup(ctx context.Context, key string) (int64, bool, error) {
+// Lookup implements Claims.
+func (k KVClaims) Lookup(ctx context.Context, key string) (ClaimHolder, bool, error) {
 	e, err := k.KV.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, false, nil
+		return ClaimHolder{}, false, nil
 	}
 	if err != nil {
-		return 0, false, schemas.Unavailable(err, "look up %s", key)
+		return ClaimHolder{}, false, schemas.Unavailable(err, "look up %s", key)
 	}
-	id, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	idText, fp, _ := strings.Cut(string(e.Value()), " ")
+	id, err := strconv.ParseInt(idText, 10, 64)
 	if err != nil {
-		return 0, false, fmt.Errorf("claim %s holds %q", key, e.Value())
+		return ClaimHolder{}, false, fmt.Errorf("claim %s holds %q", key, e.Value())
 	}
-	return id, true, nil
+	return ClaimHolder{ID: id, Fingerprint: fp}, true, nil
+}
+
+// KVDeadLetters reads the dead letters bucket.
+type KVDeadLetters struct{ KV jetstream.KeyValue }
+
+// DeadLetters implements DeadLetterReader: every dead letter, newest first.
+func (k KVDeadLetters) DeadLetters(ctx context.Context) ([]schemas.DeadLetter, error) {
+	lister, err := k.KV.ListKeys(ctx)
+	if err != nil {
+		return nil, schemas.Unavailable(err, "list dead letters")
+	}
+	var all []schemas.DeadLetter
+	for key := range lister.Keys() {
+		e, err := k.KV.Get(ctx, key)
+		if err != nil {
+			continue // removed since it was listed
+		}
+		var dl schemas.DeadLetter
+		if json.Unmarshal(e.Value(), &dl) == nil {
+			all = append(all, dl)
+		}
+	}
+	slices.SortFunc(all, func(a, b schemas.DeadLetter) int { return b.At.Compare(a.At) })
+	return all, nil
 }

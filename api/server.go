@@ -1,129 +1,86 @@
-// Package api is fleetjob's HTTP front: it authenticates, validates, turns
-// each write into one JetStream command (waiting for the publish ack) and
-// answers; reads come from the Redis status cache with JetStream behind it.
-// It never runs work itself. Each surface (native v1, octans, …) lives in
-// its own file with its own error envelope.
+// Package api is fleetjob's HTTP core: the echo server and its middleware,
+// the error mapping, the command core every surface shares (submit, claims,
+// stop, operate, the high-risk check) and the small read interfaces the
+// surfaces answer from. Each client contract is a surface in its own
+// package beside this one (api/native, api/octans, api/bkjob), owning its
+// routes, types and error envelope; no surface imports another. The API
+// never runs work: each write is one JetStream command.
 package api
 
 import (
 	"context"
-	"crypto/subtle"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/fleetjob/fleetjob/api/riskrules"
-	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/logindex"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 4 << 20
 
-// Publisher turns a command into one JetStream message; the stream
-// sequence of the publish ack comes back, and dup says the message id had
-// been seen within the dedupe window (the sequence is then the original's).
-type Publisher interface {
-	Publish(ctx context.Context, subject string, body []byte, msgID string) (seq uint64, dup bool, err error)
+// Surface is one client contract served beside the others.
+type Surface interface {
+	// Register adds the surface's routes (including, for paths it owns
+	// that match no API, a RouteNotFound handler).
+	Register(e *echo.Echo)
+	// WriteError answers err in the surface's envelope, with the HTTP
+	// status its original uses.
+	WriteError(c echo.Context, err error)
 }
 
-// Claims is the names bucket: unique task names and idempotency keys.
-type Claims interface {
-	Claim(ctx context.Context, key string, id int64) (existing int64, err error)
-	Lookup(ctx context.Context, key string) (int64, bool, error)
-}
-
-// AgentLister lists the registered agents.
-type AgentLister interface {
-	All() []schemas.AgentInfo
-	TTL() time.Duration
-}
-
-// Checker reports whether a dependency answers.
-type Checker func(ctx context.Context) error
-
-// Config is what the API needs to know.
-type Config struct {
-	Addr string
-	// Token is the admin bearer token of the native API.
-	Token string
-	// CompatToken, when set, is required (as a bearer token) by the
-	// compatibility surfaces whose clients send no credentials (octans).
-	CompatToken string
-	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
-	// command rules; empty keeps the defaults.
-	RiskRules string
-}
-
-// Deps are the API's collaborators.
-type Deps struct {
-	Publisher Publisher
-	Claims    Claims
-	Cache     *statuscache.Cache
-	Logs      *logindex.Reader
-	Agents    AgentLister
-	Checks    map[string]Checker
-	Registry  *prometheus.Registry
-	Log       *slog.Logger
-	// Risk checks scripts against the high-risk command rules; nil checks
-	// nothing.
-	Risk *riskrules.Engine
-	// Queued caches accepted jobs off the request path; nil writes them
-	// through Cache in the request.
-	Queued *statuscache.Batcher
-	// DeadLetters is the bucket of messages that failed for good.
-	DeadLetters jetstream.KeyValue
-}
-
-// Server is the HTTP API.
+// Server is the HTTP API: the core's operational routes and the surfaces'.
 type Server struct {
-	cfg  Config
-	deps Deps
-	e    *echo.Echo
-	m    *apiMetrics
-	log  *slog.Logger
+	e        *echo.Echo
+	log      *slog.Logger
+	checks   map[string]Checker
+	owners   map[string]Surface // route path → the surface that registered it
+	requests *prometheus.HistogramVec
 }
 
-type apiMetrics struct {
-	submitted *prometheus.CounterVec
-	requests  *prometheus.HistogramVec
-}
-
-// New builds the server and its routes.
-func New(cfg Config, deps Deps) *Server {
+// New builds the server: /healthz, /readyz (running checks), /metrics
+// (gathering reg) and every surface's routes.
+func New(log *slog.Logger, reg *prometheus.Registry, checks map[string]Checker, surfaces ...Surface) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{cfg: cfg, deps: deps, e: e, log: deps.Log.With("component", "api")}
-	s.m = &apiMetrics{
-		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_api_jobs_submitted_total",
-			Help: "Jobs accepted by the API, by surface."}, []string{"surface"}),
+	s := &Server{e: e, log: log.With("component", "api"), checks: checks, owners: map[string]Surface{},
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "fleetjob_api_request_seconds",
 			Help: "API request latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route", "code"}),
 	}
-	deps.Registry.MustRegister(s.m.submitted, s.m.requests)
+	reg.MustRegister(s.requests)
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.Recover())
 	e.Use(s.measure)
 	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
 
+	// Unauthenticated on purpose: liveness, readiness and metrics carry no
+	// job data and are what load balancers and Prometheus scrape.
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
-	s.nativeRoutes(e.Group("/v1", s.bearer(cfg.Token)))
-	s.octansRoutes(e.Group("/api", s.bearer(cfg.CompatToken)))
-	s.bkjobRoutes(e)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	for _, sf := range surfaces {
+		before := routeSet(e)
+		sf.Register(e)
+		for path := range routeSet(e) {
+			if !before[path] {
+				s.owners[path] = sf
+			}
+		}
+	}
 	return s
+}
+
+func routeSet(e *echo.Echo) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range e.Routes() {
+		out[r.Path] = true
+	}
+	return out
 }
 
 // Handler exposes the routes, for tests.
@@ -144,6 +101,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("api shutdown: %w", err)
 	}
+	<-errc
 	return nil
 }
 
@@ -158,35 +116,17 @@ func (s *Server) measure(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		s.m.requests.WithLabelValues(route, fmt.Sprint(c.Response().Status)).Observe(time.Since(start).Seconds())
+		s.requests.WithLabelValues(route, fmt.Sprint(c.Response().Status)).Observe(time.Since(start).Seconds())
 		return nil
 	}
 }
-
-// bearer requires "Authorization: Bearer <token>" when token is set.
-func (s *Server) bearer(token string) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if token == "" {
-				return next(c)
-			}
-			got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				return errUnauthorized
-			}
-			return next(c)
-		}
-	}
-}
-
-var errUnauthorized = errors.New("missing or wrong bearer token")
 
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	out := map[string]string{}
 	code := http.StatusOK
-	for name, check := range s.deps.Checks {
+	for name, check := range s.checks {
 		if err := check(ctx); err != nil {
 			out[name] = err.Error()
 			code = http.StatusServiceUnavailable
@@ -197,37 +137,15 @@ func (s *Server) readyz(c echo.Context) error {
 	return c.JSON(code, out)
 }
 
-// errorHandler hands an error to the envelope of the surface it came from.
+// errorHandler hands an error to the surface that registered the route it
+// came from; routes of no surface answer RFC 9457 problems.
 func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	switch path := c.Request().URL.Path; {
-	case isBKJobPath(path):
-		s.bkjobError(err, c)
-	case strings.HasPrefix(path, "/api/"):
-		s.octansError(err, c)
-	default:
-		s.problem(err, c)
+	if sf, ok := s.owners[c.Path()]; ok {
+		sf.WriteError(c, err)
+		return
 	}
-}
-
-// statusOf maps known errors to an HTTP status; 0 means internal.
-func statusOf(err error) int {
-	var he *echo.HTTPError
-	switch {
-	case errors.As(err, &he):
-		return he.Code
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, schemas.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, schemas.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, schemas.ErrConflict):
-		return http.StatusConflict
-	case errors.Is(err, schemas.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	}
-	return 0
+	WriteProblem(c, s.log, err)
 }

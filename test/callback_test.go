@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetjob/fleetjob/api/bkjob"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/callback"
@@ -50,7 +51,7 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 	if err := json.Unmarshal([]byte(last[len("application/json "):]), &p); err != nil {
 		t.Fatalf("payload %q: %v", last, err)
 	}
-	if p.JobInstanceID != id || p.Status != schemas.BKSuccess || len(p.Steps) != 1 || p.Steps[0].StepInstanceID != id*1000 || p.Steps[0].Status != schemas.BKSuccess {
+	if p.JobInstanceID != id || p.Status != bkjob.BKSuccess || len(p.Steps) != 1 || p.Steps[0].StepInstanceID != id*1000 || p.Steps[0].Status != bkjob.BKSuccess {
 		t.Errorf("payload %+v", p)
 	}
 	if code, _ := s.Do(t, "POST", "/v1/jobs", map[string]any{"callback_url": "ftp://x", "targets": []string{"127.0.0.81"}, "steps": []any{map[string]any{"script": map[string]any{"content": "true"}}}}, nil); code != 400 {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -32,7 +32,7 @@ func TestChaosConcurrentIdempotentSubmissions(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			var out api.SubmitResponse
+			var out native.SubmitResponse
 			if code := s.JSON(t, "POST", "/v1/jobs", body, map[string]string{"Idempotency-Key": "storm-1"}, &out); code != 202 {
 				t.Errorf("submit %d: %d", i, code)
 			}

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -321,7 +321,7 @@ func postJob(client *http.Client, s *testenv.System, body any, key string) (int,
 		return 0, 0
 	}
 	defer resp.Body.Close()
-	var out api.SubmitResponse
+	var out native.SubmitResponse
 	if resp.StatusCode == 202 {
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 			return 0, 0

@@ -401,7 +401,7 @@ func TestHighRiskScripts(t *testing.T) {
 		t.Errorf("rm -rf /: got %d %s", code, b)
 	}
 	code, a := octans(t, s, "/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "bomb", "tasks": ":(){ :|:& };:"}, nil)
-	if code != 400 || a.Code != -1 || !strings.Contains(a.Message, "fork-bomb") {
+	if code != 200 || a.Code != -1 || !strings.Contains(a.Message, "fork-bomb") {
 		t.Errorf("fork bomb through octans: %d %+v", code, a)
 	}
 	if s.CommandCount(t) != before {

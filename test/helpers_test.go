@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -64,7 +64,7 @@ func script(content string, targets ...string) map[string]any {
 
 func submit(t *testing.T, s *testenv.System, body any, headers map[string]string) int64 {
 	t.Helper()
-	var out api.SubmitResponse
+	var out native.SubmitResponse
 	code := s.JSON(t, "POST", "/v1/jobs", body, headers, &out)
 	if code != 202 || out.ID <= 0 {
 		t.Fatalf("submit: got %d %+v, want 202 with an id", code, out)
@@ -103,16 +103,16 @@ func waitStatus(t *testing.T, s *testenv.System, id int64, host string, want sch
 	}, "host %s of job %d to be %s", host, id, want)
 }
 
-func hosts(t *testing.T, s *testenv.System, id int64) []api.HostView {
+func hosts(t *testing.T, s *testenv.System, id int64) []native.HostView {
 	t.Helper()
-	var out api.ListResponse[api.HostView]
+	var out native.ListResponse[native.HostView]
 	if code := s.JSON(t, "GET", fmt.Sprintf("/v1/jobs/%d/hosts", id), nil, nil, &out); code != 200 {
 		t.Fatalf("hosts of job %d: %d", id, code)
 	}
 	return out.Items
 }
 
-func hostByIP(t *testing.T, s *testenv.System, id int64, ip string) api.HostView {
+func hostByIP(t *testing.T, s *testenv.System, id int64, ip string) native.HostView {
 	t.Helper()
 	for _, h := range hosts(t, s, id) {
 		if h.Host.IP == ip {
@@ -120,12 +120,12 @@ func hostByIP(t *testing.T, s *testenv.System, id int64, ip string) api.HostView
 		}
 	}
 	t.Fatalf("job %d has no host %s", id, ip)
-	return api.HostView{}
+	return native.HostView{}
 }
 
-func readLog(t *testing.T, s *testenv.System, id int64, host string, from, limit int) api.LogResponse {
+func readLog(t *testing.T, s *testenv.System, id int64, host string, from, limit int) native.LogResponse {
 	t.Helper()
-	var out api.LogResponse
+	var out native.LogResponse
 	path := fmt.Sprintf("/v1/jobs/%d/hosts/%s/log?from=%d&limit=%d", id, url.PathEscape(host), from, limit)
 	if code := s.JSON(t, "GET", path, nil, nil, &out); code != 200 {
 		t.Fatalf("log of %s in job %d: %d", host, id, code)

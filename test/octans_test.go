@@ -113,7 +113,7 @@ func TestOctansRunCheckGetlog(t *testing.T) {
 			t.Errorf("getlog row %q lacks %q", rows[0], part)
 		}
 	}
-	if code, a := octans(t, s, "/api/getlog", map[string]any{"host": "127.0.0.2", "source": "hubble"}, nil); code != 404 || a.Message != "task not found..." {
+	if code, a := octans(t, s, "/api/getlog", map[string]any{"host": "127.0.0.2", "source": "hubble"}, nil); code != 200 || a.Message != "task not found..." {
 		t.Errorf("getlog other source: %d %+v", code, a)
 	}
 }
@@ -168,7 +168,7 @@ func TestOctansDuplicateNameStopAndErrors(t *testing.T) {
 	}
 	before := s.CommandCount(t)
 	code, a = octans(t, s, "/api/run", run, nil)
-	if code != 409 || a.Code != -1 || a.Message != "task name is duplicate" {
+	if code != 200 || a.Code != -1 || a.Message != "task name is duplicate" {
 		t.Errorf("duplicate: got %d %+v", code, a)
 	}
 	var id struct{ ID int64 }
@@ -188,24 +188,24 @@ func TestOctansDuplicateNameStopAndErrors(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		body any
-		code int
+		code int // the octans document answers every failure with HTTP 200 and code -1
 		msg  string
 	}{
-		{"/api/run", `{"nodes": [`, 400, "json encode error"},
-		{"/api/run", `{"nodes":["127.0.0.1",],"name":"x"}`, 400, "json encode error"},
-		{"/api/run", map[string]any{"nodes": []string{}, "name": "x", "tasks": "true"}, 400, "param error, error: nodes"},
-		{"/api/run", map[string]any{"nodes": []string{"nope"}, "name": "x", "tasks": "true"}, 400, "param error, error: nodes[0]"},
-		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "tasks": "true"}, 400, "param error, error: name"},
-		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x"}, 400, "param error, error: tasks"},
-		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": []any{map[string]any{"copy": "a"}}}, 400, "param error, error: tasks"},
-		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": "true", "fork_num": -1}, 400, "param error, error: fork_num"},
-		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": "true", "bogus": 1}, 400, "param error, error: bogus"},
-		{"/api/check", map[string]any{"id": 424242}, 404, "task not found..."},
-		{"/api/check", map[string]any{"name": "never-ran"}, 404, "task not found..."},
-		{"/api/stop", map[string]any{"name": "never-ran"}, 404, "task not found..."},
-		{"/api/check", map[string]any{}, 400, "param error, error: id"},
-		{"/api/getlog", map[string]any{"host": "1.2.3"}, 400, "param error, error: host"},
-		{"/api/check", `[]`, 400, "param error"},
+		{"/api/run", `{"nodes": [`, 200, "json encode error"},
+		{"/api/run", `{"nodes":["127.0.0.1",],"name":"x"}`, 200, "json encode error"},
+		{"/api/run", map[string]any{"nodes": []string{}, "name": "x", "tasks": "true"}, 200, "param error, error: nodes"},
+		{"/api/run", map[string]any{"nodes": []string{"nope"}, "name": "x", "tasks": "true"}, 200, "param error, error: nodes[0]"},
+		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "tasks": "true"}, 200, "param error, error: name"},
+		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x"}, 200, "param error, error: tasks"},
+		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": []any{map[string]any{"copy": "a"}}}, 200, "param error, error: tasks"},
+		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": "true", "fork_num": -1}, 200, "param error, error: fork_num"},
+		{"/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "x", "tasks": "true", "bogus": 1}, 200, "param error, error: bogus"},
+		{"/api/check", map[string]any{"id": 424242}, 200, "task not found..."},
+		{"/api/check", map[string]any{"name": "never-ran"}, 200, "task not found..."},
+		{"/api/stop", map[string]any{"name": "never-ran"}, 200, "task not found..."},
+		{"/api/check", map[string]any{}, 200, "param error, error: id"},
+		{"/api/getlog", map[string]any{"host": "1.2.3"}, 200, "param error, error: host"},
+		{"/api/check", `[]`, 200, "param error"},
 	} {
 		code, a := octans(t, s, c.path, c.body, nil)
 		if code != c.code || a.Code != -1 || !strings.HasPrefix(a.Message, c.msg) {

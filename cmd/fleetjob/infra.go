@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -81,7 +81,7 @@ func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), err
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
 		return rdb, func() { rdb.Close(); mr.Close() }, nil
 	}
-	rdb, err := node.RedisClient(url)
+	rdb, err := roles.RedisClient(url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}

@@ -14,8 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/fleetjob/fleetjob/api"
-	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
 )
@@ -60,32 +59,32 @@ func (f *agentFlags) config(dataDir string, top schemas.Topology) (agent.Config,
 }
 
 // joinPlumbing connects a separate role to NATS_URL and REDIS_URL.
-func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Logger) (node.Plumbing, func(), error) {
+func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
 	natsURL := envOr("NATS_URL", nats.DefaultURL)
 	nc, js, err := connectNATS(natsURL, "fleetjob-"+role+"-"+hostname(), log)
 	if err != nil {
-		return node.Plumbing{}, nil, err
+		return roles.Plumbing{}, nil, err
 	}
 	top, err := schemas.DefaultTopology().FromEnv()
 	if err != nil {
 		nc.Close()
-		return node.Plumbing{}, nil, err
+		return roles.Plumbing{}, nil, err
 	}
-	p := node.Plumbing{NC: nc, JS: js, Top: top, Reg: newRegistry(), Log: log}
+	p := roles.Plumbing{NC: nc, JS: js, Top: top, Reg: newRegistry(), Log: log}
 	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
 		nc.Close()
-		return node.Plumbing{}, nil, err
+		return roles.Plumbing{}, nil, err
 	}
 	closeRedis := func() {}
 	if needRedis {
 		url := os.Getenv("REDIS_URL")
 		if url == "" {
 			nc.Close()
-			return node.Plumbing{}, nil, fmt.Errorf("REDIS_URL is required by the %s role", role)
+			return roles.Plumbing{}, nil, fmt.Errorf("REDIS_URL is required by the %s role", role)
 		}
 		if p.RDB, closeRedis, err = openRedis(url, log); err != nil {
 			nc.Close()
-			return node.Plumbing{}, nil, err
+			return roles.Plumbing{}, nil, err
 		}
 	}
 	return p, func() { closeRedis(); nc.Drain() }, nil
@@ -112,7 +111,7 @@ func apiCmd(logger func() *slog.Logger) *cobra.Command {
 				return fmt.Errorf("listen %s: %w", addr, err)
 			}
 			log.Info("api listening", "addr", ln.Addr().String())
-			return node.RunAPI(cmd.Context(), p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
+			return roles.RunAPI(cmd.Context(), p, ln, roles.APIConfig{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
 		},
 	}
 	cmd.Flags().StringVar(&addr, "http-addr", envOr("FLEETJOB_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (/metrics is served here)")
@@ -134,7 +133,7 @@ func workerCmd(logger func() *slog.Logger) *cobra.Command {
 			defer closeAll()
 			g, gctx := errgroup.WithContext(cmd.Context())
 			g.Go(func() error { return serveMetrics(gctx, metricsAddr, p.Reg) })
-			g.Go(func() error { return node.RunWorkers(gctx, p, n, fmt.Sprintf("%s-%d", hostname(), os.Getpid())) })
+			g.Go(func() error { return roles.RunWorkers(gctx, p, n, fmt.Sprintf("%s-%d", hostname(), os.Getpid())) })
 			return g.Wait()
 		},
 	}
@@ -169,12 +168,12 @@ func agentCmd(logger func() *slog.Logger) *cobra.Command {
 					return fmt.Errorf("--sim-first-ip: %w", err)
 				}
 				g.Go(func() error {
-					return node.RunSimulator(gctx, p, agent.SimConfig{Pool: simPool, N: simulate, FirstIP: first,
+					return roles.RunSimulator(gctx, p, agent.SimConfig{Pool: simPool, N: simulate, FirstIP: first,
 						CloudID: af.cloud, Topology: p.Top, Version: version})
 				})
 				return g.Wait()
 			}
-			g.Go(func() error { return node.RunAgent(gctx, p, cfg, nil) })
+			g.Go(func() error { return roles.RunAgent(gctx, p, cfg, nil) })
 			return g.Wait()
 		},
 	}

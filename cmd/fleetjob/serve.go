@@ -11,9 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
-	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -68,7 +67,7 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen %s (choose another with --http-addr): %w", httpAddr, err)
 			}
-			p := node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log}
+			p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log}
 			acfg, err := af.config(filepath.Join(dataDir, "agent"), top)
 			if err != nil {
 				return err
@@ -77,11 +76,11 @@ func serveCmd(logger func() *slog.Logger) *cobra.Command {
 
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error {
-				return node.RunAPI(gctx, p, ln, api.Config{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
+				return roles.RunAPI(gctx, p, ln, roles.APIConfig{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
 			})
-			g.Go(func() error { return node.RunWorkers(gctx, p, workers, "serve-"+hostname()) })
+			g.Go(func() error { return roles.RunWorkers(gctx, p, workers, "serve-"+hostname()) })
 			if !noAgent {
-				g.Go(func() error { return node.RunAgent(gctx, p, acfg, nil) })
+				g.Go(func() error { return roles.RunAgent(gctx, p, acfg, nil) })
 			}
 			err = g.Wait()
 			log.Info("fleetjob stopped")

@@ -27,9 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
-	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
 )
@@ -142,7 +141,7 @@ type System struct {
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	RDB      redis.UniversalClient
-	P        node.Plumbing
+	P        roles.Plumbing
 	Dir      string
 
 	agentMetrics *agent.Metrics
@@ -163,7 +162,7 @@ func Start(t testing.TB, o Options) *System {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := node.RedisClient(s.RedisURL)
+	rdb, err := roles.RedisClient(s.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +178,7 @@ func Start(t testing.TB, o Options) *System {
 	if o.TaskAckWait > 0 {
 		top.TaskWait = o.TaskAckWait
 	}
-	s.P = node.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger()}
+	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger()}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.P.Top.Ensure(ctx, js); err != nil {
@@ -193,7 +192,7 @@ func Start(t testing.TB, o Options) *System {
 	}
 	s.APIURL = "http://" + ln.Addr().String()
 	s.run(t, "api", func(ctx context.Context) error {
-		return node.RunAPI(ctx, s.P, ln, api.Config{Token: s.Token})
+		return roles.RunAPI(ctx, s.P, ln, roles.APIConfig{Token: s.Token})
 	})
 	if o.Workers > 0 {
 		s.StartWorkers(t, o.Workers)
@@ -242,7 +241,7 @@ func (s *System) run(t testing.TB, name string, f func(ctx context.Context) erro
 func (s *System) StartWorkers(t testing.TB, n int) func() {
 	p := s.P
 	p.Reg = prometheus.NewRegistry()
-	return s.run(t, "workers", func(ctx context.Context) error { return node.RunWorkers(ctx, p, n, "test") })
+	return s.run(t, "workers", func(ctx context.Context) error { return roles.RunWorkers(ctx, p, n, "test") })
 }
 
 // StartAgent runs an agent in-process (real agent code, real bash) and
@@ -254,7 +253,7 @@ func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top,
 	}
 	stop := s.run(t, "agent "+id, func(ctx context.Context) error {
-		return node.RunAgent(ctx, s.P, cfg, s.agentMetrics)
+		return roles.RunAgent(ctx, s.P, cfg, s.agentMetrics)
 	})
 	s.WaitAgent(t, id)
 	return stop
@@ -270,7 +269,7 @@ func (s *System) WaitAgent(t testing.TB, id string) {
 				Online bool   `json:"online"`
 			} `json:"items"`
 		}
-		if s.JSON(t, "GET", "/v1/agents", nil, nil, &out) != 200 {
+		if s.JSON(t, "GET", "/v1/agents?size=10000", nil, nil, &out) != 200 {
 			return false
 		}
 		for _, a := range out.Items {
@@ -351,7 +350,7 @@ func (s *System) CommandCount(t testing.TB) uint64 {
 func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) func() {
 	t.Helper()
 	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: netip.MustParseAddr(first), Topology: s.P.Top, Version: "test"}
-	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return node.RunSimulator(ctx, s.P, cfg) })
+	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, s.P, cfg) })
 	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
 	return stop
 }

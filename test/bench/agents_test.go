@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fleetjob/fleetjob/api"
-	"github.com/fleetjob/fleetjob/internal/node"
+	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
@@ -68,7 +68,7 @@ func startAgents(b *testing.B, s *testenv.System, prefix string, n int, ip func(
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
-			if err := node.RunAgent(ctx, p, cfg, m); err != nil && ctx.Err() == nil {
+			if err := roles.RunAgent(ctx, p, cfg, m); err != nil && ctx.Err() == nil {
 				b.Errorf("agent %s: %v", cfg.ID, err)
 			}
 		})
@@ -145,7 +145,7 @@ func BenchmarkRealAgents1000(b *testing.B) {
 		}
 		r := el.Seconds() / bare.Seconds()
 		// where the time went, by the agents' own timestamps
-		var hosts api.ListResponse[api.HostView]
+		var hosts native.ListResponse[native.HostView]
 		if _, err := getJSON(client, s, fmt.Sprintf("/v1/jobs/%d/hosts?size=%d", id, n), &hosts); err != nil || len(hosts.Items) != n {
 			b.Fatalf("hosts of job %d: %d rows, %v", id, len(hosts.Items), err)
 		}

@@ -30,7 +30,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -54,7 +54,7 @@ func post(client *http.Client, s *testenv.System, body []byte) (int64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var out api.SubmitResponse
+	var out native.SubmitResponse
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 202 {
 		return 0, fmt.Errorf("submit: %d %v", resp.StatusCode, err)
 	}
@@ -137,9 +137,9 @@ func BenchmarkStartLatency(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var h api.HostView
+			var h native.HostView
 			testenv.Eventually(b, 30*time.Second, func() bool {
-				var out api.ListResponse[api.HostView]
+				var out native.ListResponse[native.HostView]
 				s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d/hosts", id), nil, nil, &out)
 				if len(out.Items) == 1 && out.Items[0].Status.Final() {
 					h = out.Items[0]
@@ -540,7 +540,7 @@ func httpFloor(b *testing.B, client *http.Client, body []byte, clients, total in
 		if err := json.NewDecoder(c.Request().Body).Decode(&v); err != nil {
 			return err
 		}
-		return c.JSON(http.StatusAccepted, api.SubmitResponse{ID: 1, Status: "waiting"})
+		return c.JSON(http.StatusAccepted, native.SubmitResponse{ID: 1, Status: "waiting"})
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,6 +1,8 @@
-// Package node wires fleetjob's parts into runnable roles (api, workers,
-// agent) over shared plumbing, for the binary and for tests.
-package node
+// Package roles is fleetjob's composition root: it wires the parts into
+// runnable roles (api, workers, agent, simulator) over shared plumbing,
+// for the binary and for tests, and adapts the workers' stores to the
+// API core's read interfaces.
+package roles
 
 import (
 	"context"
@@ -16,6 +18,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/api/bkjob"
+	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/api/octans"
 	"github.com/fleetjob/fleetjob/api/riskrules"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
@@ -87,7 +92,9 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	if err != nil {
 		return fmt.Errorf("jobs bucket: %w", err)
 	}
-	g.Go(func() error { return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: schemas.BKRunStatus, StepInstanceID: schemas.BKStepInstanceID}, p.Log).Run(gctx) })
+	g.Go(func() error {
+		return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: bkjob.BKRunStatus, StepInstanceID: bkjob.BKStepInstanceID}, p.Log).Run(gctx)
+	})
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)
@@ -100,8 +107,21 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	return g.Wait()
 }
 
+// APIConfig is what the API role needs to know.
+type APIConfig struct {
+	// Token is the admin credential: the native API's bearer token and
+	// the BlueKing apps' bk_app_secret.
+	Token string
+	// CompatToken, when set, is required (as a bearer token) by the
+	// octans surface, whose clients send no credentials.
+	CompatToken string
+	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
+	// command rules; empty keeps the defaults.
+	RiskRules string
+}
+
 // RunAPI serves the HTTP API on ln until ctx ends.
-func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) error {
+func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) error {
 	cache, err := p.Cache(ctx)
 	if err != nil {
 		return err
@@ -133,20 +153,20 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg api.Config) er
 		return fmt.Errorf("dead letters bucket: %w", err)
 	}
 	batcher := statuscache.NewBatcher(cache, 8192)
-	srv := api.New(cfg, api.Deps{
-		Risk:   risk,
-		Queued: batcher, DeadLetters: dead,
+	core := api.NewCore(cfg.Token, api.Deps{
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
-		Cache:     cache, Logs: logs, Agents: dir, Registry: p.Reg, Log: p.Log,
-		Checks: map[string]api.Checker{
-			"nats": func(ctx context.Context) error {
-				_, err := p.JS.AccountInfo(ctx)
-				return err
-			},
-			"redis": func(ctx context.Context) error { return p.RDB.Ping(ctx).Err() },
-		},
+		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
+		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
+		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log,
 	})
+	srv := api.New(p.Log, p.Reg, map[string]api.Checker{
+		"nats": func(ctx context.Context) error {
+			_, err := p.JS.AccountInfo(ctx)
+			return err
+		},
+		"redis": func(ctx context.Context) error { return p.RDB.Ping(ctx).Err() },
+	}, native.New(core, cfg.Token), octans.New(core, cfg.CompatToken), bkjob.New(core))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dir.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })

@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"encoding/base64"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -120,7 +121,7 @@ var bkInterpreters = map[int64]string{1: "bash", 4: "python3"}
 
 var bkLanguageNames = map[int64]string{2: "bat", 3: "perl", 5: "powershell"}
 
-func (s *Server) bkFastExecuteScript(c echo.Context) error {
+func (s *Surface) bkFastExecuteScript(c echo.Context) error {
 	var req bkScriptRequest
 	caller, err := s.bkBind(c, &req)
 	if err != nil {
@@ -210,7 +211,7 @@ type bkFileRequest struct {
 	RollingConfig      *bkRolling     `json:"rolling_config"`
 }
 
-func (s *Server) bkFastTransferFile(c echo.Context) error {
+func (s *Surface) bkFastTransferFile(c echo.Context) error {
 	var req bkFileRequest
 	caller, err := s.bkBind(c, &req)
 	if err != nil {
@@ -339,7 +340,7 @@ func bkSourcePath(p string) (string, error) {
 }
 
 // bkSpec builds a one-step job of the caller's.
-func (s *Server) bkSpec(c echo.Context, caller bkCaller, sc schemas.Scope, name, defName, callback string, step schemas.Step) *schemas.JobSpec {
+func (s *Surface) bkSpec(c echo.Context, caller bkCaller, sc schemas.Scope, name, defName, callback string, step schemas.Step) *schemas.JobSpec {
 	name = strings.TrimSpace(name)
 	if name == "" {
 		name = defName + strconv.FormatInt(time.Now().UnixMilli(), 10)
@@ -359,7 +360,7 @@ func (s *Server) bkSpec(c echo.Context, caller bkCaller, sc schemas.Scope, name,
 // bkSubmit queues a job and answers with its ids.
 // bkSubmit records the BlueKing facts a job keeps (task type, account id,
 // the host ids it was given) and submits it.
-func (s *Server) bkSubmit(c echo.Context, spec *schemas.JobSpec, taskType int, accountID bkInt, hostIDs string) error {
+func (s *Surface) bkSubmit(c echo.Context, spec *schemas.JobSpec, taskType int, accountID bkInt, hostIDs string) error {
 	spec.Extra[bkExtraTaskType] = strconv.Itoa(taskType)
 	if accountID.Set {
 		spec.Extra[bkExtraAccountID] = strconv.FormatInt(accountID.V, 10)
@@ -367,7 +368,7 @@ func (s *Server) bkSubmit(c echo.Context, spec *schemas.JobSpec, taskType int, a
 	if hostIDs != "" {
 		spec.Extra[bkExtraHostIDs] = hostIDs
 	}
-	id, _, err := s.submit(c.Request().Context(), spec, claim{})
+	id, _, err := s.core.Submit(c.Request().Context(), spec, api.Claim{})
 	if err != nil {
 		var fe schemas.FieldErrors
 		if errors.As(err, &fe) {
@@ -378,7 +379,7 @@ func (s *Server) bkSubmit(c echo.Context, spec *schemas.JobSpec, taskType int, a
 	return bkOK(c, "success", map[string]any{
 		"job_instance_id":   id,
 		"job_instance_name": spec.Name,
-		"step_instance_id":  schemas.BKStepInstanceID(id, 0),
+		"step_instance_id":  BKStepInstanceID(id, 0),
 	})
 }
 

@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // get_job_instance_status and get_job_instance_list, and the status codes.
@@ -43,8 +43,8 @@ const (
 	bkMaxListSpan        = 30 * 24 * time.Hour
 	bkListCreationSlack  = time.Hour
 	bkListScanPage       = 500
-	bkFinishedStatusBits = 1<<schemas.BKSuccess | 1<<schemas.BKFailed | 1<<schemas.BKSkipped | 1<<schemas.BKIgnoreError |
-		1<<schemas.BKTerminated | 1<<schemas.BKAbnormal | 1<<schemas.BKStopSuccess | 1<<schemas.BKConfirmedStop | 1<<14
+	bkFinishedStatusBits = 1<<BKSuccess | 1<<BKFailed | 1<<BKSkipped | 1<<BKIgnoreError |
+		1<<BKTerminated | 1<<BKAbnormal | 1<<BKStopSuccess | 1<<BKConfirmedStop | 1<<14
 )
 
 // bkFinished reports bk-job's finished statuses (RunStatusEnum.isFinishedStatus).
@@ -105,11 +105,11 @@ func bkStepStatus(st *schemas.JobState, i int) int {
 	ss := st.Steps[i]
 	switch {
 	case ss.Hold != "" && st.Status != schemas.JobStopping:
-		return schemas.BKWaitingUser
-	case st.Status == schemas.JobStopping && !bkFinished(schemas.BKRunStatus(ss.Status)) && ss.Status != schemas.JobWaiting:
-		return schemas.BKStopping
+		return BKWaitingUser
+	case st.Status == schemas.JobStopping && !bkFinished(BKRunStatus(ss.Status)) && ss.Status != schemas.JobWaiting:
+		return BKStopping
 	}
-	return schemas.BKRunStatus(ss.Status)
+	return BKRunStatus(ss.Status)
 }
 
 // bkMillis is a time as Unix milliseconds, null when unset.
@@ -187,7 +187,7 @@ type bkStatusData struct {
 	Steps       []bkStepInstance `json:"step_instance_list"`
 }
 
-func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
+func (s *Surface) bkGetJobInstanceStatus(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req bkStatusRequest
 	if _, err := s.bkBind(c, &req); err != nil {
@@ -211,7 +211,7 @@ func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
 		}
 		hosts = s.bkHosts(spec)
 	}
-	status := schemas.BKRunStatus(st.Status)
+	status := BKRunStatus(st.Status)
 	out := bkStatusData{
 		Finished: bkFinished(status),
 		JobInstance: bkJobInstance{
@@ -231,7 +231,7 @@ func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
 			attempts = max(attempts, ss.Hosts.AttemptOf(j))
 		}
 		step := bkStepInstance{
-			StepInstanceID: schemas.BKStepInstanceID(id, i), Type: bkStepType(spec.Steps[i]), Name: name,
+			StepInstanceID: BKStepInstanceID(id, i), Type: bkStepType(spec.Steps[i]), Name: name,
 			Status: bkStepStatus(st, i), CreateTime: bkMillis(st.CreatedAt), StartTime: bkMillis(ss.StartedAt),
 			EndTime: bkMillis(ss.EndedAt), TotalTime: bkTotal(ss.StartedAt, ss.EndedAt), ExecuteCount: attempts - 1,
 		}
@@ -247,8 +247,8 @@ func (s *Server) bkGetJobInstanceStatus(c echo.Context) error {
 // state read from KV: the cached rows may lag behind it (the workers write
 // the cache after the commit). A final host whose cached row lags is read
 // from its stored result; a running one gets its start from the state.
-func (s *Server) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) (map[int][]schemas.HostRow, error) {
-	cached, err := s.deps.Cache.Hosts(ctx, st.ID)
+func (s *Surface) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) (map[int][]schemas.HostRow, error) {
+	cached, err := s.core.Jobs.Hosts(ctx, st.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +279,7 @@ func (s *Server) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas.
 			rows[j] = r
 		}
 		if len(lagging) > 0 {
-			stored, err := s.deps.Cache.Results(ctx, st.ID, i, "", lagging)
+			stored, err := s.core.Jobs.Results(ctx, st.ID, i, "", lagging)
 			if err != nil {
 				return nil, err
 			}
@@ -362,7 +362,7 @@ type bkListFilter struct {
 	ipHosts            []schemas.Host
 }
 
-func (s *Server) bkListQuery(req *bkListRequest, v *bkInvalid) bkListFilter {
+func (s *Surface) bkListQuery(req *bkListRequest, v *bkInvalid) bkListFilter {
 	f := bkListFilter{scope: req.scope(v), operator: strings.TrimSpace(req.Operator), name: strings.TrimSpace(req.Name),
 		status: -1, taskType: -1}
 	for _, t := range []struct {
@@ -415,8 +415,8 @@ func (s *Server) bkListQuery(req *bkListRequest, v *bkInvalid) bkListFilter {
 		}
 		f.ip = h.IP
 		f.ipHosts = []schemas.Host{h}
-		if s.deps.Agents != nil {
-			for _, a := range s.deps.Agents.All() {
+		if s.core.Agents != nil {
+			for _, a := range s.core.Agents.All() {
 				if a.IP == h.IP && a.CloudID != 0 {
 					f.ipHosts = append(f.ipHosts, a.Host())
 				}
@@ -426,7 +426,7 @@ func (s *Server) bkListQuery(req *bkListRequest, v *bkInvalid) bkListFilter {
 	return f
 }
 
-func (s *Server) bkGetJobInstanceList(c echo.Context) error {
+func (s *Surface) bkGetJobInstanceList(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req bkListRequest
 	if _, err := s.bkBind(c, &req); err != nil {
@@ -474,15 +474,15 @@ func (s *Server) bkGetJobInstanceList(c echo.Context) error {
 
 // bkListOne answers a list query by job_instance_id, which ignores every
 // other filter but the scope.
-func (s *Server) bkListOne(ctx context.Context, id int64, sc schemas.Scope) ([]bkListItem, error) {
-	sum, err := s.deps.Cache.Job(ctx, id)
+func (s *Surface) bkListOne(ctx context.Context, id int64, sc schemas.Scope) ([]bkListItem, error) {
+	sum, err := s.core.Jobs.Job(ctx, id)
 	if errors.Is(err, schemas.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	facts, err := s.deps.Cache.Facts(ctx, []int64{id})
+	facts, err := s.core.Search.Facts(ctx, []int64{id})
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +498,7 @@ func (s *Server) bkListOne(ctx context.Context, id int64, sc schemas.Scope) ([]b
 // and a job's creation time is when a worker took it, so once a job was
 // created more than bkListCreationSlack before the window, every older id
 // is outside it too and the walk stops.
-func (s *Server) bkListScan(ctx context.Context, f bkListFilter, start, length int) ([]bkListItem, int, error) {
+func (s *Surface) bkListScan(ctx context.Context, f bkListFilter, start, length int) ([]bkListItem, int, error) {
 	if f.none {
 		return nil, 0, nil
 	}
@@ -506,7 +506,7 @@ func (s *Server) bkListScan(ctx context.Context, f bkListFilter, start, length i
 	total := 0
 	below := int64(math.MaxInt64)
 	for below > 1 {
-		sums, next, err := s.deps.Cache.JobsBefore(ctx, below, bkListScanPage)
+		sums, next, err := s.core.Search.JobsBefore(ctx, below, bkListScanPage)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -527,13 +527,13 @@ func (s *Server) bkListScan(ctx context.Context, f bkListFilter, start, length i
 			for i, sum := range cands {
 				ids[i] = sum.ID
 			}
-			facts, err := s.deps.Cache.Facts(ctx, ids)
+			facts, err := s.core.Search.Facts(ctx, ids)
 			if err != nil {
 				return nil, 0, err
 			}
 			onHost := map[int64]bool{}
 			if f.ip != "" {
-				if onHost, err = s.deps.Cache.JobsOnHosts(ctx, f.ipHosts, ids); err != nil {
+				if onHost, err = s.core.Search.JobsOnHosts(ctx, f.ipHosts, ids); err != nil {
 					return nil, 0, err
 				}
 			}
@@ -560,7 +560,7 @@ func (s *Server) bkListScan(ctx context.Context, f bkListFilter, start, length i
 
 // summaryMatches applies the filters the summary alone answers.
 func (f bkListFilter) summaryMatches(sum schemas.JobSummary) bool {
-	return (f.status < 0 || schemas.BKRunStatus(sum.Status) == f.status) &&
+	return (f.status < 0 || BKRunStatus(sum.Status) == f.status) &&
 		(f.operator == "" || sum.Owner == f.operator) &&
 		(f.name == "" || strings.Contains(sum.Name, f.name))
 }
@@ -568,7 +568,7 @@ func (f bkListFilter) summaryMatches(sum schemas.JobSummary) bool {
 // bkTaskTypeOf is a job's BlueKing task type: as recorded by this surface,
 // else one script step is a quick script, one file step a quick transfer,
 // anything else a job plan.
-func bkTaskTypeOf(fa statuscache.SpecFacts) int {
+func bkTaskTypeOf(fa api.JobFacts) int {
 	if t, err := strconv.Atoi(fa.Extra[bkExtraTaskType]); err == nil {
 		return t
 	}
@@ -581,8 +581,8 @@ func bkTaskTypeOf(fa statuscache.SpecFacts) int {
 	return bkTaskPlan
 }
 
-func bkListItemOf(sum schemas.JobSummary, sc schemas.Scope, fa statuscache.SpecFacts) bkListItem {
-	status, typ := schemas.BKRunStatus(sum.Status), bkTaskTypeOf(fa)
+func bkListItemOf(sum schemas.JobSummary, sc schemas.Scope, fa api.JobFacts) bkListItem {
+	status, typ := BKRunStatus(sum.Status), bkTaskTypeOf(fa)
 	return bkListItem{
 		ScopeType: sc.Type, ScopeID: sc.ID, ID: sum.ID, JobInstanceID: sum.ID, Name: sum.Name, Operator: sum.Owner,
 		CreateTime: bkMillis(sum.CreatedAt), StartTime: bkMillis(sum.StartedAt), EndTime: bkMillis(sum.EndedAt),

@@ -1,10 +1,15 @@
-package api
+// Package octans serves the octans task channel (seed 001): POST /api/run,
+// /api/parallel_run, /api/stop, /api/check and /api/getlog with the
+// {code, content, message} envelope. As the original, every answer is
+// HTTP 200 and code says what happened (0 success, -1 failure); only a
+// missing or wrong token (when one is configured) is 401, and a path or
+// method that is no API 404 or 405.
+package octans
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,12 +21,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
-
-// The octans task channel (seed 001): POST /api/run, /api/parallel_run,
-// /api/stop, /api/check, /api/getlog with the {code, content, message}
-// envelope; code 0 is success, -1 failure.
 
 // Octans status codes.
 const (
@@ -36,12 +38,27 @@ const (
 // octansLogLines bounds the output /api/check returns per node.
 const octansLogLines = 1000
 
-func (s *Server) octansRoutes(g *echo.Group) {
-	g.POST("/run", func(c echo.Context) error { return s.octansRun(c, false) })
-	g.POST("/parallel_run", func(c echo.Context) error { return s.octansRun(c, true) })
-	g.POST("/stop", s.octansStop)
-	g.POST("/check", s.octansCheck)
-	g.POST("/getlog", s.octansGetlog)
+// Surface serves the octans routes under /api.
+type Surface struct {
+	core  *api.Core
+	token string
+}
+
+// New returns the octans surface. Its clients send no credentials; a
+// non-empty token is then required as a bearer token.
+func New(core *api.Core, token string) *Surface { return &Surface{core: core, token: token} }
+
+// Register adds the five octans routes.
+func (s *Surface) Register(e *echo.Echo) {
+	// Per-route middleware, not a group's: a group with middleware
+	// answers every unknown method 404 instead of 405.
+	auth := api.Bearer(s.token)
+	g := e.Group("/api")
+	g.POST("/run", func(c echo.Context) error { return s.octansRun(c, false) }, auth)
+	g.POST("/parallel_run", func(c echo.Context) error { return s.octansRun(c, true) }, auth)
+	g.POST("/stop", s.octansStop, auth)
+	g.POST("/check", s.octansCheck, auth)
+	g.POST("/getlog", s.octansGetlog, auth)
 }
 
 type octansEnvelope struct {
@@ -54,34 +71,34 @@ func octansOK(c echo.Context, content any) error {
 	return c.JSON(http.StatusOK, octansEnvelope{Code: 0, Content: content})
 }
 
-// octansError answers in the octans envelope with the seed's messages.
-func (s *Server) octansError(err error, c echo.Context) {
-	code := statusOf(err)
-	msg := err.Error()
+// WriteError answers in the octans envelope with the seed's messages:
+// HTTP 200 and code -1, as the original answers every failure; 401, 404,
+// 405 and 413 keep their status (they come before any API is reached).
+func (s *Surface) WriteError(c echo.Context, err error) {
+	msg := api.Message(err)
 	var fe schemas.FieldErrors
 	switch {
-	case errors.Is(err, errMalformed):
+	case errors.Is(err, api.ErrMalformed) && !errors.As(err, &fe):
 		msg = "json encode error"
 	case errors.As(err, &fe):
 		msg = "param error, error: " + fe.Error()
-	case errors.Is(err, errFinished):
+	case errors.Is(err, api.ErrFinished):
 		msg = "task already finished"
 	case errors.Is(err, schemas.ErrConflict):
 		msg = "task name is duplicate"
 	case errors.Is(err, schemas.ErrNotFound):
 		msg = "task not found..."
-	case errors.Is(err, errUnauthorized):
-		msg = "unauthorized: " + msg
 	}
+	status := http.StatusOK
 	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		msg = fmt.Sprint(he.Message)
+	switch code := api.StatusOf(err); {
+	case errors.Is(err, api.ErrUnauthorized), errors.As(err, &he):
+		status = code
+	case code == 0:
+		s.core.Log.Error("octans request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-CORRELATION-ID"), "err", err)
+		msg = "internal error"
 	}
-	if code == 0 {
-		s.log.Error("octans request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-CORRELATION-ID"), "err", err)
-		code, msg = http.StatusInternalServerError, "internal error"
-	}
-	_ = c.JSON(code, octansEnvelope{Code: -1, Message: msg})
+	_ = c.JSON(status, octansEnvelope{Code: -1, Message: msg})
 }
 
 // octansRunRequest is the body of /api/run. The seed's example sends the
@@ -112,9 +129,9 @@ type octansTaskArgs struct {
 	Chdir string `json:"chdir"`
 }
 
-func (s *Server) octansRun(c echo.Context, parallel bool) error {
+func (s *Surface) octansRun(c echo.Context, parallel bool) error {
 	var req octansRunRequest
-	if err := decodeStrict(c, &req); err != nil {
+	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
 	spec, err := req.spec(parallel)
@@ -126,7 +143,7 @@ func (s *Server) octansRun(c echo.Context, parallel bool) error {
 	if spec.Source == "" {
 		spec.Source = c.Request().Header.Get("X-RESOURCE")
 	}
-	id, _, err := s.submit(c.Request().Context(), spec, octansName(spec.Name))
+	id, _, err := s.core.Submit(c.Request().Context(), spec, octansName(spec.Name))
 	if err != nil {
 		return err
 	}
@@ -134,14 +151,7 @@ func (s *Server) octansRun(c echo.Context, parallel bool) error {
 }
 
 // octansName claims a task name for good: a second run with it is refused.
-func octansName(name string) claim {
-	return claim{key: "octans." + hashKey(name), msgID: "octans:" + name, strict: true}
-}
-
-func hashKey(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:16])
-}
+func octansName(name string) api.Claim { return api.NameClaim("octans", name) }
 
 func (r *octansRunRequest) spec(parallel bool) (*schemas.JobSpec, error) {
 	var fe schemas.FieldErrors
@@ -232,7 +242,8 @@ func octansScript(raw json.RawMessage) (string, error) {
 			label = fmt.Sprintf("task %d", i+1)
 		}
 		fmt.Fprintf(&b, "echo %s\n", shellQuote("TASK ["+label+"] ****"))
-		delim := fmt.Sprintf("__FLEETJOB_TASK_%d_%s__", i, hashKey(body)[:8])
+		sum := sha256.Sum256([]byte(body))
+		delim := fmt.Sprintf("__FLEETJOB_TASK_%d_%x__", i, sum[:4])
 		b.WriteString("(\n")
 		if t.Args != nil && t.Args.Chdir != "" {
 			fmt.Fprintf(&b, "cd %s || exit $?\n", shellQuote(t.Args.Chdir))
@@ -363,9 +374,9 @@ type octansRef struct {
 	Name string `json:"name"`
 }
 
-func (s *Server) octansResolve(c echo.Context) (int64, error) {
+func (s *Surface) octansResolve(c echo.Context) (int64, error) {
 	var ref octansRef
-	if err := decodeStrict(c, &ref); err != nil {
+	if err := api.DecodeStrict(c, &ref); err != nil {
 		return 0, err
 	}
 	if ref.ID < 0 {
@@ -377,7 +388,7 @@ func (s *Server) octansResolve(c echo.Context) (int64, error) {
 	if strings.TrimSpace(ref.Name) == "" {
 		return 0, schemas.Invalid("id", "id or name is required")
 	}
-	id, found, err := s.deps.Claims.Lookup(c.Request().Context(), octansName(ref.Name).key)
+	id, found, err := s.core.Resolve(c.Request().Context(), octansName(ref.Name))
 	if err != nil {
 		return 0, err
 	}
@@ -387,12 +398,12 @@ func (s *Server) octansResolve(c echo.Context) (int64, error) {
 	return id, nil
 }
 
-func (s *Server) octansStop(c echo.Context) error {
+func (s *Surface) octansStop(c echo.Context) error {
 	id, err := s.octansResolve(c)
 	if err != nil {
 		return err
 	}
-	if err := s.stop(c.Request().Context(), id, "octans"); err != nil {
+	if err := s.core.Stop(c.Request().Context(), id, "octans"); err != nil {
 		return err
 	}
 	return octansOK(c, struct{}{})
@@ -455,17 +466,17 @@ type octansCheckContent struct {
 
 func httpTime(t time.Time) string { return t.UTC().Format(http.TimeFormat) }
 
-func (s *Server) octansCheck(c echo.Context) error {
+func (s *Surface) octansCheck(c echo.Context) error {
 	ctx := c.Request().Context()
 	id, err := s.octansResolve(c)
 	if err != nil {
 		return err
 	}
-	sum, err := s.deps.Cache.Job(ctx, id)
+	sum, err := s.core.Jobs.Job(ctx, id)
 	if err != nil {
 		return err
 	}
-	rows, err := s.deps.Cache.Hosts(ctx, id)
+	rows, err := s.core.Jobs.Hosts(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -499,7 +510,7 @@ func (s *Server) octansCheck(c echo.Context) error {
 	return octansOK(c, out)
 }
 
-func (s *Server) octansNode(ctx context.Context, id int64, r schemas.HostRow) (octansNodeLog, error) {
+func (s *Surface) octansNode(ctx context.Context, id int64, r schemas.HostRow) (octansNodeLog, error) {
 	nl := octansNodeLog{Host: r.Host.IP, Status: octansHostStatus(r.Status), State: r.Status.String(), RC: r.ExitCode, Msg: r.Error}
 	if !r.StartedAt.IsZero() {
 		nl.Start = r.StartedAt.UTC().Format(time.RFC3339)
@@ -510,7 +521,7 @@ func (s *Server) octansNode(ctx context.Context, id int64, r schemas.HostRow) (o
 	if r.Status == schemas.HostPending || r.Status == schemas.HostWaitingAgent || r.Status == schemas.HostDispatched {
 		return nl, nil
 	}
-	page, err := s.deps.Logs.Read(ctx, schemas.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)
+	page, err := s.core.Logs.Read(ctx, schemas.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)
 	if err != nil {
 		return nl, err
 	}
@@ -528,17 +539,17 @@ type octansGetlogRequest struct {
 // octansGetlogLimit bounds the rows /api/getlog returns (newest first).
 const octansGetlogLimit = 100
 
-func (s *Server) octansGetlog(c echo.Context) error {
+func (s *Surface) octansGetlog(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req octansGetlogRequest
-	if err := decodeStrict(c, &req); err != nil {
+	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
 	h := schemas.Host{IP: req.Host}
 	if err := h.Validate(); err != nil {
 		return schemas.Invalid("host", "%v", err)
 	}
-	ids, err := s.deps.Cache.HostJobs(ctx, h, octansGetlogLimit*4)
+	ids, err := s.core.Search.HostJobs(ctx, h, octansGetlogLimit*4)
 	if err != nil {
 		return err
 	}
@@ -547,7 +558,7 @@ func (s *Server) octansGetlog(c echo.Context) error {
 		if len(rows) == octansGetlogLimit {
 			break
 		}
-		sum, err := s.deps.Cache.Job(ctx, id)
+		sum, err := s.core.Jobs.Job(ctx, id)
 		if errors.Is(err, schemas.ErrNotFound) {
 			continue
 		}
@@ -557,7 +568,7 @@ func (s *Server) octansGetlog(c echo.Context) error {
 		if req.Source != "" && sum.Source != req.Source {
 			continue
 		}
-		hosts, err := s.deps.Cache.Hosts(ctx, id)
+		hosts, err := s.core.Jobs.Hosts(ctx, id)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -35,15 +36,15 @@ func bkParams(c echo.Context) ([]byte, error) {
 		case errors.As(err, &he):
 			return nil, he
 		case errors.As(err, &mbe) || strings.Contains(err.Error(), "too large"):
-			return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
+			return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", api.MaxBodyBytes))
 		}
-		return nil, fmt.Errorf("read body: %w", errMalformed)
+		return nil, fmt.Errorf("read body: %w", api.ErrMalformed)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if len(r.URL.RawQuery) > 0 {
 			return queryJSON(r.URL.Query())
 		}
-		return nil, fmt.Errorf("empty body: %w", errMalformed)
+		return nil, fmt.Errorf("empty body: %w", api.ErrMalformed)
 	}
 	return body, nil
 }
@@ -61,24 +62,17 @@ func queryJSON(q url.Values) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// decodeStrictBytes is decodeStrict for parameters already read.
-func decodeStrictBytes(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		err = describeJSONError(err)
-		var fe schemas.FieldErrors
-		if errors.As(err, &fe) {
-			for i := range fe {
-				fe[i].Field = bkEmbedded.Replace(fe[i].Field)
-			}
+// decodeParams decodes parameters strictly (api.DecodeStrictBytes), with
+// field paths in the request's own words.
+func decodeParams(b []byte, v any) error {
+	err := api.DecodeStrictBytes(b, v)
+	var fe schemas.FieldErrors
+	if errors.As(err, &fe) {
+		for i := range fe {
+			fe[i].Field = bkEmbedded.Replace(fe[i].Field)
 		}
-		return err
 	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the JSON object: %w", errMalformed)
-	}
-	return nil
+	return err
 }
 
 // bkEmbedded drops the embedded structs' names that decode errors put in

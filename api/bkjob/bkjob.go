@@ -1,9 +1,16 @@
-package api
+// Package bkjob serves BlueKing Job's v3 job-execution APIs (seed 003 and
+// docs/bkjob-api-reference.md) with the {result, code, message, data}
+// envelope, at the API gateway's, the ESB's and the backend registry's
+// paths. As bk-job behind its gateway, a business error (bad parameters,
+// a job that does not exist, an operation the job's state refuses, a
+// dependency down) is HTTP 200 with result false and bk-job's error code;
+// failed authentication is 401, and a path or method that is no API 404
+// or 405, as the gateway answers them.
+package bkjob
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +21,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/api/riskrules"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -69,24 +77,26 @@ var bkPrefixes = []string{
 	"/api/c/compapi/v2/jobv3/",
 }
 
-// bkPathRoots are the path prefixes whose errors get the BlueKing envelope.
-var bkPathRoots = []string{"/api/v3/", "/api/bk-job/", "/v2/jobv3/", "/api/c/compapi/"}
-
-// isBKJobPath reports whether a request path belongs to the BlueKing surface.
-func isBKJobPath(path string) bool {
-	for _, p := range bkPathRoots {
-		if strings.HasPrefix(path, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // isESBPath reports an ESB path, where credentials may come in the body or
 // the query string as well as in the header.
 func isESBPath(path string) bool { return strings.HasPrefix(path, "/api/c/compapi/") }
 
-func (s *Server) bkjobRoutes(e *echo.Echo) {
+// Surface serves the BlueKing routes.
+type Surface struct{ core *api.Core }
+
+// New returns the BlueKing surface. Apps authenticate with the admin
+// credential as bk_app_secret (or access_token).
+func New(core *api.Core) *Surface { return &Surface{core: core} }
+
+// bkRoots are the path roots of the surface: an unknown API under them is
+// answered in the BlueKing envelope.
+var bkRoots = []string{"/api/v3", "/api/bk-job", "/v2/jobv3", "/api/c/compapi"}
+
+// Register adds every API at every prefix.
+func (s *Surface) Register(e *echo.Echo) {
+	for _, root := range bkRoots {
+		e.RouteNotFound(root+"/*", func(echo.Context) error { return echo.ErrNotFound })
+	}
 	apis := []struct {
 		name  string
 		query bool // a read API: GET with a query string as well as POST
@@ -162,25 +172,31 @@ func bkOK(c echo.Context, message string, data any) error {
 type bkError struct {
 	code int
 	err  error
+	msg  string // the text, when err is only the sentinel
 }
 
-func (e *bkError) Error() string { return e.err.Error() }
+func (e *bkError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
 func (e *bkError) Unwrap() error { return e.err }
 
 // bkErrorf builds a coded error wrapping sentinel.
 func bkErrorf(code int, sentinel error, format string, args ...any) error {
-	return &bkError{code: code, err: fmt.Errorf(format+": %w", append(args, sentinel)...)}
+	return &bkError{code: code, err: sentinel, msg: fmt.Sprintf(format, args...)}
 }
 
-// bkjobError answers an error in the BlueKing envelope. Unlike bk-job,
-// which answers HTTP 200 to everything, bad input gets a 4xx status (the
-// project's rule); the body is what bk-job would send.
-func (s *Server) bkjobError(err error, c echo.Context) {
-	status := statusOf(err)
-	code, msg := bkCodeFor(err), err.Error()
+// WriteError answers an error in the BlueKing envelope: HTTP 200 with
+// result false for every error bk-job itself answers, 401 for failed
+// authentication, and the gateway's own 404, 405 and 413.
+func (s *Surface) WriteError(c echo.Context, err error) {
+	code, msg := bkCodeFor(err), api.Message(err)
+	status := http.StatusOK
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
-		msg = fmt.Sprint(he.Message)
+		status = he.Code
 		if he.Code == http.StatusNotFound {
 			msg = "unsupported API: " + c.Request().Method + " " + c.Request().URL.Path
 		}
@@ -189,11 +205,13 @@ func (s *Server) bkjobError(err error, c echo.Context) {
 	if errors.As(err, &fe) {
 		msg = "invalid parameters: " + fe.Error()
 	}
-	switch {
-	case status == 0:
-		s.log.Error("bkjob request failed", "path", c.Request().URL.Path, "request_id", bkRequestID(c), "err", err)
-		status, code, msg = http.StatusInternalServerError, bkCodeInternal, "internal error"
-	case status == http.StatusServiceUnavailable:
+	switch st := api.StatusOf(err); {
+	case errors.Is(err, api.ErrUnauthorized):
+		status = http.StatusUnauthorized
+	case st == 0:
+		s.core.Log.Error("bkjob request failed", "path", c.Request().URL.Path, "request_id", bkRequestID(c), "err", err)
+		code, msg = bkCodeInternal, "internal error"
+	case st == http.StatusServiceUnavailable:
 		code = bkCodeUnavailable
 	}
 	id := bkRequestID(c)
@@ -215,9 +233,9 @@ func bkCodeFor(err error) int {
 			return bkCodeAuthFailed
 		}
 		return bkCodeBadRequest
-	case errors.Is(err, errUnauthorized):
+	case errors.Is(err, api.ErrUnauthorized):
 		return bkCodeAuthFailed
-	case errors.Is(err, errMalformed):
+	case errors.Is(err, api.ErrMalformed):
 		return bkCodeBadRequest
 	case errors.Is(err, riskrules.ErrIntercepted):
 		return bkCodeDangerousScript
@@ -283,25 +301,25 @@ type bkCaller struct {
 // bkAuthenticate accepts an app whose bk_app_secret (or access_token) is
 // the admin token; params are the request's parameters as JSON, read for
 // credentials on ESB paths when the header is absent.
-func (s *Server) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error) {
+func (s *Surface) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error) {
 	var cred bkCredentials
 	h := c.Request().Header.Get(bkHeaderAuthorization)
 	switch {
 	case h != "":
 		if err := json.Unmarshal([]byte(h), &cred); err != nil {
-			return bkCaller{}, bkErrorf(bkCodeAuthFailed, errUnauthorized, "%s is not a JSON object of credentials", bkHeaderAuthorization)
+			return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "%s is not a JSON object of credentials", bkHeaderAuthorization)
 		}
 	case isESBPath(c.Request().URL.Path) && len(params) > 0:
 		_ = json.Unmarshal(params, &cred) // only the credentials matter here; the parameters are checked later
 	default:
-		return bkCaller{}, bkErrorf(bkCodeAuthFailed, errUnauthorized, "missing %s header", bkHeaderAuthorization)
+		return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "missing %s header", bkHeaderAuthorization)
 	}
 	secret := cred.AppSecret
 	if secret == "" {
 		secret = cred.AccessToken
 	}
-	if s.cfg.Token == "" || secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.Token)) != 1 {
-		return bkCaller{}, bkErrorf(bkCodeAuthFailed, errUnauthorized, "app authentication failed: wrong or missing bk_app_secret")
+	if !s.core.Admin(secret) {
+		return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "app authentication failed: wrong or missing bk_app_secret")
 	}
 	user := strings.TrimSpace(cred.Username)
 	if user == "" {
@@ -317,7 +335,7 @@ func (s *Server) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error)
 // strictly: the JSON body, or the query string of a GET (or of a POST that
 // has no body). Authentication comes first, so a caller without
 // credentials learns nothing about the parameters.
-func (s *Server) bkBind(c echo.Context, v any) (bkCaller, error) {
+func (s *Surface) bkBind(c echo.Context, v any) (bkCaller, error) {
 	params, perr := bkParams(c)
 	caller, err := s.bkAuthenticate(c, params)
 	if err != nil {
@@ -326,7 +344,7 @@ func (s *Server) bkBind(c echo.Context, v any) (bkCaller, error) {
 	if perr != nil {
 		return caller, perr
 	}
-	return caller, decodeStrictBytes(params, v)
+	return caller, decodeParams(params, v)
 }
 
 // bkCommon is what every request may carry: the scope (or the deprecated
@@ -378,8 +396,8 @@ func (r *bkCommon) legacyBizID() *int64 {
 
 // bkJob loads a job of the caller's scope; a job of another scope (or of
 // none: submitted through another surface) does not exist for the caller.
-func (s *Server) bkJob(ctx context.Context, id int64, sc schemas.Scope) (*schemas.JobSpec, *schemas.JobState, error) {
-	spec, st, _, err := s.deps.Cache.Load(ctx, id)
+func (s *Surface) bkJob(ctx context.Context, id int64, sc schemas.Scope) (*schemas.JobSpec, *schemas.JobState, error) {
+	spec, st, err := s.core.Jobs.Load(ctx, id)
 	if errors.Is(err, schemas.ErrNotFound) || err == nil && (spec.Scope == nil || *spec.Scope != sc) {
 		return nil, nil, bkErrorf(bkCodeJobNotExist, schemas.ErrNotFound, "job instance %d does not exist in %s %s", id, sc.Type, sc.ID)
 	}
@@ -401,9 +419,9 @@ func bkJobID(n bkInt, v *bkInvalid) int64 {
 }
 
 // bkStepIndex maps a step_instance_id back to a step of job id. Step
-// instance ids are job id × 1000 + step index (schemas.BKStepInstanceID).
+// instance ids are job id × 1000 + step index (BKStepInstanceID).
 func bkStepIndex(id int64, n bkInt, spec *schemas.JobSpec) (int, error) {
-	job, step := schemas.BKStepOf(n.V)
+	job, step := BKStepOf(n.V)
 	if n.V < 1 || job != id || step >= len(spec.Steps) {
 		return 0, bkErrorf(bkCodeStepNotExist, schemas.ErrNotFound, "step instance %d does not exist in job instance %d", n.V, id)
 	}

@@ -1,10 +1,10 @@
-package api
+// Package native is fleetjob's own API, /v1: jobs, hosts, logs, step
+// operations, agents and dead letters, with RFC 9457 problems and 4xx
+// statuses for errors.
+package native
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,52 +13,39 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/callback"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
-func (s *Server) nativeRoutes(g *echo.Group) {
-	g.POST("/jobs", s.createJob)
-	g.GET("/jobs", s.listJobs)
-	g.GET("/jobs/:id", s.getJob)
-	g.GET("/jobs/:id/hosts", s.jobHosts)
-	g.GET("/jobs/:id/hosts/:host/log", s.hostLog)
-	g.GET("/jobs/:id/callback", s.jobCallback)
-	g.POST("/jobs/:id/stop", s.stopJob)
-	g.POST("/jobs/:id/steps/:step/:op", s.operateStep)
-	g.GET("/agents", s.listAgents)
-	g.GET("/deadletters", s.listDeadLetters)
+// Surface serves /v1.
+type Surface struct {
+	core  *api.Core
+	token string
 }
 
-// problemBody is an RFC 9457 problem document.
-type problemBody struct {
-	Type   string               `json:"type"`
-	Title  string               `json:"title"`
-	Status int                  `json:"status"`
-	Detail string               `json:"detail,omitempty"`
-	Errors []schemas.FieldError `json:"errors,omitempty"`
-}
+// New returns the native surface; every route needs token as a bearer
+// token.
+func New(core *api.Core, token string) *Surface { return &Surface{core: core, token: token} }
 
-func (s *Server) problem(err error, c echo.Context) {
-	code := statusOf(err)
-	p := problemBody{Type: "about:blank", Status: code, Detail: err.Error()}
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		p.Detail = fmt.Sprint(he.Message)
-	}
-	var fe schemas.FieldErrors
-	if errors.As(err, &fe) {
-		p.Errors = fe
-		p.Detail = "the request has invalid fields"
-	}
-	if code == 0 {
-		s.log.Error("request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-Correlation-ID"), "err", err)
-		p.Status, p.Detail = http.StatusInternalServerError, "internal error"
-	}
-	p.Title = http.StatusText(p.Status)
-	b, _ := json.Marshal(p)
-	_ = c.Blob(p.Status, "application/problem+json", b)
+// WriteError answers an RFC 9457 problem.
+func (s *Surface) WriteError(c echo.Context, err error) { api.WriteProblem(c, s.core.Log, err) }
+
+// Register adds the /v1 routes behind the bearer token.
+func (s *Surface) Register(e *echo.Echo) {
+	// Per-route middleware, not a group's: a group with middleware
+	// answers every unknown method 404 instead of 405.
+	auth := api.Bearer(s.token)
+	g := e.Group("/v1")
+	g.POST("/jobs", s.createJob, auth)
+	g.GET("/jobs", s.listJobs, auth)
+	g.GET("/jobs/:id", s.getJob, auth)
+	g.GET("/jobs/:id/hosts", s.jobHosts, auth)
+	g.GET("/jobs/:id/hosts/:host/log", s.hostLog, auth)
+	g.GET("/jobs/:id/callback", s.jobCallback, auth)
+	g.POST("/jobs/:id/stop", s.stopJob, auth)
+	g.POST("/jobs/:id/steps/:step/:op", s.operateStep, auth)
+	g.GET("/agents", s.listAgents, auth)
+	g.GET("/deadletters", s.listDeadLetters, auth)
 }
 
 // SubmitRequest is the body of POST /v1/jobs.
@@ -78,9 +65,9 @@ type SubmitResponse struct {
 	Status string `json:"status"`
 }
 
-func (s *Server) createJob(c echo.Context) error {
+func (s *Surface) createJob(c echo.Context) error {
 	var req SubmitRequest
-	if err := decodeStrict(c, &req); err != nil {
+	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
 	spec := &schemas.JobSpec{
@@ -95,76 +82,12 @@ func (s *Server) createJob(c echo.Context) error {
 	if len(key) > 256 {
 		return schemas.Invalid("Idempotency-Key", "longer than 256 characters")
 	}
-	id, _, err := s.submit(c.Request().Context(), spec, idemClaim(key))
+	id, _, err := s.core.Submit(c.Request().Context(), spec, api.IdempotencyClaim(key, api.Fingerprint(req)))
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
 	return c.JSON(http.StatusAccepted, SubmitResponse{ID: id, Status: schemas.JobWaiting})
-}
-
-// claim is how a submission is made unique: a key in the names bucket and
-// the JetStream message id that goes with it. A zero claim is no claim.
-type claim struct {
-	key   string // names bucket key
-	msgID string
-	// strict refuses a repeat instead of answering with the first job.
-	strict bool
-}
-
-func idemClaim(key string) claim {
-	if key == "" {
-		return claim{}
-	}
-	return claim{key: "idem." + hashKey(key), msgID: "idem:" + key}
-}
-
-// submit validates a spec and publishes it as one submit command. With a
-// claim, a repeat answers the first job's id (dup true), or ErrConflict when
-// the claim is strict.
-func (s *Server) submit(ctx context.Context, spec *schemas.JobSpec, cl claim) (int64, bool, error) {
-	if err := spec.Normalize(); err != nil {
-		return 0, false, err
-	}
-	if err := s.checkRisk(spec); err != nil {
-		return 0, false, err
-	}
-	if cl.key != "" {
-		id, found, err := s.deps.Claims.Lookup(ctx, cl.key)
-		if err != nil {
-			return 0, false, err
-		}
-		if found {
-			if cl.strict {
-				return id, true, schemas.Conflict("the name or key is already taken by job %d", id)
-			}
-			return id, true, nil
-		}
-	}
-	body, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: *spec, SubmittedAt: time.Now().UTC()})
-	seq, dup, err := s.deps.Publisher.Publish(ctx, schemas.SubjSubmit, body, cl.msgID)
-	if err != nil {
-		return 0, false, fmt.Errorf("submit: %w", err)
-	}
-	id := int64(seq)
-	if cl.key != "" {
-		if _, err := s.deps.Claims.Claim(ctx, cl.key, id); err != nil {
-			s.log.Warn("claim not recorded", "key", cl.key, "job", id, "err", err)
-		}
-		if dup && cl.strict {
-			return id, true, schemas.Conflict("the name or key is already taken by job %d", id)
-		}
-	}
-	if !dup {
-		s.m.submitted.WithLabelValues(spec.Surface).Inc()
-		st := schemas.NewJobState(id, spec, time.Now().UTC())
-		if s.deps.Queued != nil {
-			s.deps.Queued.Queued(spec, st)
-		} else if err := s.deps.Cache.Queued(ctx, spec, st); err != nil {
-			s.log.Warn("cache queued job", "job", id, "err", err)
-		}
-	}
-	return id, dup, nil
 }
 
 func pathID(c echo.Context) (int64, error) {
@@ -175,12 +98,12 @@ func pathID(c echo.Context) (int64, error) {
 	return id, nil
 }
 
-func (s *Server) getJob(c echo.Context) error {
+func (s *Surface) getJob(c echo.Context) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	sum, err := s.deps.Cache.Job(c.Request().Context(), id)
+	sum, err := s.core.Jobs.Job(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
@@ -222,11 +145,11 @@ func intParam(c echo.Context, name string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
-func (s *Server) listJobs(c echo.Context) error {
+func (s *Surface) listJobs(c echo.Context) error {
 	qp := query{c: c}
 	page := qp.int("page", 1, 1, 1<<30)
 	size := qp.int("size", 50, 1, 1000)
-	q := statuscache.ListQuery{Page: page, Size: size, Status: c.QueryParam("status"), Name: c.QueryParam("name"), Sort: c.QueryParam("sort")}
+	q := api.JobQuery{Page: page, Size: size, Status: c.QueryParam("status"), Name: c.QueryParam("name"), Sort: c.QueryParam("sort")}
 	switch q.Sort {
 	case "", "id", "created_at", "updated_at":
 	default:
@@ -245,7 +168,7 @@ func (s *Server) listJobs(c echo.Context) error {
 	if err := qp.fe.Err(); err != nil {
 		return err
 	}
-	items, total, err := s.deps.Cache.List(c.Request().Context(), q)
+	items, total, err := s.core.Search.List(c.Request().Context(), q)
 	if err != nil {
 		return err
 	}
@@ -267,7 +190,7 @@ type HostView struct {
 	DurationMS int64 `json:"duration_ms"`
 }
 
-func (s *Server) jobHosts(c echo.Context) error {
+func (s *Surface) jobHosts(c echo.Context) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
@@ -283,7 +206,7 @@ func (s *Server) jobHosts(c echo.Context) error {
 	if err := qp.fe.Err(); err != nil {
 		return err
 	}
-	rows, err := s.deps.Cache.Hosts(c.Request().Context(), id)
+	rows, err := s.core.Jobs.Hosts(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
@@ -294,9 +217,7 @@ func (s *Server) jobHosts(c echo.Context) error {
 		}
 		out = append(out, HostView{HostRow: r, DurationMS: r.DurationMS()})
 	}
-	total := len(out)
-	from := min((page-1)*size, total)
-	return c.JSON(http.StatusOK, ListResponse[HostView]{Items: out[from:min(from+size, total)], Total: total, Page: page, Size: size})
+	return c.JSON(http.StatusOK, pageOf(out, page, size))
 }
 
 // LogResponse is a range of one host's log.
@@ -308,7 +229,7 @@ type LogResponse struct {
 	schemas.LogPage
 }
 
-func (s *Server) hostLog(c echo.Context) error {
+func (s *Surface) hostLog(c echo.Context) error {
 	ctx := c.Request().Context()
 	id, err := pathID(c)
 	if err != nil {
@@ -336,7 +257,7 @@ func (s *Server) hostLog(c echo.Context) error {
 		}
 		ref.Attempt = attempt
 	}
-	page, err := s.deps.Logs.Read(ctx, ref, from, limit)
+	page, err := s.core.Logs.Read(ctx, ref, from, limit)
 	if err != nil {
 		return err
 	}
@@ -345,8 +266,8 @@ func (s *Server) hostLog(c echo.Context) error {
 
 // logRef finds a host's log in a job: in the given step, or else in the
 // latest step so far that targets the host.
-func (s *Server) logRef(ctx context.Context, id int64, step int, host schemas.Host) (schemas.LogRef, error) {
-	spec, state, _, err := s.deps.Cache.Load(ctx, id)
+func (s *Surface) logRef(ctx context.Context, id int64, step int, host schemas.Host) (schemas.LogRef, error) {
+	spec, state, err := s.core.Jobs.Load(ctx, id)
 	if err != nil {
 		return schemas.LogRef{}, err
 	}
@@ -374,35 +295,16 @@ func hostNotInJob(h schemas.Host, id int64) error {
 	return schemas.NotFound("host %s is not a target of job %d", h, id)
 }
 
-func (s *Server) stopJob(c echo.Context) error {
+func (s *Surface) stopJob(c echo.Context) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	if err := s.stop(c.Request().Context(), id, "admin"); err != nil {
+	if err := s.core.Stop(c.Request().Context(), id, "admin"); err != nil {
 		return err
 	}
 	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
 	return c.JSON(http.StatusAccepted, map[string]any{"id": id, "status": schemas.JobStopping})
-}
-
-// errFinished refuses to stop a job that has already ended.
-var errFinished = schemas.Conflict("job already finished")
-
-// stop publishes a stop command for a job that exists and has not ended.
-func (s *Server) stop(ctx context.Context, id int64, by string) error {
-	sum, err := s.deps.Cache.Job(ctx, id)
-	if err != nil {
-		return err
-	}
-	if schemas.JobFinal(sum.Status) {
-		return fmt.Errorf("job %d is %s: %w", id, sum.Status, errFinished)
-	}
-	body, _ := json.Marshal(schemas.StopCommand{V: schemas.MessageVersion, JobID: id, By: by})
-	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {
-		return fmt.Errorf("stop: %w", err)
-	}
-	return nil
 }
 
 // AgentView is an agent in the native API.
@@ -411,29 +313,42 @@ type AgentView struct {
 	Online bool `json:"online"`
 }
 
-func (s *Server) listAgents(c echo.Context) error {
-	var fe schemas.FieldErrors
+func (s *Surface) listAgents(c echo.Context) error {
+	qp := query{c: c}
+	page := qp.int("page", 1, 1, 1<<30)
+	size := qp.int("size", 100, 1, 10000)
 	online := c.QueryParam("online")
 	if online != "" && online != "true" && online != "false" {
-		fe.Add("online", "want true or false")
+		qp.fe.Add("online", "want true or false")
 	}
 	label, value, hasLabel := strings.Cut(c.QueryParam("label"), "=")
 	if c.QueryParam("label") != "" && (!hasLabel || label == "") {
-		fe.Add("label", "want k=v")
+		qp.fe.Add("label", "want k=v")
 	}
-	if err := fe.Err(); err != nil {
+	if err := qp.fe.Err(); err != nil {
 		return err
 	}
 	now := time.Now()
-	out := []AgentView{}
-	for _, a := range s.deps.Agents.All() {
-		v := AgentView{AgentInfo: a, Online: a.Online(now, s.deps.Agents.TTL())}
+	all := []AgentView{}
+	for _, a := range s.core.Agents.All() {
+		v := AgentView{AgentInfo: a, Online: a.Online(now, s.core.Agents.TTL())}
 		if (online != "" && strconv.FormatBool(v.Online) != online) || (hasLabel && a.Labels[label] != value) {
 			continue
 		}
-		out = append(out, v)
+		all = append(all, v)
 	}
-	return c.JSON(http.StatusOK, ListResponse[AgentView]{Items: out, Total: len(out), Page: 1, Size: len(out)})
+	slices.SortFunc(all, func(a, b AgentView) int { return strings.Compare(a.ID, b.ID) })
+	return c.JSON(http.StatusOK, pageOf(all, page, size))
+}
+
+// pageOf answers page (from 1) of size items of all.
+func pageOf[T any](all []T, page, size int) ListResponse[T] {
+	from := min((page-1)*size, len(all))
+	items := all[from:min(from+size, len(all))]
+	if items == nil {
+		items = []T{}
+	}
+	return ListResponse[T]{Items: items, Total: len(all), Page: page, Size: size}
 }
 
 // nativeOps maps the path words of step operations to their commands.
@@ -442,7 +357,7 @@ var nativeOps = map[string]string{
 	"retry-all": schemas.OpRetryAll, "ignore-error": schemas.OpIgnoreError,
 }
 
-func (s *Server) operateStep(c echo.Context) error {
+func (s *Surface) operateStep(c echo.Context) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
@@ -455,57 +370,20 @@ func (s *Server) operateStep(c echo.Context) error {
 	if !ok {
 		return schemas.Invalid("op", "unknown operation %q (want confirm, skip, retry-failed, retry-all or ignore-error)", c.Param("op"))
 	}
-	if err := s.operate(c.Request().Context(), id, step, op, "admin"); err != nil {
+	if err := s.core.Operate(c.Request().Context(), id, step, op, "admin"); err != nil {
 		return err
 	}
 	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
 	return c.JSON(http.StatusAccepted, map[string]any{"id": id, "step": step, "op": c.Param("op")})
 }
 
-// operate checks an operation against the job's current state and
-// publishes it; the worker checks again when it applies it.
-func (s *Server) operate(ctx context.Context, id int64, step int, op, by string) error {
-	_, st, _, err := s.deps.Cache.Load(ctx, id)
-	if err != nil {
-		return err
-	}
-	if err := st.CheckOp(op, step); err != nil {
-		return err
-	}
-	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})
-	if _, _, err := s.deps.Publisher.Publish(ctx, schemas.SubjOp, body, ""); err != nil {
-		return fmt.Errorf("operate: %w", err)
-	}
-	return nil
-}
-
-// checkRisk runs every script step through the high-risk command rules:
-// an intercept refuses the job, scan findings are recorded on it.
-func (s *Server) checkRisk(spec *schemas.JobSpec) error {
-	spec.Warnings = nil
-	for i, st := range spec.Steps {
-		if st.Script == nil {
-			continue
-		}
-		findings, err := s.deps.Risk.Check(st.Script.Interpreter, st.Script.Content)
-		if err != nil {
-			return fmt.Errorf("step %d: %w", i+1, err)
-		}
-		for _, f := range findings {
-			spec.Warnings = append(spec.Warnings, schemas.RiskFinding{Step: i, RuleID: f.RuleID, Action: f.Action,
-				Description: f.Description, Line: f.Line, Text: f.Text})
-		}
-	}
-	return nil
-}
-
 // jobCallback answers a job's callback delivery record.
-func (s *Server) jobCallback(c echo.Context) error {
+func (s *Surface) jobCallback(c echo.Context) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	rec, ok, err := callback.Get(c.Request().Context(), s.deps.Cache.JobsBucket(), id)
+	rec, ok, err := s.core.Callbacks.Callback(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
@@ -516,7 +394,7 @@ func (s *Server) jobCallback(c echo.Context) error {
 }
 
 // listDeadLetters answers the messages that failed for good, newest first.
-func (s *Server) listDeadLetters(c echo.Context) error {
+func (s *Surface) listDeadLetters(c echo.Context) error {
 	ctx := c.Request().Context()
 	qp := query{c: c}
 	page := qp.int("page", 1, 1, 1<<30)
@@ -524,26 +402,9 @@ func (s *Server) listDeadLetters(c echo.Context) error {
 	if err := qp.fe.Err(); err != nil {
 		return err
 	}
-	lister, err := s.deps.DeadLetters.ListKeys(ctx)
+	all, err := s.core.DeadLetters.DeadLetters(ctx)
 	if err != nil {
-		return schemas.Unavailable(err, "dead letters")
+		return err
 	}
-	var all []schemas.DeadLetter
-	for k := range lister.Keys() {
-		e, err := s.deps.DeadLetters.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var dl schemas.DeadLetter
-		if json.Unmarshal(e.Value(), &dl) == nil {
-			all = append(all, dl)
-		}
-	}
-	slices.SortFunc(all, func(a, b schemas.DeadLetter) int { return b.At.Compare(a.At) })
-	from := min((page-1)*size, len(all))
-	items := all[from:min(from+size, len(all))]
-	if items == nil {
-		items = []schemas.DeadLetter{}
-	}
-	return c.JSON(http.StatusOK, ListResponse[schemas.DeadLetter]{Items: items, Total: len(all), Page: page, Size: size})
+	return c.JSON(http.StatusOK, pageOf(all, page, size))
 }

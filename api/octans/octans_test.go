@@ -1,4 +1,4 @@
-package api
+package octans
 
 import (
 	"encoding/json"

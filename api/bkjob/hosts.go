@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"encoding/json"
@@ -46,7 +46,7 @@ type bkHostIndex struct {
 // hosts had when it was submitted (JSON: "cloud:ip" → id).
 const bkExtraHostIDs = "bk_host_ids"
 
-func (s *Server) bkHosts(spec *schemas.JobSpec) *bkHostIndex {
+func (s *Surface) bkHosts(spec *schemas.JobSpec) *bkHostIndex {
 	x := &bkHostIndex{byID: map[int64]schemas.Host{}, byHost: map[schemas.Host]int64{}}
 	if spec != nil && spec.Extra[bkExtraHostIDs] != "" {
 		var m map[string]int64
@@ -58,10 +58,10 @@ func (s *Server) bkHosts(spec *schemas.JobSpec) *bkHostIndex {
 			}
 		}
 	}
-	if s.deps.Agents == nil {
+	if s.core.Agents == nil {
 		return x
 	}
-	for _, a := range s.deps.Agents.All() {
+	for _, a := range s.core.Agents.All() {
 		if a.HostID <= 0 {
 			continue
 		}

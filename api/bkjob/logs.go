@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"context"
@@ -96,7 +96,7 @@ type bkBatchLogData struct {
 
 // bkStepLogs reads the logs of one step of one job.
 type bkStepLogs struct {
-	s     *Server
+	s     *Surface
 	id    int64
 	step  int
 	spec  *schemas.JobSpec
@@ -106,7 +106,7 @@ type bkStepLogs struct {
 }
 
 // bkOpenStep checks the ids and the scope and opens the step's logs.
-func (s *Server) bkOpenStep(ctx context.Context, sc schemas.Scope, id int64, stepID bkInt) (*bkStepLogs, error) {
+func (s *Surface) bkOpenStep(ctx context.Context, sc schemas.Scope, id int64, stepID bkInt) (*bkStepLogs, error) {
 	spec, st, err := s.bkJob(ctx, id, sc)
 	if err != nil {
 		return nil, err
@@ -163,7 +163,7 @@ func (l *bkStepLogs) units(h schemas.Host) []int {
 // scriptLog is a target's output at its current attempt.
 func (l *bkStepLogs) scriptLog(ctx context.Context, idx int) (string, error) {
 	ref := schemas.LogRef{Job: l.id, Step: l.step, Host: idx, Attempt: l.st.Steps[l.step].Hosts.AttemptOf(idx)}
-	page, err := l.s.deps.Logs.Read(ctx, ref, 0, bkMaxScriptLogLines)
+	page, err := l.s.core.Logs.Read(ctx, ref, 0, bkMaxScriptLogLines)
 	if err != nil || len(page.Lines) == 0 {
 		return "", err
 	}
@@ -181,7 +181,7 @@ func (l *bkStepLogs) records(ctx context.Context, ref schemas.LogRef) ([]schemas
 	seen := map[fileKey]int{}
 	var out []schemas.FileLog
 	for from := 0; from < bkMaxFileLogLines; {
-		page, err := l.s.deps.Logs.Read(ctx, ref, from, bkLogReadPage)
+		page, err := l.s.core.Logs.Read(ctx, ref, from, bkLogReadPage)
 		if err != nil {
 			return nil, err
 		}
@@ -293,7 +293,7 @@ func (l *bkStepLogs) uploads(ctx context.Context, units []int) ([]schemas.FileLo
 			note, at := "waiting for the upload to start", time.Now()
 			if status.Final() {
 				if results == nil {
-					if results, err = l.s.deps.Cache.UploadResults(ctx, l.id, l.step, len(all)); err != nil {
+					if results, err = l.s.core.Jobs.UploadResults(ctx, l.id, l.step, len(all)); err != nil {
 						return nil, err
 					}
 				}
@@ -377,10 +377,10 @@ func (l *bkStepLogs) render(recs []schemas.FileLog) []bkFileLog {
 
 func hostNotInStep(h schemas.Host, l *bkStepLogs) error {
 	return bkErrorf(bkCodeHostInvalid, schemas.ErrNotFound, "host %d:%s is not a host of step instance %d",
-		h.CloudID, h.IP, schemas.BKStepInstanceID(l.id, l.step))
+		h.CloudID, h.IP, BKStepInstanceID(l.id, l.step))
 }
 
-func (s *Server) bkGetJobInstanceIPLog(c echo.Context) error {
+func (s *Surface) bkGetJobInstanceIPLog(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req bkIPLogRequest
 	if _, err := s.bkBind(c, &req); err != nil {
@@ -457,7 +457,7 @@ func (s *Server) bkGetJobInstanceIPLog(c echo.Context) error {
 	return bkOK(c, "", out)
 }
 
-func (s *Server) bkBatchGetJobInstanceIPLog(c echo.Context) error {
+func (s *Surface) bkBatchGetJobInstanceIPLog(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req bkBatchLogRequest
 	if _, err := s.bkBind(c, &req); err != nil {
@@ -500,7 +500,7 @@ func (s *Server) bkBatchGetJobInstanceIPLog(c echo.Context) error {
 			asked = append(asked, h)
 		}
 	}
-	out := bkBatchLogData{LogType: l.logType(), JobInstanceID: id, TaskInstanceID: id, StepInstanceID: schemas.BKStepInstanceID(id, l.step)}
+	out := bkBatchLogData{LogType: l.logType(), JobInstanceID: id, TaskInstanceID: id, StepInstanceID: BKStepInstanceID(id, l.step)}
 	seen := map[schemas.Host]bool{}
 	scripts, files := []bkScriptTaskLog{}, []bkFileTaskLog{}
 	for _, h := range asked {

@@ -1,4 +1,4 @@
-package api
+package bkjob
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -38,7 +39,7 @@ type bkOperateJobRequest struct {
 	OperationCode bkInt `json:"operation_code"`
 }
 
-func (s *Server) bkOperateJobInstance(c echo.Context) error {
+func (s *Surface) bkOperateJobInstance(c echo.Context) error {
 	var req bkOperateJobRequest
 	caller, err := s.bkBind(c, &req)
 	if err != nil {
@@ -63,7 +64,7 @@ func (s *Server) bkOperateJobInstance(c echo.Context) error {
 }
 
 // bkTerminate stops a job of the caller's scope.
-func (s *Server) bkTerminate(c echo.Context, id int64, sc schemas.Scope, caller bkCaller) error {
+func (s *Surface) bkTerminate(c echo.Context, id int64, sc schemas.Scope, caller bkCaller) error {
 	ctx := c.Request().Context()
 	_, st, err := s.bkJob(ctx, id, sc)
 	if err != nil {
@@ -72,8 +73,8 @@ func (s *Server) bkTerminate(c echo.Context, id int64, sc schemas.Scope, caller 
 	if st.Status == schemas.JobStopping {
 		return bkErrorf(bkCodeStopping, schemas.ErrConflict, "job instance %d is already terminating", id)
 	}
-	err = s.stop(ctx, id, caller.user)
-	if errors.Is(err, errFinished) {
+	err = s.core.Stop(ctx, id, caller.user)
+	if errors.Is(err, api.ErrFinished) {
 		return bkErrorf(bkCodeUnsupportedOp, schemas.ErrConflict, "job instance %d has already finished", id)
 	}
 	return err
@@ -86,7 +87,7 @@ type bkOperateStepRequest struct {
 	OperationCode  bkInt `json:"operation_code"`
 }
 
-func (s *Server) bkOperateStepInstance(c echo.Context) error {
+func (s *Surface) bkOperateStepInstance(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req bkOperateStepRequest
 	caller, err := s.bkBind(c, &req)
@@ -125,7 +126,7 @@ func (s *Server) bkOperateStepInstance(c echo.Context) error {
 		}
 		err = s.bkTerminate(c, id, sc, caller)
 	default:
-		err = s.operate(ctx, id, step, op, caller.user)
+		err = s.core.Operate(ctx, id, step, op, caller.user)
 		if errors.Is(err, schemas.ErrConflict) {
 			err = &bkError{code: bkCodeUnsupportedOp, err: fmt.Errorf("operation %d: %w", code, err)}
 		}

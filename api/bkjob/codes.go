@@ -1,7 +1,10 @@
-package schemas
+package bkjob
+
+import "github.com/fleetjob/fleetjob/schemas"
 
 // BlueKing Job run status codes (RunStatusEnum) shared by job and step
-// instances: the BlueKing surface and the job-finished callback use them.
+// instances: this surface and the job-finished callback (which the composition
+// root hands them) use them.
 const (
 	BKPending       = 1
 	BKRunning       = 2
@@ -21,30 +24,30 @@ const (
 // BKRunStatus maps a job or step status word to BlueKing's code.
 func BKRunStatus(status string) int {
 	switch status {
-	case JobWaiting:
+	case schemas.JobWaiting:
 		return BKPending
-	case JobRunning:
+	case schemas.JobRunning:
 		return BKRunning
-	case JobSuccess:
+	case schemas.JobSuccess:
 		return BKSuccess
-	case JobFailed, JobPartial:
+	case schemas.JobFailed, schemas.JobPartial:
 		return BKFailed
-	case StepSkipped:
+	case schemas.StepSkipped:
 		return BKSkipped
-	case StepIgnored:
+	case schemas.StepIgnored:
 		return BKIgnoreError
-	case JobWaitingUser:
+	case schemas.JobWaitingUser:
 		return BKWaitingUser
-	case JobStopping:
+	case schemas.JobStopping:
 		return BKStopping
-	case JobStopped:
+	case schemas.JobStopped:
 		return BKStopSuccess
 	}
 	return BKAbnormal
 }
 
 // BKStepInstanceID numbers a job's step for BlueKing, which needs numeric
-// step ids: job id × 1000 + step index (jobs have at most MaxSteps steps).
+// step ids: job id × 1000 + step index (jobs have at most schemas.MaxSteps steps).
 func BKStepInstanceID(job int64, step int) int64 { return job*1000 + int64(step) }
 
 // BKStepOf reads a BlueKing step instance id back.

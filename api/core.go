@@ -1,0 +1,265 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetjob/fleetjob/api/riskrules"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Deps are the core's collaborators.
+type Deps struct {
+	Publisher   Publisher
+	Claims      Claims
+	Jobs        JobReader
+	Search      JobSearch
+	Logs        LogReader
+	Callbacks   CallbackReader
+	DeadLetters DeadLetterReader
+	Agents      AgentLister
+	// Queued caches accepted jobs; nil caches nothing (reads then wait for
+	// a worker to take the job).
+	Queued JobQueuer
+	// Risk checks scripts against the high-risk command rules; nil checks
+	// nothing.
+	Risk     *riskrules.Engine
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// Core is the command core every surface shares: it submits, stops and
+// operates jobs (one JetStream command each, after the checks every
+// surface needs) and hands the surfaces the readers they answer from.
+type Core struct {
+	Jobs        JobReader
+	Search      JobSearch
+	Logs        LogReader
+	Callbacks   CallbackReader
+	DeadLetters DeadLetterReader
+	Agents      AgentLister
+	Log         *slog.Logger
+
+	deps      Deps
+	token     string
+	submitted *prometheus.CounterVec
+}
+
+// NewCore builds the core. token is the admin credential (compared by
+// Admin); its metrics register on deps.Registry.
+func NewCore(token string, deps Deps) *Core {
+	c := &Core{
+		Jobs: deps.Jobs, Search: deps.Search, Logs: deps.Logs, Callbacks: deps.Callbacks,
+		DeadLetters: deps.DeadLetters, Agents: deps.Agents, Log: deps.Log.With("component", "api"),
+		deps: deps, token: token,
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_api_jobs_submitted_total",
+			Help: "Jobs accepted by the API, by surface."}, []string{"surface"}),
+	}
+	deps.Registry.MustRegister(c.submitted)
+	return c
+}
+
+// Admin reports whether secret is the admin credential (in constant time);
+// an empty secret never is.
+func (c *Core) Admin(secret string) bool {
+	return c.token != "" && secret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(c.token)) == 1
+}
+
+// Claim is how a submission is made unique: a key in the names bucket and
+// the JetStream message id that goes with it. A zero Claim is no claim.
+type Claim struct {
+	key   string
+	msgID string
+	// fingerprint identifies the request that takes an idempotency key; a
+	// repeat with another fingerprint is refused (ErrKeyReused).
+	fingerprint string
+	// strict refuses any repeat instead of answering with the first job.
+	strict bool
+}
+
+// IdempotencyClaim is the claim of an Idempotency-Key: a repeat of the
+// same request answers the first job; another request with the same key
+// is refused. fingerprint identifies the request (see Fingerprint).
+func IdempotencyClaim(key, fingerprint string) Claim {
+	if key == "" {
+		return Claim{}
+	}
+	return Claim{key: "idem." + hashKey(key), msgID: "idem:" + key, fingerprint: fingerprint}
+}
+
+// NameClaim claims a task name of a surface for good: a second submission
+// with it is refused with ErrConflict.
+func NameClaim(surface, name string) Claim {
+	return Claim{key: surface + "." + hashKey(name), msgID: surface + ":" + name, strict: true}
+}
+
+// Fingerprint identifies a request by its decoded content, so the same
+// request sent with other whitespace or key order is the same request.
+func Fingerprint(v any) string {
+	b, _ := json.Marshal(v)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func hashKey(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:16])
+}
+
+// ErrKeyReused refuses an idempotency key sent again with another request
+// (HTTP 422 on the native API, as the IETF Idempotency-Key draft says).
+var ErrKeyReused = errors.New("the Idempotency-Key was already used with a different request")
+
+// claimWait bounds how long a deduplicated submission waits for the first
+// one to record its claim.
+const claimWait = 2 * time.Second
+
+// Submit validates a spec, checks it against the high-risk rules and
+// publishes it as one submit command. With a claim, a repeat answers the
+// first job's id (dup true), or ErrConflict when the claim is strict.
+func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id int64, dup bool, err error) {
+	if err := spec.Normalize(); err != nil {
+		return 0, false, err
+	}
+	if err := c.checkRisk(spec); err != nil {
+		return 0, false, err
+	}
+	if cl.key != "" {
+		h, found, err := c.deps.Claims.Lookup(ctx, cl.key)
+		if err != nil {
+			return 0, false, err
+		}
+		if found {
+			return h.ID, true, cl.repeat(h)
+		}
+	}
+	body, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: *spec, SubmittedAt: time.Now().UTC()})
+	seq, dup, err := c.deps.Publisher.Publish(ctx, schemas.SubjSubmit, body, cl.msgID)
+	if err != nil {
+		return 0, false, fmt.Errorf("submit: %w", err)
+	}
+	id = int64(seq)
+	if cl.key != "" {
+		if dup {
+			// The first submission records the claim right after its
+			// publish ack: its fingerprint, not this one's, holds the key.
+			if h, ok := c.awaitClaim(ctx, cl.key); ok {
+				return h.ID, true, cl.repeat(h)
+			}
+		}
+		h, err := c.deps.Claims.Claim(ctx, cl.key, id, cl.fingerprint)
+		if err != nil {
+			c.Log.Warn("claim not recorded", "key", cl.key, "job", id, "err", err)
+		} else if h.ID != id || dup {
+			return h.ID, true, cl.repeat(h)
+		}
+	}
+	if !dup {
+		c.submitted.WithLabelValues(spec.Surface).Inc()
+		if c.deps.Queued != nil {
+			c.deps.Queued.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC()))
+		}
+	}
+	return id, dup, nil
+}
+
+// repeat is the answer to a submission whose claim h already holds.
+func (cl Claim) repeat(h ClaimHolder) error {
+	switch {
+	case cl.strict:
+		return schemas.Conflict("the name is already taken by job %d", h.ID)
+	case h.Fingerprint != "" && cl.fingerprint != "" && h.Fingerprint != cl.fingerprint:
+		return fmt.Errorf("job %d holds the key: %w", h.ID, ErrKeyReused)
+	}
+	return nil
+}
+
+// awaitClaim waits briefly for a claim another submission is recording.
+func (c *Core) awaitClaim(ctx context.Context, key string) (ClaimHolder, bool) {
+	deadline := time.Now().Add(claimWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		h, found, err := c.deps.Claims.Lookup(ctx, key)
+		if found && err == nil {
+			return h, true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return ClaimHolder{}, false
+		}
+		time.Sleep(wait)
+	}
+}
+
+// Resolve returns the job that holds a claim.
+func (c *Core) Resolve(ctx context.Context, cl Claim) (int64, bool, error) {
+	h, found, err := c.deps.Claims.Lookup(ctx, cl.key)
+	return h.ID, found, err
+}
+
+// checkRisk runs every script step through the high-risk command rules:
+// an intercept refuses the job, scan findings are recorded on it.
+func (c *Core) checkRisk(spec *schemas.JobSpec) error {
+	spec.Warnings = nil
+	if c.deps.Risk == nil {
+		return nil
+	}
+	for i, st := range spec.Steps {
+		if st.Script == nil {
+			continue
+		}
+		findings, err := c.deps.Risk.Check(st.Script.Interpreter, st.Script.Content)
+		if err != nil {
+			return fmt.Errorf("steps[%d]: %w", i, err)
+		}
+		for _, f := range findings {
+			spec.Warnings = append(spec.Warnings, schemas.RiskFinding{Step: i, RuleID: f.RuleID, Action: f.Action,
+				Description: f.Description, Line: f.Line, Text: f.Text})
+		}
+	}
+	return nil
+}
+
+// ErrFinished refuses to stop a job that has already ended; it is a
+// conflict.
+var ErrFinished = schemas.Conflict("the job has already finished")
+
+// Stop publishes a stop command for a job that exists and has not ended.
+func (c *Core) Stop(ctx context.Context, id int64, by string) error {
+	sum, err := c.Jobs.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	if schemas.JobFinal(sum.Status) {
+		return fmt.Errorf("job %d is %s: %w", id, sum.Status, ErrFinished)
+	}
+	body, _ := json.Marshal(schemas.StopCommand{V: schemas.MessageVersion, JobID: id, By: by})
+	if _, _, err := c.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	return nil
+}
+
+// Operate checks an operation on a step (0-based) against the job's
+// current state and publishes it; the worker checks again when it applies it.
+func (c *Core) Operate(ctx context.Context, id int64, step int, op, by string) error {
+	_, st, err := c.Jobs.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := st.CheckOp(op, step); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})
+	if _, _, err := c.deps.Publisher.Publish(ctx, schemas.SubjOp, body, ""); err != nil {
+		return fmt.Errorf("operate: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,47 @@
+package api
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+func TestDecodeErrorsNameTheFieldInTheClientsWords(t *testing.T) {
+	type host struct {
+		IP string `json:"ip"`
+	}
+	type step struct {
+		Timeout int    `json:"timeout"`
+		Targets []host `json:"targets"`
+	}
+	type req struct {
+		Name  string `json:"name"`
+		Steps []step `json:"steps"`
+	}
+	for _, c := range []struct{ body, field, reason string }{
+		{`{"name":1}`, "name", "expected a string, got number"},
+		{`{"steps":[{"timeout":1},{"timeout":"x"}]}`, "steps[1].timeout", "expected a whole number, got string"},
+		{`{"steps":[{"targets":[{"ip":"a"},{"ip":"b"},{"ip":3}]}]}`, "steps[0].targets[2].ip", "expected a string, got number"},
+		{`{"steps":{}}`, "steps", "expected an array, got object"},
+		{`{"steps":[{"timeout":1.5}]}`, "steps[0].timeout", "expected a whole number, got number 1.5"},
+		{`{"colour":1}`, "colour", "unknown field"},
+	} {
+		var v req
+		err := DecodeStrictBytes([]byte(c.body), &v)
+		var fe schemas.FieldErrors
+		if !errors.As(err, &fe) || len(fe) != 1 {
+			t.Errorf("%s: got %v, want a field error", c.body, err)
+			continue
+		}
+		if fe[0].Field != c.field || fe[0].Reason != c.reason {
+			t.Errorf("%s: got %s: %s, want %s: %s", c.body, fe[0].Field, fe[0].Reason, c.field, c.reason)
+		}
+	}
+	for _, body := range []string{`{`, `{"name":"a"} x`, `[1]x`} {
+		var v req
+		if err := DecodeStrictBytes([]byte(body), &v); !errors.Is(err, ErrMalformed) && !errors.Is(err, schemas.ErrInvalid) {
+			t.Errorf("%s: got %v, want malformed", body, err)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func (f *fakeClaims) Lookup(_ context.Context, key string) (api.ClaimHolder, boo
 type fakeAgents []schemas.AgentInfo
 
 func (a fakeAgents) All() []schemas.AgentInfo { return a }
-func (fakeAgents) TTL() time.Duration        { return time.Minute }
+func (fakeAgents) TTL() time.Duration         { return time.Minute }
 
 func testServer(t *testing.T) (http.Handler, *fakePublisher) {
 	t.Helper()

@@ -35,7 +35,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-integration:
-	$(GO) test -race -count=1 -timeout 10m -skip '^TestChaos' ./test/
+	$(GO) test -race -count=1 -timeout 10m -skip '^TestChaos' ./test/ ./test/contract/
 
 # The fault-injection cases; each prints what it counted.
 chaos: deps

@@ -400,9 +400,10 @@ func TestHighRiskScripts(t *testing.T) {
 	if code != 400 || !strings.Contains(string(b), `line 2 matches high-risk rule \"rm-root\"`) {
 		t.Errorf("rm -rf /: got %d %s", code, b)
 	}
-	code, a := octans(t, s, "/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "bomb", "tasks": ":(){ :|:& };:"}, nil)
-	if code != 200 || a.Code != -1 || !strings.Contains(a.Message, "fork-bomb") {
-		t.Errorf("fork bomb through octans: %d %+v", code, a)
+	// the octans surface answers failures with HTTP 200 and code -1
+	code, b = s.Do(t, "POST", "/api/run", map[string]any{"nodes": []string{"127.0.0.1"}, "name": "bomb", "tasks": ":(){ :|:& };:"}, map[string]string{"Authorization": ""})
+	if code != 200 || !strings.Contains(string(b), `"code":-1`) || !strings.Contains(string(b), "fork-bomb") {
+		t.Errorf("fork bomb through octans: %d %s", code, b)
 	}
 	if s.CommandCount(t) != before {
 		t.Error("an intercepted script was queued")

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,4 +380,59 @@ func (s *System) WaitReady(t testing.TB, timeout time.Duration) {
 		}
 		return err == nil && resp.StatusCode == 200
 	}, "%s ready", s.APIURL)
+}
+
+// Ledger is a file that scripts append lines to: what really ran, for a
+// test to count (each run writes before the job's result is known).
+type Ledger string
+
+// NewLedger returns an empty ledger in the test's temp dir.
+func NewLedger(t testing.TB) Ledger { return Ledger(filepath.Join(t.TempDir(), "ledger")) }
+
+// Append is the shell that records a line.
+func (l Ledger) Append(what string) string { return fmt.Sprintf("echo %s >> %s", what, string(l)) }
+
+// Lines returns the words recorded so far.
+func (l Ledger) Lines(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile(string(l))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+// Count counts each distinct word.
+func Count(words []string) map[string]int {
+	out := map[string]int{}
+	for _, w := range words {
+		out[w]++
+	}
+	return out
+}
+
+// Submit queues a native job and returns its id, failing the test unless
+// the API accepts it (202 with an id).
+func (s *System) Submit(t testing.TB, body any, headers map[string]string) int64 {
+	t.Helper()
+	var out struct {
+		ID int64 `json:"id"`
+	}
+	if code := s.JSON(t, "POST", "/v1/jobs", body, headers, &out); code != 202 || out.ID <= 0 {
+		t.Fatalf("submit: got %d %+v, want 202 with an id", code, out)
+	}
+	return out.ID
+}
+
+// Job reads a job's summary through the native API.
+func (s *System) Job(t testing.TB, id int64) schemas.JobSummary {
+	t.Helper()
+	var sum schemas.JobSummary
+	if code := s.JSON(t, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum); code != 200 {
+		t.Fatalf("get job %d: %d", id, code)
+	}
+	return sum
 }

@@ -1,4 +1,4 @@
-package test
+package contract
 
 import (
 	"context"
@@ -76,71 +76,6 @@ func bkFail(t *testing.T, s *testenv.System, method, path string, body any, stat
 	}
 }
 
-// wantShape checks an object's exact key set and each value's JSON type
-// (number, string, bool, object, array, null; "time" is a number or null,
-// "any" anything).
-func wantShape(t *testing.T, where string, v any, shape map[string]string) map[string]any {
-	t.Helper()
-	m, ok := v.(map[string]any)
-	if !ok {
-		t.Fatalf("%s: %T is not an object", where, v)
-	}
-	var got, want []string
-	for k := range m {
-		got = append(got, k)
-	}
-	for k := range shape {
-		want = append(want, k)
-	}
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("%s: keys %v, want %v", where, got, want)
-	}
-	for k, typ := range shape {
-		val, ok := m[k]
-		if !ok || typ == "any" {
-			continue
-		}
-		if jt := jsonType(val); jt != typ && !(typ == "time" && (jt == "number" || jt == "null")) {
-			t.Errorf("%s: %s is %s (%v), want %s", where, k, jt, val, typ)
-		}
-	}
-	return m
-}
-
-func jsonType(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case float64:
-		return "number"
-	case string:
-		return "string"
-	case bool:
-		return "bool"
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
-func num(v any) int64 {
-	f, _ := v.(float64)
-	return int64(f)
-}
-
-func list(t *testing.T, v any) []any {
-	t.Helper()
-	l, ok := v.([]any)
-	if !ok {
-		t.Fatalf("%T is not an array", v)
-	}
-	return l
-}
-
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // startBKAgent runs an agent that carries a BlueKing host id.
@@ -191,6 +126,20 @@ func bkSubmitted(t *testing.T, s *testenv.System, api string, body any, namePref
 		t.Errorf("%s: data %v", api, d)
 	}
 	return id, num(d["step_instance_id"])
+}
+
+// bkSeed003Extra are the keys fleetjob's batch_get_job_instance_ip_log
+// answers beyond seed 003's examples, each documented elsewhere: the
+// gateway's request ids (every answer), job_instance_id beside
+// task_instance_id and bk_host_id beside each IP (docs/bkjob-api-reference.md
+// §batch_get_job_instance_ip_log, the current generation of the API), and
+// a file log's size, speed and process (the same reference's file_log).
+var bkSeed003Extra = map[string]bool{
+	"request_id": true, "job_request_id": true, "data.job_instance_id": true,
+	"data.script_task_logs[].bk_host_id": true, "data.file_task_logs[].bk_host_id": true,
+	"data.file_task_logs[].file_logs[].src_ip.bk_host_id": true, "data.file_task_logs[].file_logs[].dest_ip.bk_host_id": true,
+	"data.file_task_logs[].file_logs[].size": true, "data.file_task_logs[].file_logs[].speed": true,
+	"data.file_task_logs[].file_logs[].process": true,
 }
 
 var (
@@ -380,6 +329,8 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
     ]
 }	`, id, stepID)
 	d = bkData(t, s, "POST", "/api/bk-job/prod/api/v3/batch_get_job_instance_ip_log", seed)
+	_, env = bk(t, s, "POST", "/api/bk-job/prod/api/v3/batch_get_job_instance_ip_log", seed)
+	sameShape(t, "seed 003 script example", env, examples(t, "seed003_bkjob.json")["script.response"], bkSeed003Extra)
 	wantShape(t, "batch", d, map[string]string{"log_type": "number", "task_instance_id": "number", "job_instance_id": "number", "step_instance_id": "number", "script_task_logs": "array"})
 	if num(d["log_type"]) != 1 || num(d["task_instance_id"]) != id || num(d["job_instance_id"]) != id || num(d["step_instance_id"]) != stepID {
 		t.Errorf("batch: %v", d)
@@ -426,7 +377,7 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
 	// is not found
 	bkFail(t, s, "GET", fmt.Sprintf("/api/v3/get_job_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id=%d", id), nil, 200, 1244006, "")
 	bkFail(t, s, "GET", fmt.Sprintf("/api/v3/get_job_instance_status?bk_scope_type=biz_set&bk_scope_id=1&job_instance_id=%d", id), nil, 200, 1244006, "")
-	native := submit(t, s, script("true", "127.0.0.83"), nil)
+	native := s.Submit(t, script("true", "127.0.0.83"), nil)
 	bkFail(t, s, "GET", fmt.Sprintf("/api/v3/get_job_instance_status?bk_scope_type=biz&bk_scope_id=1&job_instance_id=%d", native), nil, 200, 1244006, "")
 	bkFail(t, s, "GET", fmt.Sprintf("/api/v3/get_job_instance_ip_log?bk_scope_type=biz&bk_scope_id=1&job_instance_id=%d&step_instance_id=%d&bk_cloud_id=0&ip=127.0.0.83", id, stepID), nil, 200, 1244002, "")
 	bkFail(t, s, "GET", fmt.Sprintf("/api/v3/get_job_instance_ip_log?bk_scope_type=biz&bk_scope_id=1&job_instance_id=%d&step_instance_id=%d&bk_cloud_id=0&ip=127.0.0.81", id, stepID2), nil, 200, 1244007, "")
@@ -487,7 +438,7 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
 func TestBKRollingAndStepOperations(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 2, Agents: []string{"bkr1=127.0.0.91", "bkr2=127.0.0.92", "bkr3=127.0.0.93", "bkr4=127.0.0.94"}})
-	l := newLedger(t)
+	l := testenv.NewLedger(t)
 	ips := func(n int) []any {
 		var out []any
 		for i := 1; i <= n; i++ {
@@ -521,7 +472,7 @@ func TestBKRollingAndStepOperations(t *testing.T) {
 	waiting := func(job map[string]any, steps []map[string]any) bool {
 		return num(job["status"]) == 7 && num(steps[0]["status"]) == 7
 	}
-	failOn93 := l.append("$FLEETJOB_HOST_IP") + `; if [ "$FLEETJOB_HOST_IP" = 127.0.0.93 ] && [ ! -e ` + string(l) + `.fixed ]; then exit 3; fi`
+	failOn93 := l.Append("$FLEETJOB_HOST_IP") + `; if [ "$FLEETJOB_HOST_IP" = 127.0.0.93 ] && [ ! -e ` + string(l) + `.fixed ]; then exit 3; fi`
 	fails := `exit 3`
 	failsOnce := `[ -e ` + string(l) + `.once ] || { touch ` + string(l) + `.once.$FLEETJOB_HOST_IP; exit 4; }`
 
@@ -537,13 +488,15 @@ func TestBKRollingAndStepOperations(t *testing.T) {
 	if num(hosts["127.0.0.93"]["status"]) != 104 || num(hosts["127.0.0.93"]["exit_code"]) != 3 || num(hosts["127.0.0.94"]["status"]) != 5 {
 		t.Errorf("paused hosts: %v", hosts)
 	}
-	writeFile(t, string(l)+".fixed")
+	if err := os.WriteFile(string(l)+".fixed", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	operate(pause, pauseStep, 2) // retry the failed hosts
 	jb, steps := bkFinished(t, s, pause)
 	if num(jb["status"]) != 3 || num(steps[0]["execute_count"]) != 1 || num(bkHostsOf(t, steps[0], false)["127.0.0.93"]["status"]) != 9 {
 		t.Errorf("after retry: %v %v", jb, steps)
 	}
-	if got := count(l.lines(t)); got["127.0.0.93"] != 2 || got["127.0.0.91"] != 1 || got["127.0.0.94"] != 1 {
+	if got := testenv.Count(l.Lines(t)); got["127.0.0.93"] != 2 || got["127.0.0.91"] != 1 || got["127.0.0.94"] != 1 {
 		t.Errorf("runs: %v", got)
 	}
 
@@ -551,7 +504,7 @@ func TestBKRollingAndStepOperations(t *testing.T) {
 	// (6), then continue rolling (13)
 	for batch, op := range []int{6, 13} {
 		testenv.Eventually(t, 20*time.Second, func() bool {
-			st := job(t, s, manual).Steps[0]
+			st := s.Job(t, manual).Steps[0]
 			return st.Hold == schemas.HoldConfirm && st.Batch == batch+1
 		}, "confirmation after batch %d", batch+1)
 		if jb, steps := bkStatusOf(t, s, manual); !waiting(jb, steps) {
@@ -585,7 +538,9 @@ func TestBKRollingAndStepOperations(t *testing.T) {
 	if job, _ := bkFinished(t, s, retryAll); num(job["status"]) != 4 {
 		t.Errorf("retry-all job before: %v", job)
 	}
-	writeFile(t, string(l)+".once")
+	if err := os.WriteFile(string(l)+".once", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	operate(retryAll, retryAllStep, 8)
 	jb, steps = bkWaitJob(t, s, retryAll, "success after retry all", func(job map[string]any, _ []map[string]any) bool { return num(job["status"]) == 3 })
 	if num(steps[0]["execute_count"]) != 1 {
@@ -709,6 +664,9 @@ func TestBKFileTransferAndFileLogs(t *testing.T) {
         }
     ]
 }	`, id, stepID))
+	_, fileEnv := bk(t, s, "POST", "/api/v3/batch_get_job_instance_ip_log", map[string]any{"bk_scope_type": "biz", "bk_scope_id": "1",
+		"job_instance_id": id, "step_instance_id": stepID, "ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.86"}, map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.85"}}})
+	sameShape(t, "seed 003 file example", fileEnv, examples(t, "seed003_bkjob.json")["file.response"], bkSeed003Extra)
 	wantShape(t, "file batch", d, map[string]string{"log_type": "number", "task_instance_id": "number", "job_instance_id": "number", "step_instance_id": "number", "file_task_logs": "array"})
 	tasks := list(t, d["file_task_logs"])
 	if num(d["log_type"]) != 2 || len(tasks) != 2 {

@@ -1,7 +1,9 @@
-package test
+package contract
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -215,4 +217,86 @@ func TestOctansDuplicateNameStopAndErrors(t *testing.T) {
 	if after := s.CommandCount(t); after != before+1 { // only the stop
 		t.Errorf("bad octans requests queued %d commands", after-before-1)
 	}
+}
+
+// TestSeed001Examples feeds every example of the octans document (seed
+// 001, testdata/seed001_octans.json) to the server, in the document's
+// order, and compares each answer with the documented one: HTTP 200, the
+// key set and types of the envelope and its content, and the documented
+// error messages word for word.
+func TestSeed001Examples(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.61", "a2=192.201.11.31"}})
+	ex := examples(t, "seed001_octans.json")
+	call := func(what, path string, body any) map[string]any {
+		t.Helper()
+		code, b := s.Do(t, "POST", path, body, map[string]string{"Authorization": "", "X-CORRELATION-ID": "1-1", "X-RESOURCE": "orion"})
+		if code != http.StatusOK {
+			t.Errorf("%s: HTTP %d %s, the document answers 200", what, code, b)
+		}
+		got, _ := asJSON(t, b).(map[string]any)
+		return got
+	}
+	same := func(what string, got map[string]any) {
+		t.Helper()
+		sameShape(t, what, got, ex[what], nil)
+		if want, _ := ex[what].(map[string]any)["message"].(string); want != "" && !strings.HasPrefix(fmt.Sprint(got["message"]), want) {
+			t.Errorf("%s: message %q, documented %q", what, got["message"], want)
+		}
+	}
+
+	// 1. run
+	run := ex["run.request"].(map[string]any)
+	ran := call("run", "/api/run", run)
+	same("run.response", ran)
+	id := num(ran["content"].(map[string]any)["id"])
+	same("run.duplicate", call("run again", "/api/run", run))
+	same("run.malformed", call("malformed", "/api/run", `{"nodes":["127.0.0.61",],}`))
+	same("run.param_error", call("no nodes", "/api/run", map[string]any{"name": "x", "content": "true"}))
+
+	// 3. check, by id and by name (the document's request carries both)
+	check := map[string]any{"id": id, "name": run["name"]}
+	var checked map[string]any
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		checked = call("check", "/api/check", check)
+		c, _ := checked["content"].(map[string]any)
+		return num(c["status"]) == 2
+	}, "the run to succeed")
+	same("check.response", checked)
+	c := checked["content"].(map[string]any)
+	var logs []map[string]any
+	if err := json.Unmarshal([]byte(c["log"].(string)), &logs); err != nil || len(logs) != 1 || logs[0]["stdout"] != "installing nginx" {
+		t.Errorf("check log %q: %v", c["log"], err)
+	}
+	if c["nodes"] != `["127.0.0.61"]` {
+		t.Errorf("check nodes %q", c["nodes"])
+	}
+	if _, err := time.Parse(http.TimeFormat, c["create_time"].(string)); err != nil {
+		t.Errorf("create_time %q is not the documented RFC 1123 GMT form: %v", c["create_time"], err)
+	}
+	unknown := func(req string) map[string]any { // the documented request, with an id no task has
+		m := maps.Clone(ex[req].(map[string]any))
+		m["id"] = 424242
+		return m
+	}
+	same("stop.not_found", call("check unknown", "/api/check", unknown("check.request")))
+
+	// 4. getlog: the host the run ran on, from the source it came from
+	rows := call("getlog", "/api/getlog", map[string]any{"host": "127.0.0.61", "source": "orion"})
+	same("getlog.response", rows)
+	if row := fmt.Sprint(rows["content"]); !strings.Contains(row, "global_id = 1-1, source = orion, create_time = ") || !strings.Contains(row, "host = 127.0.0.61") {
+		t.Errorf("getlog row %s", row)
+	}
+
+	// 5. parallel_run, then 2. stop it while it runs
+	par := call("parallel_run", "/api/parallel_run", ex["parallel_run.request"])
+	same("parallel_run.response", par)
+	pid := num(par["content"].(map[string]any)["id"])
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		c, _ := call("check", "/api/check", map[string]any{"id": pid})["content"].(map[string]any)
+		return num(c["status"]) == 1
+	}, "parallel_run running")
+	stop := ex["stop.request"].(map[string]any)
+	same("stop.response", call("stop", "/api/stop", map[string]any{"id": pid, "name": stop["name"]}))
+	same("stop.not_found", call("stop unknown", "/api/stop", unknown("stop.request")))
 }

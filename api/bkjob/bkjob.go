@@ -26,17 +26,14 @@ import (
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// The BlueKing Job (bk-job) surface: its v3 job-execution APIs with the
-// {result, code, message, data} envelope, at the API gateway's, the ESB's
-// and the backend registry's paths. docs/bkjob.md lists the paths, the id
-// scheme, the status mappings and every choice where the reference
-// (docs/bkjob-api-reference.md) is loose. Files: bkjob.go (routes,
-// envelope, errors, auth, scope, ids), bkjob_params.go (decoding bodies
-// and query strings), bkjob_hosts.go (hosts and host ids),
-// bkjob_submit.go (fast_execute_script, fast_transfer_file),
-// bkjob_status.go (get_job_instance_status, get_job_instance_list),
-// bkjob_logs.go (the two log APIs), bkjob_ops.go (operate_job_instance,
-// operate_step_instance).
+// docs/bkjob.md lists the paths, the id scheme, the status mappings and
+// every choice where the reference (docs/bkjob-api-reference.md) is loose.
+// Files: bkjob.go (routes, envelope, errors, auth, scope, ids), codes.go
+// (run status codes and step instance ids), params.go (decoding bodies and
+// query strings), hosts.go (hosts and host ids), submit.go
+// (fast_execute_script, fast_transfer_file), status.go
+// (get_job_instance_status, get_job_instance_list), logs.go (the two log
+// APIs), ops.go (operate_job_instance, operate_step_instance).
 
 // BlueKing error codes (bk-job's ErrorCode) this surface answers with.
 const (

@@ -84,6 +84,13 @@ func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.Simulate.Agents == 0 {
+		unlock, err := lockDir(cfg.Agent.DataDir, "--data-dir")
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
 	if err != nil {
 		return err

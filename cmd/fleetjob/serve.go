@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
@@ -14,12 +13,23 @@ import (
 	"github.com/fleetjob/fleetjob/internal/node"
 )
 
-// runServe runs everything in one process on cfg.DataDir.
+// runServe runs everything in one process on cfg.DataDir, which it holds
+// locked until it returns.
 func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	unlock, err := lockDir(cfg.DataDir, "--data-dir")
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	agentDir := filepath.Join(cfg.DataDir, "agent")
+	if !cfg.Agent.Disabled {
+		// an agent role pointed at the built-in agent's journal is refused too
+		unlockAgent, err := lockDir(agentDir, "--data-dir")
+		if err != nil {
+			return err
+		}
+		defer unlockAgent()
+	}
 	ns, err := natsrv.Start(natsrv.Config{
 		Addr: cfg.NATS.Addr, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 		SyncInterval: cfg.NATS.Sync, SyncAlways: cfg.NATS.SyncAlways, Name: "fleetjob-" + hostname(),

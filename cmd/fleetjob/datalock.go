@@ -41,7 +41,7 @@ func lockDir(dir, flag string) (unlock func(), err error) {
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock data directory %s: %w", abs, err)
 		}
-		return nil, fmt.Errorf("data directory %s is in use by %s (it holds %s); stop it, or choose another directory with %s", abs, holder, lockName, flag)
+		return nil, fmt.Errorf("data directory %s is in use by %s, which holds its lock file %s: stop that process, or choose another directory with %s", abs, holder, lockName, flag)
 	}
 	if err := f.Truncate(0); err == nil {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

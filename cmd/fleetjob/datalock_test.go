@@ -185,7 +185,7 @@ func TestLockDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = lockDir(dir, "--data-dir")
-	want := fmt.Sprintf("data directory %s is in use by another fleetjob process (pid %d) (it holds fleetjob.lock); stop it, or choose another directory with --data-dir", dir, os.Getpid())
+	want := fmt.Sprintf("data directory %s is in use by another fleetjob process (pid %d), which holds its lock file fleetjob.lock: stop that process, or choose another directory with --data-dir", dir, os.Getpid())
 	if err == nil || err.Error() != want {
 		t.Fatalf("second lock: got %v, want %q", err, want)
 	}

@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/fleetjob
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Packages where concurrency lives run under the race detector.
-RACE_PKGS := ./workers/... ./api/... ./events/... ./schemas/... ./internal/...
+RACE_PKGS := ./workers/... ./api/... ./events/... ./schemas/... ./internal/... ./cmd/...
 
 .PHONY: build run test test-race test-integration chaos bench deps vet fmt clean
 

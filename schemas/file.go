@@ -1,9 +1,11 @@
 package schemas
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 )
@@ -114,7 +116,7 @@ func (f *FileSpec) validate(p string, fe *FieldErrors) {
 		sp := fmt.Sprintf("%s.sources[%d]", p, i)
 		switch {
 		case src.Artifact != "" && (len(src.Hosts) > 0 || len(src.Paths) > 0):
-			fe.Add(sp, "either an artifact or hosts with paths, not both")
+			fe.Add(sp, "a source has either artifact or hosts and paths, not both")
 		case src.Artifact != "":
 			if !artifactName.MatchString(src.Artifact) || strings.Contains(src.Artifact, "..") {
 				fe.Add(sp+".artifact", "%q is not a valid artifact name", src.Artifact)
@@ -124,9 +126,7 @@ func (f *FileSpec) validate(p string, fe *FieldErrors) {
 				fe.Add(sp+".hosts", "at least one source host is required")
 			}
 			for j := range src.Hosts {
-				if err := src.Hosts[j].Validate(); err != nil {
-					fe.Add(fmt.Sprintf("%s.hosts[%d]", sp, j), "%v", err)
-				}
+				src.Hosts[j].validate(fmt.Sprintf("%s.hosts[%d]", sp, j), fe)
 			}
 			src.Hosts = dedupeHosts(src.Hosts)
 			if len(src.Paths) == 0 {
@@ -153,8 +153,11 @@ func (f *FileSpec) validate(p string, fe *FieldErrors) {
 	if f.Owner != "" && !accountName.MatchString(f.Owner) {
 		fe.Add(p+".owner", "%q is not a valid account name", f.Owner)
 	}
-	if f.DownloadLimitMB < 0 || f.UploadLimitMB < 0 {
-		fe.Add(p, "speed limits must not be negative")
+	if f.DownloadLimitMB < 0 {
+		fe.Add(p+".download_limit_mb", "must not be negative, got %d", f.DownloadLimitMB)
+	}
+	if f.UploadLimitMB < 0 {
+		fe.Add(p+".upload_limit_mb", "must not be negative, got %d", f.UploadLimitMB)
 	}
 }
 
@@ -162,7 +165,11 @@ func (f *FileSpec) validate(p string, fe *FieldErrors) {
 func validSourcePath(p string) error {
 	if re, ok := strings.CutPrefix(p, "REGEX:"); ok {
 		if _, err := regexp.Compile(re); err != nil {
-			return fmt.Errorf("bad regular expression: %v", err)
+			var se *syntax.Error
+			if errors.As(err, &se) {
+				return fmt.Errorf("%q: bad regular expression: %s", p, se.Code)
+			}
+			return fmt.Errorf("%q: bad regular expression", p)
 		}
 		return nil
 	}
@@ -170,7 +177,7 @@ func validSourcePath(p string) error {
 		return fmt.Errorf("%q is not an absolute path", p)
 	}
 	if _, err := path.Match(p, ""); err != nil {
-		return fmt.Errorf("bad glob %q: %v", p, err)
+		return fmt.Errorf("%q: bad glob pattern", p)
 	}
 	return nil
 }

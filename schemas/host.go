@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,6 +21,7 @@ type Host struct {
 func (h Host) String() string { return strconv.FormatInt(h.CloudID, 10) + ":" + h.IP }
 
 // UnmarshalJSON accepts either a plain IP string or {"cloud_id", "ip"}.
+// Its errors say what a host looks like in the client's terms.
 func (h *Host) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '"' {
@@ -29,15 +32,47 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 		*h = Host{IP: ip}
 		return nil
 	}
-	type plain Host
-	var p plain
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return fmt.Errorf("host must be an IP string or {\"cloud_id\", \"ip\"}: %w", err)
+	var fields map[string]json.RawMessage
+	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &fields) != nil {
+		return fmt.Errorf(`a host is an IP address string or {"cloud_id": number, "ip": string}, not %s`, abbrev(b))
 	}
-	*h = Host(p)
+	var out Host
+	for _, k := range slices.Sorted(maps.Keys(fields)) { // the same error for the same body
+		var dst any
+		var want string
+		switch strings.ToLower(k) { // encoding/json matches names case-insensitively too
+		case "cloud_id":
+			dst, want = &out.CloudID, "a whole number"
+		case "ip":
+			dst, want = &out.IP, "a string"
+		default:
+			return fmt.Errorf(`a host has only "cloud_id" and "ip", not %q`, k)
+		}
+		if json.Unmarshal(fields[k], dst) != nil {
+			return fmt.Errorf("a host's %s is %s, not %s", strings.ToLower(k), want, abbrev(fields[k]))
+		}
+	}
+	*h = out
 	return nil
+}
+
+// abbrev quotes at most 40 bytes of a JSON value for an error.
+func abbrev(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}
+
+// validate reports a bad host at the JSON path p.
+func (h *Host) validate(p string, fe *FieldErrors) {
+	if h.CloudID < 0 {
+		fe.Add(p+".cloud_id", "must not be negative, got %d", h.CloudID)
+		return
+	}
+	if err := h.Validate(); err != nil {
+		fe.Add(p, "%v", err)
+	}
 }
 
 // Validate checks the IP and cloud id and canonicalises the IP.

@@ -167,9 +167,7 @@ func (s *JobSpec) Normalize() error {
 		fe.Add("agent_wait", "at most %d seconds", MaxAgentWait)
 	}
 	for i := range s.Targets {
-		if err := s.Targets[i].Validate(); err != nil {
-			fe.Add(fmt.Sprintf("targets[%d]", i), "%v", err)
-		}
+		s.Targets[i].validate(fmt.Sprintf("targets[%d]", i), &fe)
 	}
 	switch {
 	case len(s.Steps) == 0:
@@ -185,9 +183,7 @@ func (s *JobSpec) Normalize() error {
 			st.Targets = append([]Host(nil), s.Targets...)
 		} else {
 			for j := range st.Targets {
-				if err := st.Targets[j].Validate(); err != nil {
-					fe.Add(fmt.Sprintf("%s.targets[%d]", p, j), "%v", err)
-				}
+				st.Targets[j].validate(fmt.Sprintf("%s.targets[%d]", p, j), &fe)
 			}
 		}
 		st.Targets = dedupeHosts(st.Targets)
@@ -230,28 +226,7 @@ func (s *JobSpec) Normalize() error {
 		if st.MaxFailPercent < 0 || st.MaxFailPercent > 100 {
 			fe.Add(p+".max_fail_percent", "want 0 to 100")
 		}
-		if st.Type == "" && st.Script != nil && st.File == nil {
-			st.Type = StepScript
-		}
-		if st.Type == "" && st.File != nil && st.Script == nil {
-			st.Type = StepFile
-		}
-		switch st.Type {
-		case StepScript:
-			if st.Script == nil || st.File != nil {
-				fe.Add(p+".script", "a script step needs script and no file")
-				continue
-			}
-			st.Script.validate(p+".script", &fe)
-		case StepFile:
-			if st.File == nil || st.Script != nil {
-				fe.Add(p+".file", "a file step needs file and no script")
-				continue
-			}
-			st.File.validate(p+".file", &fe)
-		default:
-			fe.Add(p+".type", "unknown step type %q (want %q or %q)", st.Type, StepScript, StepFile)
-		}
+		st.validateBody(p, &fe)
 	}
 	// Steps now carry their targets; the stored spec need not repeat them.
 	s.Targets = nil
@@ -267,6 +242,49 @@ func (s *JobSpec) Normalize() error {
 		fe.Add("targets", "%d target hosts over all steps; at most %d", total, MaxHostsPerJob)
 	}
 	return fe.Err()
+}
+
+// validateBody checks that a step has the body its type says, filling the
+// type in from the body when it is left out.
+func (st *Step) validateBody(p string, fe *FieldErrors) {
+	switch {
+	case st.Script != nil && st.File != nil:
+		fe.Add(p, "a step has either script or file, not both")
+		return
+	case st.Type == "" && st.Script != nil:
+		st.Type = StepScript
+	case st.Type == "" && st.File != nil:
+		st.Type = StepFile
+	case st.Type == "":
+		fe.Add(p, "a step needs script or file")
+		return
+	}
+	switch st.Type {
+	case StepScript:
+		if st.Script == nil {
+			st.missingBody(p, StepScript, st.File != nil, StepFile, fe)
+			return
+		}
+		st.Script.validate(p+".script", fe)
+	case StepFile:
+		if st.File == nil {
+			st.missingBody(p, StepFile, st.Script != nil, StepScript, fe)
+			return
+		}
+		st.File.validate(p+".file", fe)
+	default:
+		fe.Add(p+".type", "unknown step type %q (want %q or %q)", st.Type, StepScript, StepFile)
+	}
+}
+
+// missingBody reports a step whose type names a body it lacks; hasOther
+// is whether it has the other body instead.
+func (st *Step) missingBody(p, want string, hasOther bool, other string, fe *FieldErrors) {
+	if hasOther {
+		fe.Add(p+".type", "is %q, but the step has %s: leave type out, or make it %q", want, other, other)
+		return
+	}
+	fe.Add(p+"."+want, "required when type is %q", want)
 }
 
 func (sc *Script) validate(p string, fe *FieldErrors) {

@@ -25,6 +25,9 @@ func TestHostUnmarshal(t *testing.T) {
 		{"object", `{"cloud_id": 2, "ip": "10.0.0.1"}`, Host{CloudID: 2, IP: "10.0.0.1"}, false},
 		{"unknown field", `{"cloud": 2, "ip": "10.0.0.1"}`, Host{}, true},
 		{"number", `7`, Host{}, true},
+		{"any case, as encoding/json", `{"IP": "10.0.0.1", "Cloud_ID": 3}`, Host{CloudID: 3, IP: "10.0.0.1"}, false},
+		{"cloud id not a number", `{"cloud_id": "2", "ip": "10.0.0.1"}`, Host{}, true},
+		{"ip not a string", `{"ip": 10}`, Host{}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var got Host
@@ -86,12 +89,17 @@ func TestNormalizeRejects(t *testing.T) {
 		{"no steps", func(s *JobSpec) { s.Steps = nil }, "steps"},
 		{"no targets", func(s *JobSpec) { s.Targets = nil }, "steps[0].targets"},
 		{"bad target", func(s *JobSpec) { s.Targets = []Host{{IP: "nope"}} }, "targets[0]"},
-		{"negative cloud", func(s *JobSpec) { s.Targets = []Host{{CloudID: -1, IP: "10.0.0.1"}} }, "targets[0]"},
+		{"negative cloud", func(s *JobSpec) { s.Targets = []Host{{CloudID: -1, IP: "10.0.0.1"}} }, "targets[0].cloud_id"},
+		{"bad step target", func(s *JobSpec) { s.Steps[0].Targets = []Host{{IP: "10.0.0.1"}, {IP: "x"}} }, "steps[0].targets[1]"},
 		{"negative timeout", func(s *JobSpec) { s.Steps[0].Timeout = -5 }, "steps[0].timeout"},
 		{"huge timeout", func(s *JobSpec) { s.Steps[0].Timeout = MaxTimeoutSeconds + 1 }, "steps[0].timeout"},
 		{"negative concurrency", func(s *JobSpec) { s.Concurrency = -1 }, "concurrency"},
 		{"unknown type", func(s *JobSpec) { s.Steps[0] = Step{Type: "deploy"} }, "steps[0].type"},
 		{"script step without script", func(s *JobSpec) { s.Steps[0] = Step{Type: StepScript} }, "steps[0].script"},
+		{"file step without file", func(s *JobSpec) { s.Steps[0] = Step{Type: StepFile} }, "steps[0].file"},
+		{"script and file", func(s *JobSpec) { s.Steps[0].File = &FileSpec{Destination: "/tmp"} }, "steps[0]"},
+		{"neither script nor file", func(s *JobSpec) { s.Steps[0] = Step{} }, "steps[0]"},
+		{"type against body", func(s *JobSpec) { s.Steps[0].Type = StepFile }, "steps[0].type"},
 		{"empty script", func(s *JobSpec) { s.Steps[0].Script.Content = " \n" }, "steps[0].script.content"},
 		{"big script", func(s *JobSpec) { s.Steps[0].Script.Content = strings.Repeat("x", MaxScriptBytes+1) }, "steps[0].script.content"},
 		{"interpreter", func(s *JobSpec) { s.Steps[0].Script.Interpreter = "ruby" }, "steps[0].script.interpreter"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -171,7 +170,9 @@ func KeyCallback(id int64) string { return strconv.FormatInt(id, 10) + ".callbac
 // KeyHostResults matches every host result of a job.
 func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*" }
 
-// Topology holds the tunables of the streams and buckets.
+// Topology holds the tunables of the streams and buckets. The binary
+// fills one from its configuration (Replicas, AckWait and TaskWait are
+// settings there); every process of one system must agree on them.
 type Topology struct {
 	Replicas int
 	// Dedupe is the JetStream duplicate window of command, task and result streams.
@@ -184,29 +185,6 @@ type Topology struct {
 	TaskWait    time.Duration // AckWait of agents' task consumers
 	AckWait     time.Duration // AckWait of the workers' consumers
 	MaxDeliver  int
-}
-
-// FromEnv applies FLEETJOB_REPLICAS (1 embedded, 3 in a cluster),
-// FLEETJOB_ACK_WAIT (workers' consumers) and FLEETJOB_TASK_ACK_WAIT
-// (agents' consumers). Every process of one system must agree on them.
-func (t Topology) FromEnv() (Topology, error) {
-	if v := os.Getenv("FLEETJOB_REPLICAS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 5 {
-			return t, fmt.Errorf("FLEETJOB_REPLICAS=%q: want 1 to 5", v)
-		}
-		t.Replicas = n
-	}
-	for env, dst := range map[string]*time.Duration{"FLEETJOB_ACK_WAIT": &t.AckWait, "FLEETJOB_TASK_ACK_WAIT": &t.TaskWait} {
-		if v := os.Getenv(env); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < time.Second {
-				return t, fmt.Errorf("%s=%q: want a duration of at least 1s", env, v)
-			}
-			*dst = d
-		}
-	}
-	return t, nil
 }
 
 // DefaultTopology is the single-node setting.

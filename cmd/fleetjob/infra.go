@@ -69,7 +69,7 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Top
 	return err
 }
 
-// openRedis connects to REDIS_URL, or starts an in-process Redis-protocol
+// openRedis connects to url, or starts an in-process Redis-protocol
 // server when url is empty. Redis is only a cache, so that is safe.
 func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if url == "" {
@@ -77,13 +77,13 @@ func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), err
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, nil, fmt.Errorf("in-process redis: %w", err)
 		}
-		log.Info("REDIS_URL is not set: using an in-process Redis-protocol server (miniredis); it is only a cache and is rebuilt from JetStream", "addr", mr.Addr())
+		log.Info("redis.url (REDIS_URL) is not set: using an in-process Redis-protocol server (miniredis); it is only a cache and is rebuilt from JetStream", "addr", mr.Addr())
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
 		return rdb, func() { rdb.Close(); mr.Close() }, nil
 	}
 	rdb, err := roles.RedisClient(url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("redis.url (REDIS_URL): %w", err)
 	}
 	return rdb, func() { rdb.Close() }, nil
 }
@@ -116,11 +116,11 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) er
 	return nil
 }
 
-// adminToken returns FLEETJOB_TOKEN, or the token kept in dataDir, or a new
-// one written there.
-func adminToken(dataDir string) (token string, generated bool, err error) {
-	if t := os.Getenv("FLEETJOB_TOKEN"); t != "" {
-		return t, false, nil
+// adminToken returns the configured token, or the token kept in dataDir,
+// or a new one written there.
+func adminToken(dataDir, configured string) (token string, generated bool, err error) {
+	if configured != "" {
+		return configured, false, nil
 	}
 	path := filepath.Join(dataDir, "admin.token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {

@@ -19,14 +19,15 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
+	if err := newRoot(os.Environ()).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetjob:", err)
 		os.Exit(1)
 	}
 }
 
-func newRoot() *cobra.Command {
-	var level string
+// newRoot builds the command tree; environ is the environment the roles
+// read their settings from.
+func newRoot(environ []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "fleetjob",
 		Short:         "A job system for fleets of hosts: scripts, files and deploys over NATS JetStream",
@@ -34,21 +35,39 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.PersistentFlags().StringVar(&level, "log-level", envOr("FLEETJOB_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env FLEETJOB_LOG_LEVEL)")
-	logger := func() *slog.Logger {
-		var l slog.Level
-		if err := l.UnmarshalText([]byte(level)); err != nil {
-			l = slog.LevelInfo
-		}
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-	}
-	root.AddCommand(serveCmd(logger), apiCmd(logger), workerCmd(logger), agentCmd(logger), natsdCmd())
+	pf := root.PersistentFlags()
+	bindFlags(pf, "", rootFlags)
+	pf.String("config", "", "YAML file of settings; the environment and flags override it (env "+configEnv+")")
+	root.AddCommand(
+		roleCmd(roleServe, "Run everything in one process: embedded NATS JetStream, API, workers and an agent for this machine", environ, runServe),
+		roleCmd(roleAPI, "Serve the HTTP API (joins NATS_URL and REDIS_URL)", environ, runAPI),
+		roleCmd(roleWorker, "Run workers that drive jobs (joins NATS_URL and REDIS_URL)", environ, runWorker),
+		roleCmd(roleAgent, "Run the agent of this host (needs only NATS_URL)", environ, runAgent),
+		natsdCmd(),
+	)
 	return root
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
+// roleCmd is the command of one role: it reads the configuration once,
+// then runs the role with it.
+func roleCmd(r role, short string, environ []string, run func(context.Context, Config, *slog.Logger) error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   string(r),
+		Short: short,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(r, cmd.Flags(), environ)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg, newLogger(cfg.LogLevel))
+		},
 	}
-	return def
+	bindFlags(cmd.Flags(), r, roleFlags[r])
+	return cmd
+}
+
+// newLogger logs text to stderr at a level validated by loadConfig.
+func newLogger(level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }

@@ -7,11 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/internal/roles"
@@ -19,70 +15,40 @@ import (
 	"github.com/fleetjob/fleetjob/workers/agent"
 )
 
-// agentFlags are the flags that describe an agent.
-type agentFlags struct {
-	id, ip, dataDir string
-	cloud, hostID   int64
-	labels          []string
-	slots           int
-	grace           time.Duration
+// agentSettings is the agent.Config of cfg's agent, journaling in dir.
+func agentSettings(cfg Config, dir string, top schemas.Topology) agent.Config {
+	a := cfg.Agent
+	labels, _ := parseLabels(a.Labels) // validated by loadConfig
+	id := a.ID
+	if id == "" {
+		id = defaultAgentID(a.CloudID, a.IP)
+	}
+	return agent.Config{
+		ID: id, IP: a.IP, CloudID: a.CloudID, HostID: a.HostID, Hostname: hostname(), Version: version,
+		DataDir: dir, Slots: a.Slots, ShutdownGrace: a.ShutdownGrace, Topology: top, Labels: labels,
+	}
 }
 
-func (f *agentFlags) bind(cmd *cobra.Command, prefix, defIP string) {
-	fl := cmd.Flags()
-	fl.StringVar(&f.id, prefix+"id", "", "agent id (default: hostname-ip)")
-	fl.StringVar(&f.ip, prefix+"ip", defIP, "IP address of the host this agent serves")
-	fl.Int64Var(&f.cloud, prefix+"cloud-id", 0, "cloud area id of the host")
-	fl.Int64Var(&f.hostID, prefix+"host-id", 0, "the host's numeric id in your CMDB (BlueKing bk_host_id), if any")
-	fl.StringArrayVar(&f.labels, prefix+"label", nil, "label k=v (repeatable)")
-	fl.IntVar(&f.slots, prefix+"slots", 64, "tasks run at once")
-	fl.DurationVar(&f.grace, prefix+"shutdown-grace", 10*time.Second, "time running scripts get to finish on shutdown")
+// apiSettings is the API's configuration, with the admin token in force.
+func apiSettings(cfg Config, token string) roles.APIConfig {
+	return roles.APIConfig{Token: token, CompatToken: string(cfg.API.CompatToken), RiskRules: cfg.API.RiskRules}
 }
 
-func (f *agentFlags) config(dataDir string, top schemas.Topology) (agent.Config, error) {
-	cfg := agent.Config{
-		ID: f.id, IP: f.ip, CloudID: f.cloud, HostID: f.hostID, Hostname: hostname(), Version: version,
-		DataDir: dataDir, Slots: f.slots, ShutdownGrace: f.grace, Topology: top,
-		Labels: map[string]string{},
-	}
-	if cfg.ID == "" {
-		cfg.ID = defaultAgentID(f.cloud, f.ip)
-	}
-	for _, l := range f.labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			return cfg, fmt.Errorf("label %q: want k=v", l)
-		}
-		cfg.Labels[k] = v
-	}
-	return cfg, nil
-}
-
-// joinPlumbing connects a separate role to NATS_URL and REDIS_URL.
-func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
-	natsURL := envOr("NATS_URL", nats.DefaultURL)
-	nc, js, err := connectNATS(natsURL, "fleetjob-"+role+"-"+hostname(), log)
+// joinPlumbing connects a separate role to the configured NATS and, when
+// it needs one, Redis.
+func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
+	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log)
 	if err != nil {
 		return roles.Plumbing{}, nil, err
 	}
-	top, err := schemas.DefaultTopology().FromEnv()
-	if err != nil {
-		nc.Close()
-		return roles.Plumbing{}, nil, err
-	}
-	p := roles.Plumbing{NC: nc, JS: js, Top: top, Reg: newRegistry(), Log: log}
+	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log}
 	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
 		nc.Close()
 		return roles.Plumbing{}, nil, err
 	}
 	closeRedis := func() {}
 	if needRedis {
-		url := os.Getenv("REDIS_URL")
-		if url == "" {
-			nc.Close()
-			return roles.Plumbing{}, nil, fmt.Errorf("REDIS_URL is required by the %s role", role)
-		}
-		if p.RDB, closeRedis, err = openRedis(url, log); err != nil {
+		if p.RDB, closeRedis, err = openRedis(string(cfg.Redis.URL), log); err != nil {
 			nc.Close()
 			return roles.Plumbing{}, nil, err
 		}
@@ -90,98 +56,62 @@ func joinPlumbing(ctx context.Context, role string, needRedis bool, log *slog.Lo
 	return p, func() { closeRedis(); nc.Drain() }, nil
 }
 
-func apiCmd(logger func() *slog.Logger) *cobra.Command {
-	var addr string
-	cmd := &cobra.Command{
-		Use:   "api",
-		Short: "Serve the HTTP API (joins NATS_URL and REDIS_URL)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := logger()
-			token := os.Getenv("FLEETJOB_TOKEN")
-			if token == "" {
-				return fmt.Errorf("FLEETJOB_TOKEN is required by the api role")
-			}
-			p, closeAll, err := joinPlumbing(cmd.Context(), "api", true, log)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listen %s: %w", addr, err)
-			}
-			log.Info("api listening", "addr", ln.Addr().String())
-			return roles.RunAPI(cmd.Context(), p, ln, roles.APIConfig{Token: token, CompatToken: os.Getenv("FLEETJOB_COMPAT_TOKEN"), RiskRules: os.Getenv("FLEETJOB_RISK_RULES")})
-		},
+func runAPI(ctx context.Context, cfg Config, log *slog.Logger) error {
+	p, closeAll, err := joinPlumbing(ctx, cfg, roleAPI, true, log)
+	if err != nil {
+		return err
 	}
-	cmd.Flags().StringVar(&addr, "http-addr", envOr("FLEETJOB_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (/metrics is served here)")
-	return cmd
+	defer closeAll()
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
+	}
+	log.Info("api listening", "addr", ln.Addr().String())
+	return roles.RunAPI(ctx, p, ln, apiSettings(cfg, string(cfg.API.Token)))
 }
 
-func workerCmd(logger func() *slog.Logger) *cobra.Command {
-	var n int
-	var metricsAddr string
-	cmd := &cobra.Command{
-		Use:   "worker",
-		Short: "Run workers that drive jobs (joins NATS_URL and REDIS_URL)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := logger()
-			p, closeAll, err := joinPlumbing(cmd.Context(), "worker", true, log)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			g, gctx := errgroup.WithContext(cmd.Context())
-			g.Go(func() error { return serveMetrics(gctx, metricsAddr, p.Reg) })
-			g.Go(func() error { return roles.RunWorkers(gctx, p, n, fmt.Sprintf("%s-%d", hostname(), os.Getpid())) })
-			return g.Wait()
-		},
+func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {
+	p, closeAll, err := joinPlumbing(ctx, cfg, roleWorker, true, log)
+	if err != nil {
+		return err
 	}
-	cmd.Flags().IntVar(&n, "workers", 1, "workers in this process")
-	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics here (off when empty)")
-	return cmd
+	defer closeAll()
+	name := fmt.Sprintf("%s-%d", hostname(), os.Getpid())
+	return runWithMetrics(ctx, cfg.Metrics.Addr, p, func(ctx context.Context) error {
+		return roles.RunWorkers(ctx, p, cfg.Workers.Count, name)
+	})
 }
 
-func agentCmd(logger func() *slog.Logger) *cobra.Command {
-	var af agentFlags
-	var metricsAddr, simPool, simFirstIP string
-	var simulate int
-	cmd := &cobra.Command{
-		Use:   "agent",
-		Short: "Run the agent of this host (needs only NATS_URL)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := logger()
-			p, closeAll, err := joinPlumbing(cmd.Context(), "agent", false, log)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			cfg, err := af.config(af.dataDir, p.Top)
-			if err != nil {
-				return err
-			}
-			g, gctx := errgroup.WithContext(cmd.Context())
-			g.Go(func() error { return serveMetrics(gctx, metricsAddr, p.Reg) })
-			if simulate > 0 {
-				first, err := netip.ParseAddr(simFirstIP)
-				if err != nil {
-					return fmt.Errorf("--sim-first-ip: %w", err)
-				}
-				g.Go(func() error {
-					return roles.RunSimulator(gctx, p, agent.SimConfig{Pool: simPool, N: simulate, FirstIP: first,
-						CloudID: af.cloud, Topology: p.Top, Version: version})
-				})
-				return g.Wait()
-			}
-			g.Go(func() error { return roles.RunAgent(gctx, p, cfg, nil) })
-			return g.Wait()
-		},
+func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.Simulate.Agents == 0 {
+		unlock, err := lockDir(cfg.Agent.DataDir, "--data-dir")
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
-	af.bind(cmd, "", primaryIP())
-	cmd.Flags().StringVar(&af.dataDir, "data-dir", envOr("FLEETJOB_AGENT_DIR", "./data/agent"), "journal and script directory")
-	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics here (off when empty)")
-	cmd.Flags().IntVar(&simulate, "simulate", 0, "LOAD TOOL: serve this many simulated agents that finish every task at once, instead of a real agent")
-	cmd.Flags().StringVar(&simPool, "sim-pool", "sim", "with --simulate: the task pool and id prefix of the simulated agents")
-	cmd.Flags().StringVar(&simFirstIP, "sim-first-ip", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow")
-	return cmd
+	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	acfg := agentSettings(cfg, cfg.Agent.DataDir, p.Top)
+	run := func(ctx context.Context) error { return roles.RunAgent(ctx, p, acfg, nil) }
+	if sim := cfg.Simulate; sim.Agents > 0 {
+		first, _ := netip.ParseAddr(sim.FirstIP) // validated by loadConfig
+		run = func(ctx context.Context) error {
+			return roles.RunSimulator(ctx, p, agent.SimConfig{Pool: sim.Pool, N: sim.Agents, FirstIP: first,
+				CloudID: cfg.Agent.CloudID, Topology: p.Top, Version: version})
+		}
+	}
+	return runWithMetrics(ctx, cfg.Metrics.Addr, p, run)
+}
+
+// runWithMetrics runs a role's part beside its /metrics server (none when
+// addr is empty) until ctx ends or either fails.
+func runWithMetrics(ctx context.Context, addr string, p roles.Plumbing, part func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveMetrics(gctx, addr, p.Reg) })
+	g.Go(func() error { return part(gctx) })
+	return g.Wait()
 }

@@ -4,7 +4,9 @@
 // the Nth pass through Hit("name") SIGKILL the process, and the Mth pass
 // through Hit("other") SIGSTOP it (frozen there until someone sends
 // SIGCONT). Unset (always, outside the chaos tests), Hit is a map lookup
-// on an empty map.
+// on an empty map. FLEETJOB_FAILPOINTS is for the fault-injection suite
+// only, so this package reads it itself, at start, rather than through
+// the binary's configuration.
 package failpoint
 
 import (

@@ -35,6 +35,8 @@ import (
 )
 
 // Logger is a discarding logger, or stderr when FLEETJOB_TEST_LOG is set.
+// That variable is the tests' own, so it is read here rather than in the
+// binary's configuration.
 func Logger() *slog.Logger {
 	if os.Getenv("FLEETJOB_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -169,10 +171,7 @@ func Start(t testing.TB, o Options) *System {
 	}
 	t.Cleanup(func() { rdb.Close() })
 	s.NC, s.JS, s.RDB = nc, js, rdb
-	top, err := schemas.DefaultTopology().FromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	top := schemas.DefaultTopology()
 	if o.AckWait > 0 {
 		top.AckWait = o.AckWait
 	}

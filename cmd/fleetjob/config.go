@@ -1,0 +1,332 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Config is every setting of the binary. loadConfig reads it once, from
+// defaults, an optional YAML file, the environment and the command line,
+// and validates it for the role that runs; the parts it starts get plain
+// values from it. Its koanf tags are the keys of the config file, and
+// the settings table below has one row per key.
+type Config struct {
+	LogLevel string         `koanf:"log_level"`
+	DataDir  string         `koanf:"data_dir"`
+	HTTP     httpConfig     `koanf:"http"`
+	NATS     natsConfig     `koanf:"nats"`
+	Redis    redisConfig    `koanf:"redis"`
+	API      apiConfig      `koanf:"api"`
+	Workers  workersConfig  `koanf:"workers"`
+	Metrics  metricsConfig  `koanf:"metrics"`
+	Agent    agentConfig    `koanf:"agent"`
+	Simulate simulateConfig `koanf:"simulate"`
+	Topology topologyConfig `koanf:"topology"`
+}
+
+type httpConfig struct {
+	Addr string `koanf:"addr"`
+}
+
+type natsConfig struct {
+	URL        string        `koanf:"url"`
+	Addr       string        `koanf:"addr"`
+	Sync       time.Duration `koanf:"sync"`
+	SyncAlways bool          `koanf:"sync_always"`
+}
+
+type redisConfig struct {
+	URL secret `koanf:"url"` // may hold a password
+}
+
+type apiConfig struct {
+	Token       secret `koanf:"token"`
+	CompatToken secret `koanf:"compat_token"`
+	RiskRules   string `koanf:"risk_rules"`
+}
+
+type workersConfig struct {
+	Count int `koanf:"count"`
+}
+
+type metricsConfig struct {
+	Addr string `koanf:"addr"`
+}
+
+type agentConfig struct {
+	Disabled      bool          `koanf:"disabled"`
+	ID            string        `koanf:"id"`
+	IP            string        `koanf:"ip"`
+	CloudID       int64         `koanf:"cloud_id"`
+	HostID        int64         `koanf:"host_id"`
+	Labels        []string      `koanf:"labels"`
+	Slots         int           `koanf:"slots"`
+	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
+	DataDir       string        `koanf:"data_dir"`
+}
+
+type simulateConfig struct {
+	Agents  int    `koanf:"agents"`
+	Pool    string `koanf:"pool"`
+	FirstIP string `koanf:"first_ip"`
+}
+
+type topologyConfig struct {
+	Replicas    int           `koanf:"replicas"`
+	AckWait     time.Duration `koanf:"ack_wait"`
+	TaskAckWait time.Duration `koanf:"task_ack_wait"`
+}
+
+// secret is a setting that must not reach a log: slog and fmt print it
+// redacted; string(s) is the value.
+type secret string
+
+// String hides the value.
+func (s secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue hides the value.
+func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// role is the subcommand that runs: each reads the settings it needs.
+type role string
+
+const (
+	roleServe  role = "serve"
+	roleAPI    role = "api"
+	roleWorker role = "worker"
+	roleAgent  role = "agent"
+)
+
+// setting is one row of the configuration: its key in the config file,
+// its environment variable (if it has one), its default and its meaning.
+// Flags name settings per role (roleFlags).
+type setting struct {
+	key, env string
+	def      any
+	help     string
+}
+
+// settings lists every setting. A default's type is the flag's type.
+// Environment variable names are those fleetjob has always read.
+var settings = []setting{
+	{"log_level", "FLEETJOB_LOG_LEVEL", "info", "log level: debug, info, warn, error"},
+	{"data_dir", "FLEETJOB_DATA_DIR", "./data", "JetStream store, the built-in agent's journal (agent/) and the admin token"},
+	{"http.addr", "FLEETJOB_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address of the API (it serves /metrics too)"},
+	{"nats.url", "NATS_URL", "nats://127.0.0.1:4222", "NATS to join, comma-separated URLs for a cluster"},
+	{"nats.addr", "FLEETJOB_NATS_ADDR", "127.0.0.1:4233", "embedded NATS listen address; remote agents and workers join here"},
+	{"nats.sync", "", time.Duration(0), "JetStream fsync interval (0: the server's default, 2m)"},
+	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
+	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
+	{"api.token", "FLEETJOB_TOKEN", "", "admin bearer token of /v1 (serve generates one into the data dir when empty)"},
+	{"api.compat_token", "FLEETJOB_COMPAT_TOKEN", "", "when set, the octans routes require this bearer token"},
+	{"api.risk_rules", "FLEETJOB_RISK_RULES", "", "JSON file of high-risk command rules that replaces the shipped ones"},
+	{"workers.count", "", 1, "workers in this process"},
+	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
+	{"agent.disabled", "", false, "do not run an agent for this machine"},
+	{"agent.id", "", "", "agent id (default: hostname-ip)"},
+	{"agent.ip", "", "", "IP address of the host this agent serves"},
+	{"agent.cloud_id", "", int64(0), "cloud area id of the host"},
+	{"agent.host_id", "", int64(0), "the host's numeric id in your CMDB (BlueKing bk_host_id), if any"},
+	{"agent.labels", "", []string{}, "label k=v (repeatable)"},
+	{"agent.slots", "", 64, "tasks run at once"},
+	{"agent.shutdown_grace", "", 10 * time.Second, "time running scripts get to finish on shutdown"},
+	{"agent.data_dir", "FLEETJOB_AGENT_DIR", "./data/agent", "the agent's journal and script directory"},
+	{"simulate.agents", "", 0, "LOAD TOOL: serve this many simulated agents that finish every task at once, instead of a real agent"},
+	{"simulate.pool", "", "sim", "with --simulate: the task pool and id prefix of the simulated agents"},
+	{"simulate.first_ip", "", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow"},
+	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
+	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
+	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
+}
+
+// configEnv names the config file when --config is not given.
+const configEnv = "FLEETJOB_CONFIG"
+
+// flagKey binds a flag to a setting.
+type flagKey struct{ flag, key string }
+
+// rootFlags are every role's.
+var rootFlags = []flagKey{{"log-level", "log_level"}}
+
+// roleFlags are each role's own flags. serve names its built-in agent's
+// settings --agent-…; the agent role's --data-dir is its journal.
+var roleFlags = map[role][]flagKey{
+	roleServe: {
+		{"http-addr", "http.addr"}, {"nats-addr", "nats.addr"}, {"data-dir", "data_dir"},
+		{"workers", "workers.count"}, {"nats-sync", "nats.sync"}, {"nats-sync-always", "nats.sync_always"},
+		{"no-agent", "agent.disabled"}, {"agent-id", "agent.id"}, {"agent-ip", "agent.ip"},
+		{"agent-cloud-id", "agent.cloud_id"}, {"agent-host-id", "agent.host_id"}, {"agent-label", "agent.labels"},
+		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
+	},
+	roleAPI:    {{"http-addr", "http.addr"}},
+	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}},
+	roleAgent: {
+		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
+		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},
+		{"data-dir", "agent.data_dir"}, {"metrics-addr", "metrics.addr"},
+		{"simulate", "simulate.agents"}, {"sim-pool", "simulate.pool"}, {"sim-first-ip", "simulate.first_ip"},
+	},
+}
+
+// flagsOf lists every flag r reads.
+func flagsOf(r role) []flagKey { return slices.Concat(rootFlags, roleFlags[r]) }
+
+// settingOf finds the row of key.
+func settingOf(key string) (setting, bool) {
+	for _, s := range settings {
+		if s.key == key {
+			return s, true
+		}
+	}
+	return setting{}, false
+}
+
+// defaults are the settings of r before any file, environment or flag.
+func defaults(r role) map[string]any {
+	m := make(map[string]any, len(settings))
+	for _, s := range settings {
+		m[s.key] = s.def
+	}
+	switch r {
+	case roleServe:
+		m["workers.count"] = 2
+		m["agent.ip"] = "127.0.0.1"
+	case roleAgent:
+		m["agent.ip"] = primaryIP()
+	}
+	return m
+}
+
+// bindFlags defines binds on fs, each with its setting's default for r
+// and its help.
+func bindFlags(fs *pflag.FlagSet, r role, binds []flagKey) {
+	def := defaults(r)
+	for _, b := range binds {
+		s, ok := settingOf(b.key)
+		if !ok {
+			panic("flag --" + b.flag + " names no setting " + b.key)
+		}
+		help := s.help
+		if s.env != "" {
+			help += " (env " + s.env + ")"
+		}
+		switch v := def[b.key].(type) {
+		case string:
+			fs.String(b.flag, v, help)
+		case int:
+			fs.Int(b.flag, v, help)
+		case int64:
+			fs.Int64(b.flag, v, help)
+		case bool:
+			fs.Bool(b.flag, v, help)
+		case time.Duration:
+			fs.Duration(b.flag, v, help)
+		case []string:
+			fs.StringArray(b.flag, v, help)
+		default:
+			panic(fmt.Sprintf("setting %s: no flag type for %T", b.key, v))
+		}
+	}
+}
+
+// loadConfig reads r's settings once: the defaults, then the YAML file
+// named by --config (or FLEETJOB_CONFIG), then the environment, then the
+// flags given on the command line; each source overrides the ones
+// before it. An environment variable set to the empty string counts as
+// unset, as it always has. The result is validated for r.
+func loadConfig(r role, fs *pflag.FlagSet, environ []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(defaults(r), "."), nil); err != nil {
+		return Config{}, fmt.Errorf("defaults: %w", err)
+	}
+	envKeys := map[string]string{}
+	for _, s := range settings {
+		if s.env != "" {
+			envKeys[s.env] = s.key
+		}
+	}
+	path, _ := fs.GetString("config")
+	if path == "" {
+		path = lookupEnv(environ, configEnv)
+	}
+	if path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, v string) (string, any) {
+			if v == "" {
+				return "", nil
+			}
+			return envKeys[name], v
+		},
+	}), nil)
+	if err != nil {
+		return Config{}, fmt.Errorf("environment: %w", err)
+	}
+	flagKeys := map[string]string{}
+	for _, b := range flagsOf(r) {
+		flagKeys[b.flag] = b.key
+	}
+	err = k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		key, ok := flagKeys[f.Name]
+		if !ok {
+			return "", nil
+		}
+		return key, posflag.FlagVal(fs, f)
+	}), nil)
+	if err != nil {
+		return Config{}, fmt.Errorf("flags: %w", err)
+	}
+	var c Config
+	err = k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true, // a misspelt key in the file
+		ErrorUnset:       true, // a field without a row in settings
+	}})
+	if err != nil {
+		return Config{}, decodeError(r, err)
+	}
+	return c, c.validate(r)
+}
+
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// topology is the streams' and buckets' settings: the shipped ones with
+// the configured tunables.
+func (c *Config) topology() schemas.Topology {
+	t := schemas.DefaultTopology()
+	t.Replicas = c.Topology.Replicas
+	t.AckWait = c.Topology.AckWait
+	t.TaskWait = c.Topology.TaskAckWait
+	return t
+}

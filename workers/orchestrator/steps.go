@@ -1,0 +1,234 @@
+package orchestrator
+
+// This file holds how a job moves through its steps: starting a step,
+// running it batch by batch (rolling holds, the maximum failure
+// percentage), deciding its outcome, going on to the next step, and
+// finishing the job.
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// stepOver reports whether a step status is final.
+func stepOver(s string) bool {
+	switch s {
+	case schemas.JobSuccess, schemas.JobFailed, schemas.JobPartial, schemas.JobStopped, schemas.StepIgnored, schemas.StepSkipped:
+		return true
+	}
+	return false
+}
+
+// stepPassed reports whether a finished step lets the job go on.
+func stepPassed(s string) bool {
+	return s == schemas.JobSuccess || s == schemas.StepIgnored || s == schemas.StepSkipped
+}
+
+// advance runs deadlines, dispatch, rolling batches and step/job
+// transitions until nothing more can happen now.
+func (t *txn) advance() {
+	st := t.st
+	if schemas.JobFinal(st.Status) {
+		return
+	}
+	if st.Status == schemas.JobWaiting {
+		st.Status, st.StartedAt, t.changed = schemas.JobRunning, t.now, true
+		t.emitJobStarted()
+	}
+	for {
+		ss := &st.Steps[st.Step]
+		if ss.Status == schemas.JobWaiting {
+			t.startStep(st.Step)
+		}
+		if !stepOver(ss.Status) && !t.runStep(st.Step) {
+			return // the step goes on, or waits for a person
+		}
+		if stepPassed(ss.Status) && st.Status != schemas.JobStopping && st.Step+1 < len(st.Steps) {
+			st.Step++
+			continue
+		}
+		t.finish()
+		return
+	}
+}
+
+func (t *txn) startStep(step int) {
+	ss := &t.st.Steps[step]
+	spec := t.spec.Steps[step]
+	ss.Status, ss.StartedAt, ss.EndedAt, t.changed = schemas.JobRunning, t.now, time.Time{}, true
+	ss.Batch, ss.Batches, ss.Hold, ss.Aborted = 0, nil, "", false
+	if spec.Rolling != nil {
+		// validated at submit; an error here leaves one batch
+		ss.Batches, _ = schemas.RollingBatches(spec.Rolling.Expr, len(ss.Hosts.Status))
+	}
+	if spec.File != nil {
+		t.startFiles(step)
+	}
+	t.emitStepStarted(step)
+}
+
+// runStep drives a running step; it reports true once the step has ended.
+func (t *txn) runStep(step int) bool {
+	st := t.st
+	ss := &st.Steps[step]
+	spec := t.spec.Steps[step]
+	for {
+		t.expire(step)
+		if st.Status == schemas.JobStopping {
+			ss.Hold = ""
+			t.stopHosts(step)
+		} else if ss.Hold == "" {
+			t.dispatch(step)
+		}
+		if ss.Phase == schemas.PhaseUpload {
+			if !allFinal(ss.Uploads, len(ss.Uploads.Status)) {
+				return false
+			}
+			t.finishUploads(step)
+			continue
+		}
+		t.checkMaxFail(step)
+		if ss.Hold != "" && st.Status != schemas.JobStopping {
+			if st.Status != schemas.JobWaitingUser {
+				st.Status, t.changed = schemas.JobWaitingUser, true
+			}
+			return false
+		}
+		if st.Status == schemas.JobWaitingUser {
+			st.Status, t.changed = schemas.JobRunning, true
+		}
+		end := ss.BatchEnd()
+		if !allFinal(ss.Hosts, end) {
+			return false
+		}
+		if end < len(ss.Hosts.Status) && st.Status != schemas.JobStopping && !ss.Aborted {
+			begin := 0
+			if ss.Batch > 0 {
+				begin = ss.Batches[ss.Batch-1]
+			}
+			failed := !allSucceeded(ss.Hosts, begin, end)
+			switch {
+			case failed && spec.Rolling.Mode != schemas.RollingIgnoreFailure:
+				t.hold(step, schemas.HoldFailure)
+				continue
+			case spec.Rolling.Mode == schemas.RollingConfirmEach:
+				t.hold(step, schemas.HoldConfirm)
+				continue
+			}
+			ss.Batch++
+			t.changed = true
+			continue
+		}
+		ss.Status, ss.EndedAt, t.changed = t.outcome(step), t.now, true
+		t.emitStepFinished(step)
+		return true
+	}
+}
+
+func (t *txn) hold(step int, why string) {
+	ss := &t.st.Steps[step]
+	ss.Hold, t.changed = why, true
+	t.emitStepWaiting(step)
+}
+
+// checkMaxFail gives up on a step's remaining hosts once more than its
+// maximum failure percentage of hosts has failed.
+func (t *txn) checkMaxFail(step int) {
+	ss := &t.st.Steps[step]
+	limit := t.spec.Steps[step].MaxFailPercent
+	if limit <= 0 || ss.Aborted {
+		return
+	}
+	failed := 0
+	for _, s := range ss.Hosts.Status {
+		if s.Final() && s != schemas.HostSuccess && s != schemas.HostSkipped {
+			failed++
+		}
+	}
+	if failed*100 <= limit*len(ss.Hosts.Status) {
+		return
+	}
+	ss.Aborted, ss.Hold, t.changed = true, "", true
+	if len(ss.Batches) > 0 {
+		ss.Batch = len(ss.Batches) - 1
+	}
+	reason := fmt.Sprintf("more than %d%% of the step's hosts failed", limit)
+	for i, s := range ss.Hosts.Status {
+		if s == schemas.HostPending || s == schemas.HostWaitingAgent {
+			t.finalize(unit{step: step, idx: i}, schemas.HostSkipped, reason)
+		}
+	}
+	if t.st.Reason == "" {
+		t.st.Reason = fmt.Sprintf("step %d: %s", step+1, reason)
+	}
+}
+
+// finish ends the job: stopped after a stop, otherwise as the step that
+// ended it (success when every step passed).
+func (t *txn) finish() {
+	st := t.st
+	last := st.Steps[st.Step].Status
+	switch {
+	case st.Status == schemas.JobStopping:
+		st.Status = schemas.JobStopped
+	case stepPassed(last):
+		st.Status = schemas.JobSuccess
+	default:
+		st.Status = last
+	}
+	st.EndedAt, t.finished, t.changed = t.now, true, true
+	t.emitFinished()
+}
+
+func allFinal(hs schemas.HostTable, end int) bool {
+	for _, s := range hs.Status[:end] {
+		if !s.Final() {
+			return false
+		}
+	}
+	return true
+}
+
+func allSucceeded(hs schemas.HostTable, begin, end int) bool {
+	for _, s := range hs.Status[begin:end] {
+		if s != schemas.HostSuccess && s != schemas.HostSkipped {
+			return false
+		}
+	}
+	return true
+}
+
+// outcome is a finished step's status: success when every host succeeded,
+// partial when some did, failed when none did (or the step gave up),
+// stopped after a stop; a step that may fail is error-ignored instead.
+func (t *txn) outcome(step int) string {
+	hs := t.st.Steps[step].Hosts
+	ok, skipped := 0, 0
+	for _, s := range hs.Status {
+		switch s {
+		case schemas.HostSuccess:
+			ok++
+		case schemas.HostSkipped:
+			skipped++
+		}
+	}
+	var out string
+	switch {
+	case t.st.Status == schemas.JobStopping:
+		return schemas.JobStopped
+	case t.st.Steps[step].Aborted:
+		out = schemas.JobFailed
+	case ok+skipped == len(hs.Status):
+		return schemas.JobSuccess
+	case ok > 0:
+		out = schemas.JobPartial
+	default:
+		out = schemas.JobFailed
+	}
+	if t.spec.Steps[step].OnFailure == schemas.OnFailureContinue {
+		return schemas.StepIgnored
+	}
+	return out
+}

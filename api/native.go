@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/callback"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
@@ -469,7 +470,7 @@ func (s *Server) operate(ctx context.Context, id int64, step int, op, by string)
 	if err != nil {
 		return err
 	}
-	if err := st.CheckOp(op, step); err != nil {
+	if err := jobstate.CheckOp(st, op, step); err != nil {
 		return err
 	}
 	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -58,7 +59,7 @@ func (t *txn) replayEvents() {
 		if ss.Hold != "" {
 			t.emitStepWaiting(step)
 		}
-		if stepOver(ss.Status) {
+		if jobstate.StepOver(ss.Status) {
 			t.emitStepFinished(step)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -56,7 +57,7 @@ func (t *txn) stopHosts(step int) {
 // again what it may do: the API checked against a cached state that may
 // have moved on since.
 func (t *txn) op(cmd schemas.OpCommand) error {
-	if err := t.st.CheckOp(cmd.Op, cmd.Step); err != nil {
+	if err := jobstate.CheckOp(t.st, cmd.Op, cmd.Step); err != nil {
 		return err
 	}
 	st := t.st
@@ -78,7 +79,7 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 		}
 	case schemas.OpRetryFailed, schemas.OpRetryAll:
 		for i, s := range ss.Hosts.Status {
-			if cmd.Op == schemas.OpRetryAll || (s.Final() && s != schemas.HostSuccess) {
+			if cmd.Op == schemas.OpRetryAll || jobstate.Retried(s) {
 				ss.Hosts.Retry(i, st.Sec(t.now))
 				r := t.row(unit{step: st.Step, idx: i})
 				r.HostResult = schemas.HostResult{Step: st.Step, Index: i, Host: t.target(st.Step, i), Status: schemas.HostPending, Attempt: ss.Hosts.AttemptOf(i)}
@@ -112,7 +113,7 @@ func (t *txn) abort(reason string) {
 				}
 			}
 		}
-		if !stepOver(st.Steps[step].Status) {
+		if !jobstate.StepOver(st.Steps[step].Status) {
 			st.Steps[step].Status, st.Steps[step].EndedAt = schemas.JobFailed, t.now
 		}
 	}

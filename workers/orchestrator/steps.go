@@ -9,22 +9,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
-
-// stepOver reports whether a step status is final.
-func stepOver(s string) bool {
-	switch s {
-	case schemas.JobSuccess, schemas.JobFailed, schemas.JobPartial, schemas.JobStopped, schemas.StepIgnored, schemas.StepSkipped:
-		return true
-	}
-	return false
-}
-
-// stepPassed reports whether a finished step lets the job go on.
-func stepPassed(s string) bool {
-	return s == schemas.JobSuccess || s == schemas.StepIgnored || s == schemas.StepSkipped
-}
 
 // advance runs deadlines, dispatch, rolling batches and step/job
 // transitions until nothing more can happen now.
@@ -42,10 +29,10 @@ func (t *txn) advance() {
 		if ss.Status == schemas.JobWaiting {
 			t.startStep(st.Step)
 		}
-		if !stepOver(ss.Status) && !t.runStep(st.Step) {
+		if !jobstate.StepOver(ss.Status) && !t.runStep(st.Step) {
 			return // the step goes on, or waits for a person
 		}
-		if stepPassed(ss.Status) && st.Status != schemas.JobStopping && st.Step+1 < len(st.Steps) {
+		if jobstate.StepPassed(ss.Status) && st.Status != schemas.JobStopping && st.Step+1 < len(st.Steps) {
 			st.Step++
 			continue
 		}
@@ -83,7 +70,7 @@ func (t *txn) runStep(step int) bool {
 			t.dispatch(step)
 		}
 		if ss.Phase == schemas.PhaseUpload {
-			if !allFinal(ss.Uploads, len(ss.Uploads.Status)) {
+			if !jobstate.AllFinal(ss.Uploads, len(ss.Uploads.Status)) {
 				return false
 			}
 			t.finishUploads(step)
@@ -100,28 +87,19 @@ func (t *txn) runStep(step int) bool {
 			st.Status, t.changed = schemas.JobRunning, true
 		}
 		end := ss.BatchEnd()
-		if !allFinal(ss.Hosts, end) {
+		if !jobstate.AllFinal(ss.Hosts, end) {
 			return false
 		}
 		if end < len(ss.Hosts.Status) && st.Status != schemas.JobStopping && !ss.Aborted {
-			begin := 0
-			if ss.Batch > 0 {
-				begin = ss.Batches[ss.Batch-1]
-			}
-			failed := !allSucceeded(ss.Hosts, begin, end)
-			switch {
-			case failed && spec.Rolling.Mode != schemas.RollingIgnoreFailure:
-				t.hold(step, schemas.HoldFailure)
-				continue
-			case spec.Rolling.Mode == schemas.RollingConfirmEach:
-				t.hold(step, schemas.HoldConfirm)
+			if why := jobstate.BatchHold(spec.Rolling, ss); why != "" {
+				t.hold(step, why)
 				continue
 			}
 			ss.Batch++
 			t.changed = true
 			continue
 		}
-		ss.Status, ss.EndedAt, t.changed = t.outcome(step), t.now, true
+		ss.Status, ss.EndedAt, t.changed = jobstate.StepOutcome(t.spec, st, step), t.now, true
 		t.emitStepFinished(step)
 		return true
 	}
@@ -138,16 +116,7 @@ func (t *txn) hold(step int, why string) {
 func (t *txn) checkMaxFail(step int) {
 	ss := &t.st.Steps[step]
 	limit := t.spec.Steps[step].MaxFailPercent
-	if limit <= 0 || ss.Aborted {
-		return
-	}
-	failed := 0
-	for _, s := range ss.Hosts.Status {
-		if s.Final() && s != schemas.HostSuccess && s != schemas.HostSkipped {
-			failed++
-		}
-	}
-	if failed*100 <= limit*len(ss.Hosts.Status) {
+	if ss.Aborted || !jobstate.MaxFailExceeded(ss.Hosts, limit) {
 		return
 	}
 	ss.Aborted, ss.Hold, t.changed = true, "", true
@@ -169,66 +138,7 @@ func (t *txn) checkMaxFail(step int) {
 // ended it (success when every step passed).
 func (t *txn) finish() {
 	st := t.st
-	last := st.Steps[st.Step].Status
-	switch {
-	case st.Status == schemas.JobStopping:
-		st.Status = schemas.JobStopped
-	case stepPassed(last):
-		st.Status = schemas.JobSuccess
-	default:
-		st.Status = last
-	}
+	st.Status = jobstate.JobOutcome(st)
 	st.EndedAt, t.finished, t.changed = t.now, true, true
 	t.emitFinished()
-}
-
-func allFinal(hs schemas.HostTable, end int) bool {
-	for _, s := range hs.Status[:end] {
-		if !s.Final() {
-			return false
-		}
-	}
-	return true
-}
-
-func allSucceeded(hs schemas.HostTable, begin, end int) bool {
-	for _, s := range hs.Status[begin:end] {
-		if s != schemas.HostSuccess && s != schemas.HostSkipped {
-			return false
-		}
-	}
-	return true
-}
-
-// outcome is a finished step's status: success when every host succeeded,
-// partial when some did, failed when none did (or the step gave up),
-// stopped after a stop; a step that may fail is error-ignored instead.
-func (t *txn) outcome(step int) string {
-	hs := t.st.Steps[step].Hosts
-	ok, skipped := 0, 0
-	for _, s := range hs.Status {
-		switch s {
-		case schemas.HostSuccess:
-			ok++
-		case schemas.HostSkipped:
-			skipped++
-		}
-	}
-	var out string
-	switch {
-	case t.st.Status == schemas.JobStopping:
-		return schemas.JobStopped
-	case t.st.Steps[step].Aborted:
-		out = schemas.JobFailed
-	case ok+skipped == len(hs.Status):
-		return schemas.JobSuccess
-	case ok > 0:
-		out = schemas.JobPartial
-	default:
-		out = schemas.JobFailed
-	}
-	if t.spec.Steps[step].OnFailure == schemas.OnFailureContinue {
-		return schemas.StepIgnored
-	}
-	return out
 }

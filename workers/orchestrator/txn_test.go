@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -258,7 +259,7 @@ func TestRollingPausesOnFailure(t *testing.T) {
 	if st.Status != schemas.JobWaitingUser || st.Steps[0].Hold != schemas.HoldFailure || statuses(st)[3] != "pending" {
 		t.Fatalf("after a failure in batch 2: job %s hold %q %v", st.Status, st.Steps[0].Hold, statuses(st))
 	}
-	if err := st.CheckOp(schemas.OpConfirm, 1); err == nil {
+	if err := jobstate.CheckOp(st, schemas.OpConfirm, 1); err == nil {
 		t.Error("an operation on another step was allowed")
 	}
 	tx := newTxn(spec, st, t0, dir)
@@ -310,7 +311,7 @@ func TestRollingConfirmsEachBatch(t *testing.T) {
 	if st.Steps[0].Hold != schemas.HoldConfirm || statuses(st)[2] != "pending" {
 		t.Fatalf("no confirmation asked: %q %v", st.Steps[0].Hold, statuses(st))
 	}
-	if err := st.CheckOp(schemas.OpIgnoreError, 0); err == nil {
+	if err := jobstate.CheckOp(st, schemas.OpIgnoreError, 0); err == nil {
 		t.Error("ignore_error allowed without a failure")
 	}
 	tx := newTxn(spec, st, t0, dir)

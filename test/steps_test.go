@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,11 +132,12 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		code int
+		says string // the answer names the step as the URL does (from 0)
 	}{
-		{"/steps/2/skip", 409}, {"/steps/9/skip", 404}, {"/steps/x/skip", 400}, {"/steps/2/dance", 400},
+		{"/steps/2/skip", 409, "step 2:"}, {"/steps/9/skip", 404, "no step 9"}, {"/steps/x/skip", 400, ""}, {"/steps/2/dance", 400, ""},
 	} {
-		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d%s", id, c.path), nil, nil); code != c.code {
-			t.Errorf("%s: %d %s, want %d", c.path, code, b, c.code)
+		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d%s", id, c.path), nil, nil); code != c.code || !strings.Contains(string(b), c.says) {
+			t.Errorf("%s: %d %s, want %d saying %q", c.path, code, b, c.code, c.says)
 		}
 	}
 }

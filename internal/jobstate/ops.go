@@ -11,10 +11,12 @@ import (
 // now: only to the current step, only when no host of it runs, and only in
 // the states where the operation means something. An unknown operation
 // wraps schemas.ErrInvalid, a step the job does not have
-// schemas.ErrNotFound, and every other refusal schemas.ErrConflict.
+// schemas.ErrNotFound, and every other refusal schemas.ErrConflict. Steps
+// are numbered as clients number them: from 0, as in the native API's
+// /v1/jobs/{id}/steps/{step}/{op}.
 func CheckOp(st *schemas.JobState, op string, step int) error {
 	refuse := func(format string, args ...any) error {
-		return schemas.Conflict("%s on step %d: %s", op, step+1, fmt.Sprintf(format, args...))
+		return schemas.Conflict("%s on step %d: %s", op, step, fmt.Sprintf(format, args...))
 	}
 	if !slices.Contains(schemas.StepOps, op) {
 		return schemas.Invalid("op", "unknown operation %q", op)
@@ -23,7 +25,7 @@ func CheckOp(st *schemas.JobState, op string, step int) error {
 		return schemas.NotFound("job %d has no step %d", st.ID, step)
 	}
 	if step != st.Step {
-		return refuse("the job is at step %d", st.Step+1)
+		return refuse("the job is at step %d", st.Step)
 	}
 	if st.Status == schemas.JobStopping || st.Status == schemas.JobStopped || st.Status == schemas.JobWaiting {
 		return refuse("the job is %s", st.Status)

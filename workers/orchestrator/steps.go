@@ -130,7 +130,7 @@ func (t *txn) checkMaxFail(step int) {
 		}
 	}
 	if t.st.Reason == "" {
-		t.st.Reason = fmt.Sprintf("step %d: %s", step+1, reason)
+		t.st.Reason = fmt.Sprintf("step %d: %s", step, reason)
 	}
 }
 

@@ -333,6 +333,9 @@ func TestMaxFailPercentAbortsTheStep(t *testing.T) {
 	if got := statuses(st); !cmp.Equal(got[2:], []string{"skipped", "skipped", "skipped", "skipped"}) || st.Status != schemas.JobFailed {
 		t.Errorf("after 2 of 6 failed with a 20%% limit: %v %s", got, st.Status)
 	}
+	if got, want := st.Reason, "step 0: more than 20% of the step's hosts failed"; got != want {
+		t.Errorf("reason: got %q, want %q (steps are numbered from 0, as clients number them)", got, want)
+	}
 }
 
 func TestMultiStepFailureModes(t *testing.T) {

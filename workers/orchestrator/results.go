@@ -61,7 +61,7 @@ func (w *Worker) storeResults(ctx context.Context, spec *schemas.JobSpec, st *sc
 	futs := make([]jetstream.PubAckFuture, 0, len(results))
 	for _, r := range results {
 		b, _ := json.Marshal(r)
-		f, err := w.js.PublishAsync("$KV."+schemas.BucketJobs+"."+schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index), b)
+		f, err := w.js.PublishAsync(schemas.KVSubject(schemas.BucketJobs, schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index)), b)
 		if err != nil {
 			return fmt.Errorf("store host result: %w", err)
 		}

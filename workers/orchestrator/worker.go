@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -211,7 +210,7 @@ func (w *Worker) settle(m jetstream.Msg, err error) {
 // maxDeliver is the delivery limit of the consumer a message came from;
 // 0 means unlimited.
 func (w *Worker) maxDeliver(m jetstream.Msg) int {
-	if strings.HasPrefix(m.Subject(), "fleetjob.cmd.") {
+	if schemas.IsCommandSubject(m.Subject()) {
 		return w.cfg.Topology.MaxDeliver
 	}
 	return 0

@@ -113,8 +113,10 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 	}
 	id := submit(t, s, body, nil)
 	sum := waitJob(t, s, id, 20*time.Second)
-	if sum.Status != schemas.JobFailed || sum.CurrentStep != 1 || sum.Steps[0].Status != schemas.StepIgnored || sum.Steps[2].Status != schemas.JobWaiting {
-		t.Fatalf("after step 2 failed: %s at %d, steps %+v", sum.Status, sum.CurrentStep, sum.Steps)
+	// the step the failed job never reached ends skipped, with its hosts
+	if sum.Status != schemas.JobFailed || sum.CurrentStep != 1 || sum.Steps[0].Status != schemas.StepIgnored ||
+		sum.Steps[2].Status != schemas.StepSkipped || sum.Steps[2].Counts[schemas.HostSkipped.String()] != 2 {
+		t.Fatalf("after step 1 failed: %s at %d, steps %+v", sum.Status, sum.CurrentStep, sum.Steps)
 	}
 	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/steps/1/skip", id), nil, nil); code != 202 {
 		t.Fatalf("skip: %d %s", code, b)

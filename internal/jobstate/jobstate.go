@@ -29,6 +29,12 @@ func HostPassed(s schemas.HostStatus) bool {
 	return s == schemas.HostSuccess || s == schemas.HostSkipped
 }
 
+// Undispatched reports whether a unit has not been sent to an agent: it is
+// pending, or waits for an agent to serve its host.
+func Undispatched(s schemas.HostStatus) bool {
+	return s == schemas.HostPending || s == schemas.HostWaitingAgent
+}
+
 // AllFinal reports whether the hosts before end have all ended.
 func AllFinal(hosts schemas.HostTable, end int) bool {
 	for _, s := range hosts.Status[:end] {
@@ -120,6 +126,11 @@ func MaxFailExceeded(hosts schemas.HostTable, limitPercent int) bool {
 	}
 	return failed*100 > limitPercent*len(hosts.Status)
 }
+
+// Unreached reports whether a step of a job has never started: the job has
+// not got to it yet or, once the job has ended, never will. A job that
+// ends skips such steps and all their units (see the orchestrator's end).
+func Unreached(ss *schemas.StepState) bool { return ss.Status == schemas.JobWaiting }
 
 // JobOutcome is the status a job ends with once its current step is over
 // and it goes no further: stopped after a stop, success when that step

@@ -1,6 +1,7 @@
 package jobstate
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/fleetjob/fleetjob/schemas"
@@ -167,6 +168,35 @@ func TestJobOutcome(t *testing.T) {
 			_, st := job(c.job, schemas.StepState{Status: c.step})
 			if got := JobOutcome(st); got != c.want {
 				t.Errorf("got %s, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+func TestUndispatched(t *testing.T) {
+	for s := schemas.HostStatus(0); s.String() != fmt.Sprintf("unknown(%d)", byte(s)); s++ {
+		t.Run(s.String(), func(t *testing.T) {
+			want := s == pending || s == waiting
+			if got := Undispatched(s); got != want {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestUnreached(t *testing.T) {
+	for _, c := range []struct {
+		status string
+		want   bool
+	}{
+		{schemas.JobWaiting, true},
+		{schemas.JobRunning, false},
+		{schemas.JobFailed, false},
+		{schemas.StepSkipped, false},
+	} {
+		t.Run(c.status, func(t *testing.T) {
+			if got := Unreached(&schemas.StepState{Status: c.status}); got != c.want {
+				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
 	}

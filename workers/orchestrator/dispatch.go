@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -40,7 +41,7 @@ func (t *txn) dispatchTable(step int, phase string, end, limit int) {
 		if inflight >= limit {
 			return
 		}
-		if s != schemas.HostPending && s != schemas.HostWaitingAgent {
+		if !jobstate.Undispatched(s) {
 			continue
 		}
 		u := unit{step: step, idx: i, phase: phase}

@@ -92,8 +92,7 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 		return fmt.Errorf("unknown operation %q: %w", cmd.Op, schemas.ErrInvalid)
 	}
 	if schemas.JobFinal(st.Status) {
-		t.reopened = true
-		st.EndedAt = time.Time{}
+		t.reopen()
 	}
 	st.Status, t.changed = schemas.JobRunning, true
 	t.emit(events.StepOperated, t.jobID(), fmt.Sprintf("%d.%d.%s.%d", st.ID, st.Step, cmd.Op, t.now.UnixNano()),
@@ -101,11 +100,15 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 	return nil
 }
 
-// abort ends the job as failed with a reason: every unit that has not
-// ended fails with it.
+// abort ends the job as failed with a reason: every unit of a step it
+// reached that has not ended fails with it; the steps it never reached end
+// skipped (see end).
 func (t *txn) abort(reason string) {
 	st := t.st
 	for step := range st.Steps {
+		if jobstate.Unreached(&st.Steps[step]) {
+			continue
+		}
 		for _, phase := range []string{schemas.PhaseUpload, ""} {
 			for i, s := range t.table(step, phase).Status {
 				if !s.Final() && (phase == "" || t.spec.Steps[step].File != nil) {
@@ -117,7 +120,6 @@ func (t *txn) abort(reason string) {
 			st.Steps[step].Status, st.Steps[step].EndedAt = schemas.JobFailed, t.now
 		}
 	}
-	st.Status, st.Reason, st.EndedAt = schemas.JobFailed, reason, t.now
-	t.finished, t.changed = true, true
-	t.emitFinished()
+	st.Reason = reason
+	t.end(schemas.JobFailed)
 }

@@ -125,7 +125,7 @@ func (t *txn) checkMaxFail(step int) {
 	}
 	reason := fmt.Sprintf("more than %d%% of the step's hosts failed", limit)
 	for i, s := range ss.Hosts.Status {
-		if s == schemas.HostPending || s == schemas.HostWaitingAgent {
+		if jobstate.Undispatched(s) {
 			t.finalize(unit{step: step, idx: i}, schemas.HostSkipped, reason)
 		}
 	}
@@ -137,8 +137,51 @@ func (t *txn) checkMaxFail(step int) {
 // finish ends the job: stopped after a stop, otherwise as the step that
 // ended it (success when every step passed).
 func (t *txn) finish() {
+	t.end(jobstate.JobOutcome(t.st))
+}
+
+// end ends the job with a final status. What the job never reached ends
+// skipped, so a final job has no step left waiting and no unit left
+// pending: every step that never started, with its hosts and upload
+// units. They get no result and no event of their own (they never ran);
+// their cache rows say skipped. What the ending interrupted in the current
+// step ended already, by the rule of the ending (stopped by a stop,
+// failed by an abort, skipped past the maximum failure percentage).
+func (t *txn) end(status string) {
 	st := t.st
-	st.Status = jobstate.JobOutcome(st)
+	st.Status = status
+	for step := range st.Steps {
+		if !jobstate.Unreached(&st.Steps[step]) {
+			continue
+		}
+		st.Steps[step].Status = schemas.StepSkipped
+		t.setAll(step, schemas.HostSkipped)
+	}
 	st.EndedAt, t.finished, t.changed = t.now, true, true
 	t.emitFinished()
+}
+
+// setAll moves every unit of a step (targets and upload units) that has
+// not been dispatched, or was skipped, to status s, recording no result.
+func (t *txn) setAll(step int, s schemas.HostStatus) {
+	for _, phase := range []string{schemas.PhaseUpload, ""} {
+		for i, cur := range t.table(step, phase).Status {
+			if cur != s && (jobstate.Undispatched(cur) || cur == schemas.HostSkipped) {
+				t.set(unit{step: step, idx: i, phase: phase}, s)
+			}
+		}
+	}
+}
+
+// reopen brings a finished job back to running at its current step (an
+// operation on it): the steps after it, which the job never reached and
+// which its end skipped, wait again with their units pending.
+func (t *txn) reopen() {
+	st := t.st
+	t.reopened = true
+	st.EndedAt = time.Time{}
+	for step := st.Step + 1; step < len(st.Steps); step++ {
+		st.Steps[step].Status = schemas.JobWaiting
+		t.setAll(step, schemas.HostPending)
+	}
 }

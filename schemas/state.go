@@ -359,6 +359,17 @@ func (r HostResult) DurationMS() int64 {
 
 // JobSummary is the read model of a job: what the status cache holds and
 // what list and detail reads return.
+//
+// TotalHosts and Counts are about hosts, not host-steps: TotalHosts is the
+// number of distinct target hosts of the job over all its steps (a host
+// several steps target counts once; a file step's source hosts are not
+// targets). Counts counts those hosts by status word, each host once, with
+// its latest status: its status in the current step or, for a host the
+// current step does not target, in the last earlier step that does; a host
+// that only later steps target counts with its status in the first of them
+// (pending, or skipped once the job has ended). Counts adds up to
+// TotalHosts; statuses no host has are left out. Each step's own Hosts and
+// Counts (StepSummary) count that step's targets in that step.
 type JobSummary struct {
 	ID            int64          `json:"id"`
 	Name          string         `json:"name"`
@@ -379,7 +390,8 @@ type JobSummary struct {
 	Warnings      []RiskFinding  `json:"warnings,omitempty"`
 }
 
-// StepSummary is one step in a JobSummary.
+// StepSummary is one step in a JobSummary: Hosts is the number of its
+// targets, Counts counts them by their status in this step.
 type StepSummary struct {
 	Name      string         `json:"name,omitempty"`
 	Type      string         `json:"type"`
@@ -415,12 +427,55 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 			sum.Name, sum.Type = spec.Steps[i].Name, spec.Steps[i].Type
 		}
 		s.Steps = append(s.Steps, sum)
-		s.TotalHosts += sum.Hosts
-		for k, v := range c {
-			s.Counts[k] += v
+	}
+	s.TotalHosts, s.Counts = hostCounts(spec, st)
+	return s
+}
+
+// hostCounts counts a job's distinct target hosts by their latest status,
+// as JobSummary.Counts describes.
+func hostCounts(spec *JobSpec, st *JobState) (int, map[string]int) {
+	steps := min(len(spec.Steps), len(st.Steps))
+	if steps == 0 {
+		return 0, map[string]int{}
+	}
+	cur := min(max(st.Step, 0), steps-1)
+	if sameTargets(spec.Steps[:steps]) {
+		// most jobs: every step targets the same hosts, so each host's
+		// latest status is its status in the current step
+		return len(st.Steps[cur].Hosts.Status), st.Steps[cur].Hosts.Counts()
+	}
+	// the current step, the earlier ones from the latest, then the later ones
+	order := make([]int, 0, steps)
+	for i := cur; i >= 0; i-- {
+		order = append(order, i)
+	}
+	for i := cur + 1; i < steps; i++ {
+		order = append(order, i)
+	}
+	seen := map[Host]bool{}
+	var latest HostTable
+	for _, i := range order {
+		status := st.Steps[i].Hosts.Status
+		for j, h := range spec.Steps[i].Targets {
+			if j < len(status) && !seen[h] {
+				seen[h] = true
+				latest.Status = append(latest.Status, status[j])
+			}
 		}
 	}
-	return s
+	return len(latest.Status), latest.Counts()
+}
+
+// sameTargets reports whether every step targets the same hosts in the
+// same order.
+func sameTargets(steps []Step) bool {
+	for _, s := range steps[1:] {
+		if !slices.Equal(s.Targets, steps[0].Targets) {
+			return false
+		}
+	}
+	return true
 }
 
 // NewJobState is the state of a job that has just been accepted.

@@ -53,3 +53,25 @@ func TestStoppedJobSkipsTheStepsItNeverReached(t *testing.T) {
 		t.Errorf("runs: %v, want only step 0 on both hosts", got)
 	}
 }
+
+func TestJobCountsHostsNotHostSteps(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c1=127.0.0.53", "c2=127.0.0.54"}})
+	body := map[string]any{
+		"name": "three steps on two hosts", "targets": []string{"127.0.0.53", "127.0.0.54"},
+		"steps": []any{
+			map[string]any{"script": map[string]any{"content": "true"}},
+			map[string]any{"script": map[string]any{"content": "true"}},
+			map[string]any{"script": map[string]any{"content": "true"}},
+		},
+	}
+	sum := waitJob(t, s, submit(t, s, body, nil), 20*time.Second)
+	if sum.Status != schemas.JobSuccess || sum.TotalHosts != 2 || sum.Counts["success"] != 2 || len(sum.Counts) != 1 {
+		t.Errorf("job: %s total_hosts %d counts %v, want success with total_hosts 2 and 2 successes", sum.Status, sum.TotalHosts, sum.Counts)
+	}
+	for i, st := range sum.Steps {
+		if st.Hosts != 2 || st.Counts["success"] != 2 {
+			t.Errorf("step %d: hosts %d counts %v, want its 2 hosts succeeded", i, st.Hosts, st.Counts)
+		}
+	}
+}

@@ -252,11 +252,12 @@ type JobState struct {
 	Reason string    `json:"reason,omitempty"`
 	// Results holds the final host results of a small job (see
 	// JobSpec.InlineResults), committed with the state; a larger job keeps
-	// each in its own key (KeyHostResult).
+	// each in its own key (KeyHostResult). A small job's running units are
+	// here too, with the start and agent their started report gave.
 	Results []HostResult `json:"results,omitempty"`
 }
 
-// PutResults records final host results in the state, replacing an
+// PutResults records host results in the state, replacing an
 // earlier one of the same unit (an earlier attempt).
 func (st *JobState) PutResults(rs []HostResult) {
 	for _, r := range rs {

@@ -9,8 +9,8 @@ import (
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// This file checks how a job's end reads: what never ran, what is counted,
-// what an interrupted host keeps.
+// This file checks how a job's end reads: what never ran, and what is
+// counted. (What an interrupted host keeps: TestAgentKilledMidTask.)
 
 func TestStoppedJobSkipsTheStepsItNeverReached(t *testing.T) {
 	t.Parallel()

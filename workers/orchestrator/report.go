@@ -31,13 +31,23 @@ func (t *txn) apply(r schemas.Report) {
 		}
 		row := t.set(u, schemas.HostRunning)
 		row.AgentID, row.StartedAt = r.AgentID, r.StartedAt
+		if t.spec.InlineResults() {
+			// kept with the state, so that a host ended without its
+			// agent's word keeps the start the agent reported
+			t.st.PutResults([]schemas.HostResult{row.HostResult})
+		}
 		t.emit(events.HostStarted, t.jobID(), r.ExecID, row.HostResult)
 	case schemas.ReportFinished:
 		if !r.Status.Final() {
 			return
 		}
+		started := r.StartedAt
+		if started.IsZero() && cur == schemas.HostRunning {
+			// an interrupted execution's report may not know its start
+			started, _ = t.runningSince(u)
+		}
 		row := t.set(u, r.Status)
-		row.AgentID, row.ExitCode, row.StartedAt, row.EndedAt = r.AgentID, r.ExitCode, r.StartedAt, r.EndedAt
+		row.AgentID, row.ExitCode, row.StartedAt, row.EndedAt = r.AgentID, r.ExitCode, started, r.EndedAt
 		row.Lines, row.Error, row.Attempt = r.Lines, r.Error, r.Attempt
 		t.results = append(t.results, row.HostResult)
 		t.emit(events.HostFinished, t.jobID(), r.ExecID, row.HostResult)

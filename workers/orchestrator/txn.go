@@ -108,16 +108,39 @@ func (t *txn) set(u unit, s schemas.HostStatus) *schemas.HostRow {
 }
 
 // finalize ends a unit with a final status decided here (not by an agent).
+// A unit that was running keeps the start its agent reported.
 func (t *txn) finalize(u unit, s schemas.HostStatus, reason string) {
-	tab := t.table(u.step, u.phase)
-	was, since := tab.Status[u.idx], t.st.At(tab.Since[u.idx])
+	was := t.table(u.step, u.phase).Status[u.idx]
+	var started time.Time
+	var agent string
+	if was == schemas.HostRunning {
+		started, agent = t.runningSince(u)
+	}
 	r := t.set(u, s)
 	r.EndedAt, r.Error = t.now, reason
 	if was == schemas.HostRunning {
-		r.StartedAt = since
+		r.StartedAt = started
+		if r.AgentID == "" {
+			r.AgentID = agent
+		}
 	}
 	t.results = append(t.results, r.HostResult)
 	t.emit(events.HostFinished, t.jobID(), t.execID(u)+".w", r.HostResult)
+}
+
+// runningSince says when, and on which agent, a running unit started, as
+// its agent reported it in its started report: folded by this txn, or kept
+// in a small job's state (see apply). A larger job's state keeps only the
+// second the unit began running, and no agent.
+func (t *txn) runningSince(u unit) (time.Time, string) {
+	if r, ok := t.touched[u]; ok && !r.StartedAt.IsZero() {
+		return r.StartedAt, r.AgentID
+	}
+	tab := t.table(u.step, u.phase)
+	if hr, ok := t.st.Result(u.step, u.phase, u.idx); ok && hr.Status == schemas.HostRunning && hr.Attempt == tab.AttemptOf(u.idx) {
+		return hr.StartedAt, hr.AgentID
+	}
+	return t.st.At(tab.Since[u.idx]), ""
 }
 
 // phases lists the unit tables a step has now: a file step in its upload

@@ -128,8 +128,9 @@ func MaxFailExceeded(hosts schemas.HostTable, limitPercent int) bool {
 }
 
 // Unreached reports whether a step of a job has never started: the job has
-// not got to it yet or, once the job has ended, never will. A job that
-// ends skips such steps and all their units (see the orchestrator's end).
+// not got to it yet or, if the job is ending, never will. A job that ends
+// skips such steps with all their units (schemas.StepSkipped,
+// schemas.HostSkipped), so a final job has none left waiting.
 func Unreached(ss *schemas.StepState) bool { return ss.Status == schemas.JobWaiting }
 
 // JobOutcome is the status a job ends with once its current step is over

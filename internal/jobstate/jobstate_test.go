@@ -1,7 +1,6 @@
 package jobstate
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/fleetjob/fleetjob/schemas"
@@ -173,14 +172,37 @@ func TestJobOutcome(t *testing.T) {
 	}
 }
 
-func TestUndispatched(t *testing.T) {
-	for s := schemas.HostStatus(0); s.String() != fmt.Sprintf("unknown(%d)", byte(s)); s++ {
-		t.Run(s.String(), func(t *testing.T) {
-			want := s == pending || s == waiting
-			if got := Undispatched(s); got != want {
-				t.Errorf("got %v, want %v", got, want)
+func TestHostRules(t *testing.T) {
+	for _, c := range []struct {
+		status                        schemas.HostStatus
+		undispatched, passed, retried bool
+	}{
+		{pending, true, false, false},
+		{waiting, true, false, false},
+		{sent, false, false, false},
+		{running, false, false, false},
+		{ok, false, true, false},
+		{failed, false, false, true},
+		{timeout, false, false, true},
+		{stopped, false, false, true},
+		{offline, false, false, true},
+		{schemas.HostInterrupted, false, false, true},
+		{skipped, false, true, true},
+	} {
+		t.Run(c.status.String(), func(t *testing.T) {
+			if got := Undispatched(c.status); got != c.undispatched {
+				t.Errorf("Undispatched: got %v, want %v", got, c.undispatched)
+			}
+			if got := HostPassed(c.status); got != c.passed {
+				t.Errorf("HostPassed: got %v, want %v", got, c.passed)
+			}
+			if got := Retried(c.status); got != c.retried {
+				t.Errorf("Retried: got %v, want %v", got, c.retried)
 			}
 		})
+	}
+	if n := len(schemas.HostStatusNames()); n != 11 {
+		t.Errorf("%d host statuses: add the new ones to this table", n)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/api/riskrules"
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -254,7 +255,7 @@ func (c *Core) Operate(ctx context.Context, id int64, step int, op, by string) e
 	if err != nil {
 		return err
 	}
-	if err := st.CheckOp(op, step); err != nil {
+	if err := jobstate.CheckOp(st, op, step); err != nil {
 		return err
 	}
 	body, _ := json.Marshal(schemas.OpCommand{V: schemas.MessageVersion, JobID: id, Step: step, Op: op, By: by})

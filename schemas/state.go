@@ -252,11 +252,12 @@ type JobState struct {
 	Reason string    `json:"reason,omitempty"`
 	// Results holds the final host results of a small job (see
 	// JobSpec.InlineResults), committed with the state; a larger job keeps
-	// each in its own key (KeyHostResult).
+	// each in its own key (KeyHostResult). A small job's running units are
+	// here too, with the start and agent their started report gave.
 	Results []HostResult `json:"results,omitempty"`
 }
 
-// PutResults records final host results in the state, replacing an
+// PutResults records host results in the state, replacing an
 // earlier one of the same unit (an earlier attempt).
 func (st *JobState) PutResults(rs []HostResult) {
 	for _, r := range rs {
@@ -359,6 +360,17 @@ func (r HostResult) DurationMS() int64 {
 
 // JobSummary is the read model of a job: what the status cache holds and
 // what list and detail reads return.
+//
+// TotalHosts and Counts are about hosts, not host-steps: TotalHosts is the
+// number of distinct target hosts of the job over all its steps (a host
+// several steps target counts once; a file step's source hosts are not
+// targets). Counts counts those hosts by status word, each host once, with
+// its latest status: its status in the current step or, for a host the
+// current step does not target, in the last earlier step that does; a host
+// that only later steps target counts with its status in the first of them
+// (pending, or skipped once the job has ended). Counts adds up to
+// TotalHosts; statuses no host has are left out. Each step's own Hosts and
+// Counts (StepSummary) count that step's targets in that step.
 type JobSummary struct {
 	ID            int64          `json:"id"`
 	Name          string         `json:"name"`
@@ -379,7 +391,8 @@ type JobSummary struct {
 	Warnings      []RiskFinding  `json:"warnings,omitempty"`
 }
 
-// StepSummary is one step in a JobSummary.
+// StepSummary is one step in a JobSummary: Hosts is the number of its
+// targets, Counts counts them by their status in this step.
 type StepSummary struct {
 	Name      string         `json:"name,omitempty"`
 	Type      string         `json:"type"`
@@ -415,12 +428,55 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 			sum.Name, sum.Type = spec.Steps[i].Name, spec.Steps[i].Type
 		}
 		s.Steps = append(s.Steps, sum)
-		s.TotalHosts += sum.Hosts
-		for k, v := range c {
-			s.Counts[k] += v
+	}
+	s.TotalHosts, s.Counts = hostCounts(spec, st)
+	return s
+}
+
+// hostCounts counts a job's distinct target hosts by their latest status,
+// as JobSummary.Counts describes.
+func hostCounts(spec *JobSpec, st *JobState) (int, map[string]int) {
+	steps := min(len(spec.Steps), len(st.Steps))
+	if steps == 0 {
+		return 0, map[string]int{}
+	}
+	cur := min(max(st.Step, 0), steps-1)
+	if sameTargets(spec.Steps[:steps]) {
+		// most jobs: every step targets the same hosts, so each host's
+		// latest status is its status in the current step
+		return len(st.Steps[cur].Hosts.Status), st.Steps[cur].Hosts.Counts()
+	}
+	// the current step, the earlier ones from the latest, then the later ones
+	order := make([]int, 0, steps)
+	for i := cur; i >= 0; i-- {
+		order = append(order, i)
+	}
+	for i := cur + 1; i < steps; i++ {
+		order = append(order, i)
+	}
+	seen := map[Host]bool{}
+	var latest HostTable
+	for _, i := range order {
+		status := st.Steps[i].Hosts.Status
+		for j, h := range spec.Steps[i].Targets {
+			if j < len(status) && !seen[h] {
+				seen[h] = true
+				latest.Status = append(latest.Status, status[j])
+			}
 		}
 	}
-	return s
+	return len(latest.Status), latest.Counts()
+}
+
+// sameTargets reports whether every step targets the same hosts in the
+// same order.
+func sameTargets(steps []Step) bool {
+	for _, s := range steps[1:] {
+		if !slices.Equal(s.Targets, steps[0].Targets) {
+			return false
+		}
+	}
+	return true
 }
 
 // NewJobState is the state of a job that has just been accepted.
@@ -434,70 +490,6 @@ func NewJobState(id int64, spec *JobSpec, now time.Time) *JobState {
 		st.Steps = append(st.Steps, ss)
 	}
 	return st
-}
-
-// CheckOp says whether an operation may be applied to a step now: only to
-// the current step, only when no host of it runs, and only in the states
-// where the operation means something. Refusals wrap ErrConflict.
-func (j *JobState) CheckOp(op string, step int) error {
-	refuse := func(format string, args ...any) error {
-		return Conflict("%s on step %d: %s", op, step+1, fmt.Sprintf(format, args...))
-	}
-	known := false
-	for _, o := range StepOps {
-		known = known || o == op
-	}
-	if !known {
-		return Invalid("op", "unknown operation %q", op)
-	}
-	if step < 0 || step >= len(j.Steps) {
-		return NotFound("job %d has no step %d", j.ID, step)
-	}
-	if step != j.Step {
-		return refuse("the job is at step %d", j.Step+1)
-	}
-	if j.Status == JobStopping || j.Status == JobStopped || j.Status == JobWaiting {
-		return refuse("the job is %s", j.Status)
-	}
-	ss := &j.Steps[step]
-	for _, s := range ss.Hosts.Status {
-		if s == HostDispatched || s == HostRunning {
-			return refuse("hosts are still running")
-		}
-	}
-	failed := ss.Status == JobFailed || ss.Status == JobPartial
-	switch op {
-	case OpConfirm:
-		if ss.Hold == "" {
-			return refuse("it waits for no confirmation")
-		}
-	case OpIgnoreError:
-		if !failed && ss.Hold != HoldFailure {
-			return refuse("it has no failure to ignore")
-		}
-	case OpSkip:
-		if !failed && ss.Hold == "" {
-			return refuse("only a failed step or one that waits may be skipped")
-		}
-	case OpRetryFailed:
-		if !failed && ss.Hold == "" {
-			return refuse("only a failed step or one that waits may be retried")
-		}
-		n := 0
-		for _, s := range ss.Hosts.Status {
-			if s.Final() && s != HostSuccess {
-				n++
-			}
-		}
-		if n == 0 {
-			return refuse("no host failed")
-		}
-	case OpRetryAll:
-		if !failed && ss.Hold == "" && ss.Status != JobSuccess {
-			return refuse("the step is %s", ss.Status)
-		}
-	}
-	return nil
 }
 
 // ReasonNoTerminateAck is the error of a host that a stop ended because its

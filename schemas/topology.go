@@ -39,16 +39,28 @@ const (
 
 // Subjects.
 const (
-	SubjSubmit  = "fleetjob.cmd.submit"
-	SubjStop    = "fleetjob.cmd.stop"
-	SubjOp      = "fleetjob.cmd.op"
-	subjCmdAll  = "fleetjob.cmd.>"
-	subjTaskAll = "fleetjob.task.>"
+	SubjSubmit  = subjCmdPrefix + "submit"
+	SubjStop    = subjCmdPrefix + "stop"
+	SubjOp      = subjCmdPrefix + "op"
+	subjCmdAll  = subjCmdPrefix + ">"
+	subjTaskAll = taskSubjectPrefix + ">"
 	subjResAll  = "fleetjob.result.>"
 	subjLogAll  = "fleetjob.log.>"
 	SubjJobLogs = "fleetjob.log.job.>"
 	subjEvAll   = "fleetjob.event.>"
 )
+
+// subjCmdPrefix starts every command subject.
+const subjCmdPrefix = "fleetjob.cmd."
+
+// IsCommandSubject reports whether subj is a command's subject (the JOBS
+// stream's).
+func IsCommandSubject(subj string) bool { return strings.HasPrefix(subj, subjCmdPrefix) }
+
+// KVSubject is the subject a value of key in a KV bucket is stored on.
+// Publishing to it is a Put; many can be published asynchronously and
+// awaited together instead of a round trip each.
+func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
 // Durable consumer names.
 const (
@@ -70,11 +82,30 @@ const DefaultPool = "a"
 
 // TaskSubject is where tasks for one agent and one job are published.
 func TaskSubject(pool, agent string, job int64) string {
-	return "fleetjob.task." + pool + "." + agent + "." + strconv.FormatInt(job, 10)
+	return taskSubjectPrefix + pool + "." + agent + "." + strconv.FormatInt(job, 10)
+}
+
+// taskSubjectPrefix starts every task subject.
+const taskSubjectPrefix = "fleetjob.task."
+
+// AgentOfTaskSubject reads the agent back from a task subject; ok is false
+// for any other subject.
+func AgentOfTaskSubject(subj string) (agent string, ok bool) {
+	rest, ok := strings.CutPrefix(subj, taskSubjectPrefix)
+	if !ok {
+		return "", false
+	}
+	p := strings.Split(rest, ".")
+	if len(p) != 3 {
+		return "", false
+	}
+	return p[1], true
 }
 
 // TaskPurgeSubject matches every task of one job on every agent.
-func TaskPurgeSubject(job int64) string { return "fleetjob.task.*.*." + strconv.FormatInt(job, 10) }
+func TaskPurgeSubject(job int64) string {
+	return taskSubjectPrefix + "*.*." + strconv.FormatInt(job, 10)
+}
 
 // ResultSubject is where reports about one job are published.
 func ResultSubject(job int64) string { return "fleetjob.result." + strconv.FormatInt(job, 10) }
@@ -303,7 +334,7 @@ func (t Topology) AgentConsumerConfig(agent string, slots int) jetstream.Consume
 	return jetstream.ConsumerConfig{
 		Durable: AgentConsumer(agent), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: t.TaskWait, MaxDeliver: t.MaxDeliver, MaxAckPending: slots,
-		FilterSubject: "fleetjob.task." + DefaultPool + "." + agent + ".*",
+		FilterSubject: taskSubjectPrefix + DefaultPool + "." + agent + ".*",
 	}
 }
 
@@ -312,7 +343,7 @@ func (t Topology) PoolConsumerConfig(pool string, maxPending int) jetstream.Cons
 	return jetstream.ConsumerConfig{
 		Durable: "pool-" + pool, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: t.TaskWait, MaxDeliver: t.MaxDeliver, MaxAckPending: maxPending,
-		FilterSubject: "fleetjob.task." + pool + ".*.*",
+		FilterSubject: taskSubjectPrefix + pool + ".*.*",
 	}
 }
 

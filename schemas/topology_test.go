@@ -1,7 +1,6 @@
 package schemas
 
 import (
-	"context"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -10,16 +9,30 @@ import (
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 )
 
-func TestEnsureLeavesExistingStreamsAlone(t *testing.T) {
+// startJetStream starts an embedded JetStream server for one test and
+// connects to it; both end when the test does.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
 	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Shutdown()
-	nc, _ := nats.Connect(s.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestEnsureLeavesExistingStreamsAlone(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
 	top := DefaultTopology()
 	if err := top.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
@@ -40,5 +53,57 @@ func TestEnsureLeavesExistingStreamsAlone(t *testing.T) {
 		if _, err := js.KeyValue(ctx, b.Bucket); err != nil {
 			t.Errorf("bucket %s: %v", b.Bucket, err)
 		}
+	}
+}
+
+func TestSubjectsReadBack(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		subject string
+		command bool
+		agent   string // "" when it is no task subject
+	}{
+		{"submit", SubjSubmit, true, ""},
+		{"operation", SubjOp, true, ""},
+		{"task", TaskSubject(DefaultPool, "web-1", 42), false, "web-1"},
+		{"simulated task", TaskSubject("sim", "sim-0007", 3), false, "sim-0007"},
+		{"result", ResultSubject(42), false, ""},
+		{"log", LogSubject(42, 0, 1, 1), false, ""},
+		{"not fleetjob's", "fleetjob.task.a.web-1", false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := IsCommandSubject(c.subject); got != c.command {
+				t.Errorf("IsCommandSubject(%q): got %v, want %v", c.subject, got, c.command)
+			}
+			agent, ok := AgentOfTaskSubject(c.subject)
+			if agent != c.agent || ok != (c.agent != "") {
+				t.Errorf("AgentOfTaskSubject(%q): got %q %v, want %q", c.subject, agent, ok, c.agent)
+			}
+		})
+	}
+}
+
+func TestKVSubjectIsAPut(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	if err := DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := KVSubject(BucketJobs, KeyHostResult(7, 1, "", 2)), "$KV.jobs.7.1.2"; got != want {
+		t.Errorf("KVSubject: got %q, want %q", got, want)
+	}
+	if _, err := js.Publish(ctx, KVSubject(BucketJobs, KeyHostResult(7, 1, PhaseUpload, 0)), []byte("stored")); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, KeyHostResult(7, 1, PhaseUpload, 0))
+	if err != nil {
+		t.Fatalf("a value published on its KV subject cannot be read back: %v", err)
+	}
+	if got := string(e.Value()); got != "stored" {
+		t.Errorf("value: got %q, want %q", got, "stored")
 	}
 }

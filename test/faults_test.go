@@ -104,6 +104,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	marker := fmt.Sprintf("fj-orphan-%d", time.Now().UnixNano())
 	id := submit(t, s, script(l.append("start")+"; exec -a "+marker+" sleep 60", "127.0.0.21"), nil)
 	waitStatus(t, s, id, "127.0.0.21", schemas.HostRunning, 20*time.Second)
+	running := hostByIP(t, s, id, "127.0.0.21")
 	a.kill()
 	if out, _ := exec.Command("pgrep", "-f", marker).Output(); len(out) == 0 {
 		t.Fatal("the script died with the agent; the test needs it orphaned")
@@ -113,6 +114,9 @@ func TestAgentKilledMidTask(t *testing.T) {
 	h := hostByIP(t, s, id, "127.0.0.21")
 	if !strings.Contains(h.Error, "restarted") {
 		t.Errorf("interrupted host: error %q should say the agent restarted", h.Error)
+	}
+	if running.StartedAt.IsZero() || !h.StartedAt.Equal(running.StartedAt) {
+		t.Errorf("interrupted host: started_at %v, want %v as while it ran", h.StartedAt, running.StartedAt)
 	}
 	if sum := waitJob(t, s, id, 10*time.Second); sum.Status != schemas.JobFailed {
 		t.Errorf("job: got %s, want failed", sum.Status)

@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,8 +113,10 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 	}
 	id := submit(t, s, body, nil)
 	sum := waitJob(t, s, id, 20*time.Second)
-	if sum.Status != schemas.JobFailed || sum.CurrentStep != 1 || sum.Steps[0].Status != schemas.StepIgnored || sum.Steps[2].Status != schemas.JobWaiting {
-		t.Fatalf("after step 2 failed: %s at %d, steps %+v", sum.Status, sum.CurrentStep, sum.Steps)
+	// the step the failed job never reached ends skipped, with its hosts
+	if sum.Status != schemas.JobFailed || sum.CurrentStep != 1 || sum.Steps[0].Status != schemas.StepIgnored ||
+		sum.Steps[2].Status != schemas.StepSkipped || sum.Steps[2].Counts[schemas.HostSkipped.String()] != 2 {
+		t.Fatalf("after step 1 failed: %s at %d, steps %+v", sum.Status, sum.CurrentStep, sum.Steps)
 	}
 	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/steps/1/skip", id), nil, nil); code != 202 {
 		t.Fatalf("skip: %d %s", code, b)
@@ -131,11 +134,12 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		code int
+		says string // the answer names the step as the URL does (from 0)
 	}{
-		{"/steps/2/skip", 409}, {"/steps/9/skip", 404}, {"/steps/x/skip", 400}, {"/steps/2/dance", 400},
+		{"/steps/2/skip", 409, "step 2:"}, {"/steps/9/skip", 404, "no step 9"}, {"/steps/x/skip", 400, ""}, {"/steps/2/dance", 400, ""},
 	} {
-		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d%s", id, c.path), nil, nil); code != c.code {
-			t.Errorf("%s: %d %s, want %d", c.path, code, b, c.code)
+		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d%s", id, c.path), nil, nil); code != c.code || !strings.Contains(string(b), c.says) {
+			t.Errorf("%s: %d %s, want %d saying %q", c.path, code, b, c.code, c.says)
 		}
 	}
 }

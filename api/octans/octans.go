@@ -427,8 +427,8 @@ func octansJobStatus(st string) int {
 
 func octansHostStatus(st schemas.HostStatus) int {
 	switch st {
-	case schemas.HostPending, schemas.HostWaitingAgent, schemas.HostDispatched:
-		return octInit
+	case schemas.HostPending, schemas.HostWaitingAgent, schemas.HostDispatched, schemas.HostSkipped:
+		return octInit // never ran (skipped: the job ended before it)
 	case schemas.HostRunning:
 		return octRunning
 	case schemas.HostSuccess:
@@ -518,7 +518,7 @@ func (s *Surface) octansNode(ctx context.Context, id int64, r schemas.HostRow) (
 	if !r.EndedAt.IsZero() {
 		nl.End = r.EndedAt.UTC().Format(time.RFC3339)
 	}
-	if r.Status == schemas.HostPending || r.Status == schemas.HostWaitingAgent || r.Status == schemas.HostDispatched {
+	if octansHostStatus(r.Status) == octInit { // never ran: no log to read
 		return nl, nil
 	}
 	page, err := s.core.Logs.Read(ctx, schemas.LogRef{Job: id, Step: r.Step, Host: r.Index, Attempt: max(r.Attempt, 1)}, 0, octansLogLines)

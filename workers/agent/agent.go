@@ -261,7 +261,7 @@ func (a *Agent) recover(ctx context.Context) error {
 			continue
 		}
 		r := a.report(e.Task, schemas.ReportFinished)
-		r.Status, r.EndedAt = schemas.HostInterrupted, time.Now().UTC()
+		r.Status, r.StartedAt, r.EndedAt = schemas.HostInterrupted, e.At, time.Now().UTC()
 		r.Error = "the agent restarted while the task ran; it was not run again"
 		if e.Task.Kind == schemas.StepScript {
 			lines, err := a.resumeLog(ctx, e.Task)
@@ -373,7 +373,7 @@ func (a *Agent) onTask(m jetstream.Msg) {
 		r := je.Report
 		if je.Op != "end" || r == nil {
 			rep := a.report(&t, schemas.ReportFinished)
-			rep.Status, rep.EndedAt = schemas.HostInterrupted, time.Now().UTC()
+			rep.Status, rep.StartedAt, rep.EndedAt = schemas.HostInterrupted, je.At, time.Now().UTC()
 			rep.Error = "delivered again after it had started; it was not run again"
 			r = &rep
 			if err := a.journal.end(r); err != nil {
@@ -400,12 +400,13 @@ func (a *Agent) onTask(m jetstream.Msg) {
 		a.finish(ctx, m, &r)
 		return
 	}
-	if err := a.journal.start(&t); err != nil {
+	start := time.Now().UTC()
+	if err := a.journal.start(&t, start); err != nil {
 		a.log.Error("journal start; task handed back", "exec", t.ExecID, "err", err)
 		_ = m.NakWithDelay(5 * time.Second)
 		return
 	}
-	e := &execution{task: &t, done: make(chan struct{}), msgAck: func() { _ = m.InProgress() }}
+	e := &execution{task: &t, start: start, done: make(chan struct{}), msgAck: func() { _ = m.InProgress() }}
 	a.mu.Lock()
 	a.running[t.ExecID] = e
 	a.mu.Unlock()
@@ -430,7 +431,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	a.m.Running.Inc()
 	defer a.m.Running.Dec()
 	ctx := context.Background()
-	start := time.Now().UTC()
+	start := e.start
 	// A task that ends within startedDelay is reported once, finished with
 	// its start time; only longer ones are reported started as well. Most
 	// fleet tasks are short: this halves their reports and commits.

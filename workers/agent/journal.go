@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -27,11 +28,13 @@ type journal struct {
 }
 
 type journalEntry struct {
-	Op     string          `json:"op"` // start, pgid, end
-	Exec   string          `json:"exec"`
-	Task   *schemas.Task   `json:"task,omitempty"`
-	Pgid   int             `json:"pgid,omitempty"`
-	Start  uint64          `json:"start,omitempty"` // the group leader's start time, see procStart
+	Op    string        `json:"op"` // start, pgid, end
+	Exec  string        `json:"exec"`
+	Task  *schemas.Task `json:"task,omitempty"`
+	Pgid  int           `json:"pgid,omitempty"`
+	Start uint64        `json:"start,omitempty"` // the group leader's start time, see procStart
+	// At is when the execution started (the start its reports give).
+	At     time.Time       `json:"at,omitzero"`
 	Report *schemas.Report `json:"report,omitempty"`
 }
 
@@ -58,7 +61,7 @@ func openJournal(dir, agentID string) (*journal, error) {
 				if cur == nil {
 					order = append(order, e.Exec)
 				}
-				j.entries[e.Exec] = &journalEntry{Op: "start", Exec: e.Exec, Task: e.Task}
+				j.entries[e.Exec] = &journalEntry{Op: "start", Exec: e.Exec, Task: e.Task, At: e.At}
 			case "pgid":
 				if cur != nil {
 					cur.Pgid, cur.Start = e.Pgid, e.Start
@@ -127,11 +130,13 @@ func (j *journal) lookup(exec string) (journalEntry, bool) {
 	return *e, true
 }
 
-// start records the intent to run, before the process exists.
-func (j *journal) start(t *schemas.Task) error {
+// start records the intent to run, before the process exists, and when:
+// the start the execution's reports give, even those of a later life of
+// the agent that finds it interrupted.
+func (j *journal) start(t *schemas.Task, at time.Time) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	e := &journalEntry{Op: "start", Exec: t.ExecID, Task: t}
+	e := &journalEntry{Op: "start", Exec: t.ExecID, Task: t, At: at}
 	j.entries[t.ExecID] = e
 	return j.write(*e)
 }

@@ -29,7 +29,8 @@ const killGrace = 2 * time.Second
 
 // execution is one running task.
 type execution struct {
-	task *schemas.Task
+	task  *schemas.Task
+	start time.Time // when it started: journaled, and given by its reports
 
 	mu     sync.Mutex
 	pgid   int

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -122,7 +121,7 @@ func (s *Simulator) register(ctx context.Context, stopping bool) error {
 		a := s.ids[i]
 		a.LastSeen, a.Stopping = now, stopping
 		b, _ := json.Marshal(a)
-		f, err := s.js.PublishAsync("$KV."+schemas.BucketAgents+"."+a.ID, b)
+		f, err := s.js.PublishAsync(schemas.KVSubject(schemas.BucketAgents, a.ID), b)
 		if err != nil {
 			return fmt.Errorf("register simulated agents: %w", err)
 		}
@@ -135,12 +134,11 @@ func (s *Simulator) register(ctx context.Context, stopping bool) error {
 // line of output, acked once they are stored.
 func (s *Simulator) onTask(m jetstream.Msg) {
 	var t schemas.Task
-	parts := strings.Split(m.Subject(), ".") // fleetjob.task.<pool>.<agent>.<job>
-	if json.Unmarshal(m.Data(), &t) != nil || len(parts) != 5 {
+	agent, ok := schemas.AgentOfTaskSubject(m.Subject())
+	if json.Unmarshal(m.Data(), &t) != nil || !ok {
 		_ = m.Term()
 		return
 	}
-	agent := parts[3]
 	now := time.Now().UTC()
 	code := 0
 	base := schemas.Report{V: schemas.MessageVersion, JobID: t.JobID, Step: t.Step, Host: t.Host, Attempt: t.Attempt,

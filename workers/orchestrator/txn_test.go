@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -258,7 +259,7 @@ func TestRollingPausesOnFailure(t *testing.T) {
 	if st.Status != schemas.JobWaitingUser || st.Steps[0].Hold != schemas.HoldFailure || statuses(st)[3] != "pending" {
 		t.Fatalf("after a failure in batch 2: job %s hold %q %v", st.Status, st.Steps[0].Hold, statuses(st))
 	}
-	if err := st.CheckOp(schemas.OpConfirm, 1); err == nil {
+	if err := jobstate.CheckOp(st, schemas.OpConfirm, 1); err == nil {
 		t.Error("an operation on another step was allowed")
 	}
 	tx := newTxn(spec, st, t0, dir)
@@ -310,7 +311,7 @@ func TestRollingConfirmsEachBatch(t *testing.T) {
 	if st.Steps[0].Hold != schemas.HoldConfirm || statuses(st)[2] != "pending" {
 		t.Fatalf("no confirmation asked: %q %v", st.Steps[0].Hold, statuses(st))
 	}
-	if err := st.CheckOp(schemas.OpIgnoreError, 0); err == nil {
+	if err := jobstate.CheckOp(st, schemas.OpIgnoreError, 0); err == nil {
 		t.Error("ignore_error allowed without a failure")
 	}
 	tx := newTxn(spec, st, t0, dir)
@@ -331,6 +332,9 @@ func TestMaxFailPercentAbortsTheStep(t *testing.T) {
 	finishAll(spec, st, dir, map[int]schemas.HostStatus{0: schemas.HostFailed, 1: schemas.HostFailed})
 	if got := statuses(st); !cmp.Equal(got[2:], []string{"skipped", "skipped", "skipped", "skipped"}) || st.Status != schemas.JobFailed {
 		t.Errorf("after 2 of 6 failed with a 20%% limit: %v %s", got, st.Status)
+	}
+	if got, want := st.Reason, "step 0: more than 20% of the step's hosts failed"; got != want {
+		t.Errorf("reason: got %q, want %q (steps are numbered from 0, as clients number them)", got, want)
 	}
 }
 

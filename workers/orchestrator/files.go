@@ -1,15 +1,16 @@
 package orchestrator
 
+// This file holds file steps. A file step runs in two phases: its upload
+// units (one per source and source host) put the files into the artifacts
+// store once; then its targets download them, with the step's concurrency
+// and rolling batches.
+
 import (
 	"fmt"
 	"path"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
-
-// A file step runs in two phases: its upload units (one per source and
-// source host) put the files into the artifacts store once; then its
-// targets download them, with the step's concurrency and rolling batches.
 
 // startFiles prepares a file step: artifact sources go straight into the
 // manifest; host sources need their upload units to run first.

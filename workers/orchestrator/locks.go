@@ -1,5 +1,8 @@
 package orchestrator
 
+// This file holds the per-job lock that serialises one process's work on
+// a job.
+
 import "sync"
 
 // keyedMutex serialises work per job id inside one process.

@@ -1,0 +1,117 @@
+package orchestrator
+
+// This file holds what follows a commit: publish tasks and events, update
+// the status cache, purge a stopped job's tasks, ask agents to kill, and
+// unindex a finished job.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
+)
+
+// effects runs after a commit: tasks, events, cache, stop side effects.
+func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn) error {
+	var futs []jetstream.PubAckFuture
+	for _, rt := range t.tasks {
+		b, _ := json.Marshal(rt.task)
+		m := nats.NewMsg(schemas.TaskSubject(rt.pool, rt.agent, st.ID))
+		m.Data = b
+		m.Header.Set(nats.MsgIdHdr, rt.task.ExecID)
+		f, err := w.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish task %s: %w", rt.task.ExecID, err)
+		}
+		futs = append(futs, f)
+	}
+	// The cache is written before the events go out, so whoever reacts to
+	// an event reads a state at least as new as the event.
+	switch {
+	case t.created:
+		if err := w.cache.Created(ctx, spec, st, rev, statuscache.BuildRows(spec, st, nil)); err != nil {
+			w.log.Warn("cache new job", "job", st.ID, "err", err)
+		}
+	case t.changed || len(t.touched) > 0:
+		if err := w.cache.Update(ctx, spec, st, rev, t.rows()); err != nil {
+			w.log.Warn("cache update", "job", st.ID, "err", err)
+		}
+	}
+	evf, err := w.pub.PublishAsync(t.events...)
+	if err != nil {
+		return err
+	}
+	futs = append(futs, evf...)
+	if err := events.Await(ctx, futs); err != nil {
+		return err
+	}
+	w.m.TasksDispatched.Add(float64(len(t.tasks)))
+	for _, r := range t.results {
+		w.m.HostsFinished.WithLabelValues(r.Status.String()).Inc()
+	}
+	if t.stopped {
+		if err := w.purgeTasks(ctx, st.ID); err != nil {
+			return err
+		}
+	}
+	if len(t.kills) > 0 {
+		w.kill(ctx, st.ID, t.kills)
+	}
+	if t.finished {
+		if t.changed { // not again when replayed
+			w.m.JobsFinished.WithLabelValues(st.Status).Inc()
+		}
+		if err := w.active.Delete(ctx, strconv.FormatInt(st.ID, 10)); err != nil {
+			w.log.Warn("unindex finished job", "job", st.ID, "err", err)
+		}
+		w.specMu.Lock()
+		delete(w.specs, st.ID)
+		w.specMu.Unlock()
+	}
+	return nil
+}
+
+// purgeTasks drops a stopped job's tasks that no agent has taken yet.
+func (w *Worker) purgeTasks(ctx context.Context, id int64) error {
+	s, err := w.js.Stream(ctx, schemas.StreamTasks)
+	if err != nil {
+		return fmt.Errorf("tasks stream: %w", err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(schemas.TaskPurgeSubject(id))); err != nil {
+		return fmt.Errorf("purge tasks of job %d: %w", id, err)
+	}
+	return nil
+}
+
+// kill asks agents to kill their executions of a job. Agents answer with a
+// terminate acknowledgement; running executions then report stopped.
+// Agents that do not answer are retried by the sweeper's kicks until the
+// stop grace ends.
+func (w *Worker) kill(ctx context.Context, id int64, kills map[agentRef][]string) {
+	var wg sync.WaitGroup
+	for agent, execs := range kills {
+		wg.Go(func() {
+			b, _ := json.Marshal(schemas.KillRequest{V: schemas.MessageVersion, JobID: id, ExecIDs: execs})
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			msg, err := w.nc.RequestWithContext(rctx, schemas.ControlSubject(agent.pool, agent.id), b)
+			if err != nil {
+				w.log.Warn("kill request unanswered", "job", id, "agent", agent.id, "err", err)
+				return
+			}
+			var rep schemas.KillReply
+			_ = json.Unmarshal(msg.Data, &rep)
+			w.log.Info("terminate acknowledged", "job", id, "agent", agent.id, "killed", len(rep.Killed), "cancelled", len(rep.Unknown))
+		})
+	}
+	wg.Wait()
+}

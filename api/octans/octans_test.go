@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/fleetjob/fleetjob/schemas"
 )
 
 // runBash runs a composed octans script and returns its output and exit code.
@@ -79,6 +81,18 @@ func TestOctansParamsAndForks(t *testing.T) {
 	for _, bad := range []string{`-1`, `"x"`, `1.5`, `{}`} {
 		if _, err := octansForkNum(json.RawMessage(bad)); err == nil {
 			t.Errorf("fork_num %s accepted", bad)
+		}
+	}
+}
+
+func TestOctansHostStatus(t *testing.T) {
+	for st, want := range map[schemas.HostStatus]int{
+		schemas.HostPending: octInit, schemas.HostSkipped: octInit, schemas.HostDispatched: octInit,
+		schemas.HostRunning: octRunning, schemas.HostSuccess: octSuccess, schemas.HostStopped: octStopped,
+		schemas.HostFailed: octFailed, schemas.HostTimeout: octFailed, schemas.HostInterrupted: octFailed,
+	} {
+		if got := octansHostStatus(st); got != want {
+			t.Errorf("%s: got %d, want %d", st, got, want)
 		}
 	}
 }

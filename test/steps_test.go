@@ -136,7 +136,7 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 		code int
 		says string // the answer names the step as the URL does (from 0)
 	}{
-		{"/steps/2/skip", 409, "step 2:"}, {"/steps/9/skip", 404, "no step 9"}, {"/steps/x/skip", 400, ""}, {"/steps/2/dance", 400, ""},
+		{"/steps/2/skip", 409, "step 2:"}, {"/steps/2/retry-failed", 409, "retry-failed on step 2:"}, {"/steps/9/skip", 404, "no step 9"}, {"/steps/x/skip", 400, ""}, {"/steps/2/dance", 400, ""},
 	} {
 		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d%s", id, c.path), nil, nil); code != c.code || !strings.Contains(string(b), c.says) {
 			t.Errorf("%s: %d %s, want %d saying %q", c.path, code, b, c.code, c.says)

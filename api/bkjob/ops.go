@@ -2,11 +2,11 @@ package bkjob
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -127,8 +127,11 @@ func (s *Surface) bkOperateStepInstance(c echo.Context) error {
 		err = s.bkTerminate(c, id, sc, caller)
 	default:
 		err = s.core.Operate(ctx, id, step, op, caller.user)
-		if errors.Is(err, schemas.ErrConflict) {
-			err = &bkError{code: bkCodeUnsupportedOp, err: fmt.Errorf("operation %d: %w", code, err)}
+		var refused *jobstate.Refusal
+		if errors.As(err, &refused) {
+			err = bkErrorf(bkCodeUnsupportedOp, schemas.ErrConflict, "operation %d on step instance %d: %s", code, req.StepInstanceID.V, refused.Reason)
+		} else if errors.Is(err, schemas.ErrConflict) {
+			err = &bkError{code: bkCodeUnsupportedOp, err: err}
 		}
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ package native
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/internal/jobstate"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -371,6 +373,10 @@ func (s *Surface) operateStep(c echo.Context) error {
 		return schemas.Invalid("op", "unknown operation %q (want confirm, skip, retry-failed, retry-all or ignore-error)", c.Param("op"))
 	}
 	if err := s.core.Operate(c.Request().Context(), id, step, op, "admin"); err != nil {
+		var refused *jobstate.Refusal
+		if errors.As(err, &refused) { // in the URL's words
+			return schemas.Conflict("%s on step %d: %s", c.Param("op"), step, refused.Reason)
+		}
 		return err
 	}
 	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))

@@ -16,7 +16,7 @@ import (
 // /v1/jobs/{id}/steps/{step}/{op}.
 func CheckOp(st *schemas.JobState, op string, step int) error {
 	refuse := func(format string, args ...any) error {
-		return schemas.Conflict("%s on step %d: %s", op, step, fmt.Sprintf(format, args...))
+		return &Refusal{Op: op, Step: step, Reason: fmt.Sprintf(format, args...)}
 	}
 	if !slices.Contains(schemas.StepOps, op) {
 		return schemas.Invalid("op", "unknown operation %q", op)
@@ -68,3 +68,16 @@ func CheckOp(st *schemas.JobState, op string, step int) error {
 // Retried reports whether retry-failed runs a host of the step again: it
 // ended without success.
 func Retried(s schemas.HostStatus) bool { return s.Final() && s != schemas.HostSuccess }
+
+// Refusal is an operation the job's state does not allow: a conflict.
+// Surfaces name the operation and the step in their own words.
+type Refusal struct {
+	Op     string // schemas.OpConfirm, …
+	Step   int
+	Reason string // why, e.g. "no host failed"
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("%s on step %d: %s", r.Op, r.Step, r.Reason) }
+
+// Unwrap makes errors.Is(err, schemas.ErrConflict) true.
+func (r *Refusal) Unwrap() error { return schemas.ErrConflict }

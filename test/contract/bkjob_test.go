@@ -557,6 +557,8 @@ func TestBKRollingAndStepOperations(t *testing.T) {
 	bkFail(t, s, "POST", "/api/v3/operate_step_instance", op(ignore, ignoreStep, 6), 200, 1241003, "")
 	bkFail(t, s, "POST", "/api/v3/operate_step_instance", op(ignore, ignoreStep, 10), 200, 1241003, "")
 	bkFail(t, s, "POST", "/api/v3/operate_step_instance", strings.Replace(op(ignore, ignoreStep, 2), `"1"`, `"7"`, 1), 200, 1244006, "")
+	// a refusal names the operation and the step by their BlueKing numbers
+	bkFail(t, s, "POST", "/api/v3/operate_step_instance", op(retryAll, retryAllStep, 2), 200, 1241003, fmt.Sprintf("operation 2 on step instance %d", retryAllStep))
 }
 
 func TestBKFileTransferAndFileLogs(t *testing.T) {

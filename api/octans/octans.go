@@ -222,11 +222,9 @@ func octansScript(raw json.RawMessage) (string, error) {
 	if raw[0] == '{' {
 		raw = append(append([]byte{'['}, raw...), ']')
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	var tasks []octansTask
-	if err := dec.Decode(&tasks); err != nil {
-		return "", fmt.Errorf("want a script string or task objects with shell, command, raw or script: %v", err)
+	if err := api.DecodeStrictBytes(raw, &tasks); err != nil {
+		return "", fmt.Errorf("want a script string or task objects (name, one of shell, command, raw or script, args.chdir, environment, ignore_errors): %s", api.Message(err))
 	}
 	if len(tasks) == 0 {
 		return "", errors.New("empty task list")

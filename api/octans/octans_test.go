@@ -56,8 +56,15 @@ func TestOctansScriptForms(t *testing.T) {
 		t.Errorf("single object: %v", err)
 	}
 	for _, bad := range []string{``, `null`, `""`, `[]`, `[{"copy": "x"}]`, `[{"shell": "a", "raw": "b"}]`, `[{"name": "n"}]`, `7`, `[{"shell": "x", "environment": {"1A": "x"}}]`} {
-		if _, err := octansScript(json.RawMessage(bad)); err == nil {
+		_, err := octansScript(json.RawMessage(bad))
+		if err == nil {
 			t.Errorf("%s accepted", bad)
+			continue
+		}
+		for _, internal := range []string{"json:", "Go value", "octans.", "schemas.", "[]"} {
+			if strings.Contains(err.Error(), internal) {
+				t.Errorf("%s: %q names Go internals (%s)", bad, err, internal)
+			}
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -22,15 +21,7 @@ import (
 // waited for ackWait.
 func consumer(t *testing.T, ackWait time.Duration) (jetstream.JetStream, jetstream.Consumer) {
 	t.Helper()
-	nc, err := nats.Connect(testenv.NATS(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t)
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -55,22 +46,13 @@ func publish(t *testing.T, js jetstream.JetStream, first, n int) {
 
 // start runs Batches until ctx ends; the channel gets what it returned.
 func start(ctx context.Context, cons jetstream.Consumer, max int, handle func([]jetstream.Msg)) <-chan error {
-	done := make(chan error, 1)
-	go func() { done <- pull.Batches(ctx, cons, max, handle) }()
-	return done
+	return testenv.Go(func() error { return pull.Batches(ctx, cons, max, handle) })
 }
 
-// stopped waits for Batches to return after its ctx ended.
+// stopped waits for Batches to return nil after its ctx ended.
 func stopped(t *testing.T, done <-chan error) {
 	t.Helper()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Batches returned %v after ctx ended, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Batches did not return within 10s of ctx ending")
-	}
+	testenv.Returned(t, done, 10*time.Second, "Batches")
 }
 
 // ackPending is how many delivered messages the server waits an ack for.

@@ -53,7 +53,9 @@ func TestFollowReadsEverythingWrittenBeforeExit(t *testing.T) {
 	exited := make(chan struct{})
 	var got []string
 	done := make(chan error)
-	go func() { done <- follow(path, exited, func(b []byte) { got = append(got, string(b)) }) }()
+	sw := watchSpool(filepath.Dir(path))
+	defer sw.close()
+	go func() { done <- follow(sw, path, exited, func(b []byte) { got = append(got, string(b)) }) }()
 	for i := range 1000 {
 		fmt.Fprintf(f, "line %d\n", i)
 		if i%100 == 0 {

@@ -200,7 +200,7 @@ func fullLog(t *testing.T, s *testenv.System, id int64, host string) []string {
 			t.Fatalf("log of %s in job %d never complete: %+v; host %+v; the LOGS stream holds:\n%s", host, id, p, h,
 				storedChunks(s, schemas.UnitLogSubject(id, h.Step, h.Phase, h.Index, h.Attempt)))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling, as testenv.Eventually, with a failure that shows the stream
 	}
 	var out []string
 	for from := 0; ; {

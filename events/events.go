@@ -12,6 +12,8 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/schemas"
 )
 
 // Kinds of event. The CloudEvents type is "io.fleetjob." + kind.
@@ -34,7 +36,7 @@ const (
 const TypePrefix = "io.fleetjob."
 
 // Subject returns the NATS subject of an event.
-func Subject(kind, id string) string { return "fleetjob.event." + kind + "." + id }
+func Subject(kind, id string) string { return schemas.SubjEventPrefix + kind + "." + id }
 
 // Event is one state change before encoding.
 type Event struct {

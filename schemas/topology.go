@@ -47,7 +47,7 @@ const (
 	subjResAll  = "fleetjob.result.>"
 	subjLogAll  = "fleetjob.log.>"
 	SubjJobLogs = "fleetjob.log.job.>"
-	subjEvAll   = "fleetjob.event.>"
+	subjEvAll   = SubjEventPrefix + ">"
 )
 
 // subjCmdPrefix starts every command subject.
@@ -62,11 +62,20 @@ func IsCommandSubject(subj string) bool { return strings.HasPrefix(subj, subjCmd
 // awaited together instead of a round trip each.
 func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
+// SubjEventPrefix starts every event subject, fleetjob.event.<kind>.<id>;
+// package events builds them on it.
+const SubjEventPrefix = "fleetjob.event."
+
+// SubjJobFinished matches the job.finished event of every job.
+const SubjJobFinished = SubjEventPrefix + "job.finished.*"
+
 // Durable consumer names.
 const (
 	ConsumerCommands = "workers-commands"
 	ConsumerResults  = "workers-results"
 	ConsumerIndexer  = "log-indexer"
+	// ConsumerCallbacks delivers callbacks of finished jobs.
+	ConsumerCallbacks = "callbacks"
 )
 
 var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -324,6 +333,19 @@ func (t Topology) IndexerConsumer() jetstream.ConsumerConfig {
 		FilterSubject: SubjJobLogs, DeliverPolicy: jetstream.DeliverAllPolicy,
 		// the index needs a chunk's headers, never its lines
 		HeadersOnly: true,
+	}
+}
+
+// CallbackConsumer is the callback sender's consumer of job.finished
+// events. Its ack wait is its own, not AckWait: a round of attempts takes
+// up to two HTTP timeouts. A callback waiting for its next round is nakked
+// with a delay, so deliveries are unlimited; only events published after
+// the consumer first exists are delivered.
+func (t Topology) CallbackConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerCallbacks, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Minute, MaxDeliver: -1, MaxAckPending: 256,
+		FilterSubject: SubjJobFinished, DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
 }
 

@@ -295,7 +295,10 @@ func TestChaosAgentKilledMidTask(t *testing.T) {
 	waitStatus(t, s, id, "127.0.1.203", schemas.HostInterrupted, 20*time.Second)
 	sum := waitJob(t, s, id, 10*time.Second)
 	lines, lost, dup := out.logAudit(t, s, logRef{id, "127.0.1.203"})
-	time.Sleep(3 * time.Second) // past the task ack wait: a redelivery must not run it again
+	// the delivery the killed agent held comes back after the task ack
+	// wait and must be acked without running again
+	testenv.Eventually(t, 30*time.Second, func() bool { return tasksSettled(t, s) || len(runs.lines(t)) > 1 },
+		"the redelivered task acked, or run again")
 	started := len(runs.lines(t))
 	next := submit(t, s, script("echo again", "127.0.1.203"), nil)
 	after := waitJob(t, s, next, 20*time.Second)

@@ -237,7 +237,7 @@ func TestChaosCommandLeaderKilledDuringSubmitStorm(t *testing.T) {
 						break
 					}
 					r.failures = append(r.failures, code)
-					time.Sleep(100 * time.Millisecond)
+					time.Sleep(100 * time.Millisecond) // a client's pause before it retries, as a real one would
 				}
 			}
 		})

@@ -356,8 +356,13 @@ func TestHostAndAgentFilters(t *testing.T) {
 	}
 }
 
-// A stop that reaches the workers before its job's submit command (both wait
-// in the stream while no worker runs) must still stop the job.
+// A stop sent while its job's submit command still waits in the stream
+// (no worker runs yet) stops the job once workers start. The submit is
+// ahead of the stop in the stream, so a worker may create the job and
+// dispatch its host before the stop is applied, or take the stop first
+// and retry it until the job exists: either way the job and its host end
+// stopped, and the script, if it started at all, was killed and is never
+// run again.
 func TestStopBeforeWorkersTakeTheJob(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Agents: []string{"a1=127.0.0.1"}})
@@ -370,13 +375,19 @@ func TestStopBeforeWorkersTakeTheJob(t *testing.T) {
 		t.Fatalf("stop a queued job: %d %s", code, b)
 	}
 	s.StartWorkers(t, 2)
-	sum := waitJob(t, s, id, 20*time.Second)
-	if sum.Status != schemas.JobStopped {
+	// a lost stop leaves the script sleeping 30 s: the job would not end in 20
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobStopped {
 		t.Errorf("got %s, want stopped", sum.Status)
 	}
-	time.Sleep(500 * time.Millisecond)
+	for _, h := range hosts(t, s, id) {
+		if h.Status != schemas.HostStopped {
+			t.Errorf("host %s ended %s (%s), want stopped", h.Host.IP, h.Status, h.Error)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return tasksSettled(t, s) || len(l.lines(t)) > 1 },
+		"the task acked or purged, or run again")
 	if got := l.lines(t); len(got) > 1 {
-		t.Errorf("script ran %d times", len(got))
+		t.Errorf("script ran %d times, want at most once", len(got))
 	}
 }
 

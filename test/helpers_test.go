@@ -133,6 +133,19 @@ func readLog(t *testing.T, s *testenv.System, id int64, host string, from, limit
 	return out
 }
 
+// tasksSettled reports whether the TASKS stream holds no message: every
+// task delivered was acked or purged (the stream is a work queue), so none
+// can be delivered again and a ledger read then is final.
+func tasksSettled(t *testing.T, s *testenv.System) bool {
+	t.Helper()
+	st, err := s.JS.Stream(t.Context(), schemas.StreamTasks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	return err == nil && info.State.Msgs == 0
+}
+
 // ledger is a file scripts append to, so a test can count what really ran.
 type ledger string
 
@@ -187,7 +200,7 @@ func fullLog(t *testing.T, s *testenv.System, id int64, host string) []string {
 			t.Fatalf("log of %s in job %d never complete: %+v; host %+v; the LOGS stream holds:\n%s", host, id, p, h,
 				storedChunks(s, schemas.UnitLogSubject(id, h.Step, h.Phase, h.Index, h.Attempt)))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling, as testenv.Eventually, with a failure that shows the stream
 	}
 	var out []string
 	for from := 0; ; {

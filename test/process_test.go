@@ -118,17 +118,11 @@ func TestEmbeddedNATSServerProcess(t *testing.T) {
 	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q }\n", port, dir+"/store")), 0o644)
 	p := startProc(t, "", nil, "nats-server", "-c", conf)
 	var nc *nats.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		var err error
-		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server never answered: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+		return err == nil
+	}, "the server at port %d to answer", port)
 	defer nc.Close()
 	if nc.MaxPayload() != 8<<20 {
 		t.Errorf("max payload %d, want the config's 8 MiB", nc.MaxPayload())

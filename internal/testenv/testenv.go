@@ -55,6 +55,22 @@ func NATS(t testing.TB) string {
 	return s.ClientURL()
 }
 
+// JetStream starts an embedded JetStream server for the test and returns
+// a client of it; the connection is closed in cleanup.
+func JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(NATS(t))
+	if err != nil {
+		t.Fatalf("connect to embedded nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
 // FreePort returns a TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
@@ -118,6 +134,27 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Go runs f on a goroutine of its own; the channel gets what it returned.
+func Go(f func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return done
+}
+
+// Returned waits up to timeout for what Go started to return, typically
+// after its ctx ended, and fails the test unless it returned nil.
+func Returned(t testing.TB, done <-chan error, timeout time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s returned %v, want nil", what, err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("%s did not return within %s", what, timeout)
 	}
 }
 

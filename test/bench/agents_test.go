@@ -79,7 +79,7 @@ func startAgents(b *testing.B, s *testenv.System, prefix string, n int, ip func(
 				if _, err := s.JS.Consumer(ctx, schemas.StreamTasks, schemas.AgentConsumer(id)); err == nil {
 					return
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // polling; ctx bounds it, and the wait for the agents below
 			}
 		}(cfg.ID)
 	}
@@ -195,6 +195,7 @@ func consumerFanOut(b *testing.B, s *testenv.System, n int) time.Duration {
 	}
 	defer s.JS.DeleteStream(ctx, "BENCHFAN")
 	got := make(chan struct{}, n)
+	consumers := make([]jetstream.Consumer, n)
 	for i := range n {
 		c, err := s.JS.CreateOrUpdateConsumer(ctx, "BENCHFAN", jetstream.ConsumerConfig{
 			Durable: fmt.Sprintf("fan%d", i), FilterSubject: fmt.Sprintf("bench.fan.%d.>", i), AckPolicy: jetstream.AckExplicitPolicy,
@@ -207,8 +208,16 @@ func consumerFanOut(b *testing.B, s *testenv.System, n int) time.Duration {
 			b.Fatal(err)
 		}
 		defer cc.Stop()
+		consumers[i] = c
 	}
-	time.Sleep(time.Second) // every pull request is waiting
+	testenv.Eventually(b, time.Minute, func() bool {
+		for _, c := range consumers {
+			if info, err := c.Info(ctx); err != nil || info.NumWaiting == 0 {
+				return false
+			}
+		}
+		return true
+	}, "a pull request waiting on each of %d consumers", n)
 	start := time.Now()
 	for i := range n {
 		if _, err := s.JS.PublishAsync(fmt.Sprintf("bench.fan.%d.1", i), []byte("task")); err != nil {

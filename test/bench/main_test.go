@@ -261,7 +261,7 @@ func waitFinal(b *testing.B, s *testenv.System, client *http.Client, id int64, t
 		if time.Now().After(deadline) {
 			b.Fatalf("job %d not final after %s: %d %s %v", id, timeout, code, sum.Status, sum.Counts)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling with a deadline, fine-grained: the wait is what is measured
 	}
 }
 
@@ -350,6 +350,6 @@ func idleCPU(b *testing.B, d time.Duration) float64 {
 	stop := profileWindow(b, "idle")
 	defer stop()
 	c0, t0 := cpu(), time.Now()
-	time.Sleep(d)
+	time.Sleep(d) // on purpose: the window the CPU is measured over
 	return (cpu() - c0).Seconds() / time.Since(t0).Seconds()
 }

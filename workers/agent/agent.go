@@ -78,7 +78,8 @@ type Agent struct {
 	m       *Metrics
 	log     *slog.Logger
 	journal *journal
-	spool   string // where running scripts write their output
+	spool   string        // where running scripts write their output
+	files   *spoolWatcher // says when spool files are written
 	started time.Time
 
 	mu        sync.Mutex
@@ -142,6 +143,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.spool, 0o700); err != nil {
 		return fmt.Errorf("agent output dir: %w", err)
 	}
+	a.files = watchSpool(a.spool)
+	defer a.files.close() // after shutdown: no execution follows a file any more
 	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "scripts"), 0o755); err != nil {
 		return fmt.Errorf("agent scripts dir: %w", err)
 	}

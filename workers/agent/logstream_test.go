@@ -18,8 +18,8 @@ import (
 // leader was being elected) is sent again, each attempt waiting a bounded
 // time: one lost request must not use up Close's whole wait and leave the
 // log without its final chunk. Here the LOGS subject first reaches a
-// subscriber that never answers; the stream appears 1.5 s later; Close has
-// 20 s.
+// subscriber that never answers; the stream appears once two publishes
+// are lost; Close has 20 s.
 func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
@@ -37,17 +37,34 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 	}
 	task := &schemas.Task{JobID: 1, Step: 0, Host: 0, Attempt: 1, ExecID: "1.0.0.1"}
 	subject := schemas.UnitLogSubject(task.JobID, task.Step, task.Phase, task.Host, task.Attempt)
-	black, err := nc.Subscribe(subject, func(*nats.Msg) {}) // takes every publish, answers none
+	lost := make(chan struct{}, 64)
+	black, err := nc.Subscribe(subject, func(*nats.Msg) { lost <- struct{}{} }) // takes every publish, answers none
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// the outage ends once two publishes are lost: the chunk's own and a
+	// resend's, which must not have waited out Close's whole 20 s
+	outage := make(chan error, 1)
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
-		_ = black.Unsubscribe()
-		_, _ = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LOGS", Subjects: []string{"fleetjob.log.>"}})
+		for range 2 {
+			select {
+			case <-lost:
+			case <-ctx.Done():
+				outage <- ctx.Err()
+				return
+			}
+		}
+		if err := black.Unsubscribe(); err != nil {
+			outage <- err
+			return
+		}
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LOGS", Subjects: []string{"fleetjob.log.>"}})
+		outage <- err
 	}()
 
 	l := newLogStream(js, task, nil)
@@ -55,12 +72,13 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 	for i := range 3 {
 		l.Line(fmt.Sprintf("line %d", i))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	start := time.Now()
 	n, err := l.Close(ctx)
 	if err != nil {
 		t.Fatalf("Close after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	if err := <-outage; err != nil { // ended before Close could succeed
+		t.Fatalf("outage: %v", err)
 	}
 	if n != 3 {
 		t.Fatalf("Close counted %d lines, want 3", n)

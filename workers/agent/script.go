@@ -147,7 +147,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 
 	exited := make(chan struct{})
 	readDone := make(chan error, 1)
-	go func() { readDone <- follow(out, exited, logs.lineBytes) }()
+	go func() { readDone <- follow(a.files, out, exited, logs.lineBytes) }()
 	timer := time.AfterFunc(time.Duration(t.Timeout)*time.Second, func() { e.kill(killTimeout) })
 	werr := cmd.Wait()
 	timer.Stop()

@@ -23,8 +23,8 @@ import (
 // without a newline and lines still in flight when told to stop at EOF,
 // and after a partial line it seeks to the end of the file, skipping
 // whatever was written in between — each of which would lose a line.
-// fsnotify (one inotify instance per process) says when to read again;
-// a slow timer covers a missed or unavailable notification.
+// fsnotify (one inotify instance per agent) says when to read again; a
+// slow timer covers a missed or unavailable notification.
 
 // spoolDir is where an agent's executions write their output.
 func spoolDir(dataDir, agentID string) string { return filepath.Join(dataDir, "output", agentID) }
@@ -36,77 +36,83 @@ func spoolPath(dir, exec string) string { return filepath.Join(dir, exec+".out")
 // comes.
 const followPoll = 250 * time.Millisecond
 
-// notifier is the process's shared file watcher.
-var notifier struct {
-	once sync.Once
-	w    *fsnotify.Watcher
+// spoolWatcher says when files in an agent's spool dir are written. Each
+// running agent has one (one inotify instance), closed when it stops.
+type spoolWatcher struct {
+	w    *fsnotify.Watcher // nil when notifications are unavailable
 	mu   sync.Mutex
 	subs map[string]chan struct{}
-	dirs map[string]bool
+	done chan struct{} // closed when the goroutine forwarding events ends
 }
 
-// watchDir asks for write notifications of files in dir. It reports false
-// when notifications are unavailable (followers then poll).
-func watchDir(dir string) bool {
-	notifier.once.Do(func() {
-		w, err := fsnotify.NewWatcher()
-		if err != nil {
-			return
+// watchSpool watches dir. Without notifications (no inotify, or too many
+// instances) the watcher works all the same and followers poll.
+func watchSpool(dir string) *spoolWatcher {
+	sw := &spoolWatcher{subs: map[string]chan struct{}{}, done: make(chan struct{})}
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		if err = w.Add(dir); err != nil {
+			w.Close()
 		}
-		notifier.w, notifier.subs, notifier.dirs = w, map[string]chan struct{}{}, map[string]bool{}
-		go func() {
-			for {
+	}
+	if err != nil {
+		close(sw.done)
+		return sw
+	}
+	sw.w = w
+	go sw.forward()
+	return sw
+}
+
+// forward signals the subscriber of each written file until the watcher
+// is closed.
+func (sw *spoolWatcher) forward() {
+	defer close(sw.done)
+	for {
+		select {
+		case ev, ok := <-sw.w.Events:
+			if !ok {
+				return
+			}
+			sw.mu.Lock()
+			ch := sw.subs[ev.Name]
+			sw.mu.Unlock()
+			if ch != nil {
 				select {
-				case ev, ok := <-w.Events:
-					if !ok {
-						return
-					}
-					notifier.mu.Lock()
-					ch := notifier.subs[ev.Name]
-					notifier.mu.Unlock()
-					if ch != nil {
-						select {
-						case ch <- struct{}{}:
-						default:
-						}
-					}
-				case _, ok := <-w.Errors:
-					if !ok {
-						return
-					}
+				case ch <- struct{}{}:
+				default:
 				}
 			}
-		}()
-	})
-	if notifier.w == nil {
-		return false
+		case _, ok := <-sw.w.Errors:
+			if !ok {
+				return
+			}
+		}
 	}
-	notifier.mu.Lock()
-	defer notifier.mu.Unlock()
-	if notifier.dirs[dir] {
-		return true
+}
+
+// close stops watching and waits for the forwarding goroutine to end.
+func (sw *spoolWatcher) close() {
+	if sw.w != nil {
+		sw.w.Close()
 	}
-	if err := notifier.w.Add(dir); err != nil {
-		return false
-	}
-	notifier.dirs[dir] = true
-	return true
+	<-sw.done
 }
 
 // subscribe returns a channel that gets a (coalesced) signal whenever path
-// is written, and a function to stop.
-func subscribe(path string) (<-chan struct{}, func()) {
+// is written, and a function to stop. A nil watcher never signals.
+func (sw *spoolWatcher) subscribe(path string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
-	if !watchDir(filepath.Dir(path)) {
+	if sw == nil || sw.w == nil {
 		return ch, func() {}
 	}
-	notifier.mu.Lock()
-	notifier.subs[path] = ch
-	notifier.mu.Unlock()
+	sw.mu.Lock()
+	sw.subs[path] = ch
+	sw.mu.Unlock()
 	return ch, func() {
-		notifier.mu.Lock()
-		delete(notifier.subs, path)
-		notifier.mu.Unlock()
+		sw.mu.Lock()
+		delete(sw.subs, path)
+		sw.mu.Unlock()
 	}
 }
 
@@ -163,14 +169,16 @@ func (c *lineCutter) end() {
 }
 
 // follow reads path as it grows, giving each line to emit, until exited is
-// closed and everything written by then has been read.
-func follow(path string, exited <-chan struct{}, emit func([]byte)) error {
+// closed and everything written by then has been read. It reads again
+// when sw says the file was written, or every followPoll (always, when sw
+// is nil).
+func follow(sw *spoolWatcher, path string, exited <-chan struct{}, emit func([]byte)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	wake, stop := subscribe(path)
+	wake, stop := sw.subscribe(path)
 	defer stop()
 	c := lineCutter{emit: emit}
 	buf := make([]byte, 64<<10)
@@ -210,5 +218,5 @@ func follow(path string, exited <-chan struct{}, emit func([]byte)) error {
 func readSpool(path string, emit func([]byte)) error {
 	closed := make(chan struct{})
 	close(closed)
-	return follow(path, closed, emit)
+	return follow(nil, path, closed, emit)
 }

@@ -53,7 +53,11 @@ func TestFollowReadsEverythingWrittenBeforeExit(t *testing.T) {
 	exited := make(chan struct{})
 	var got []string
 	done := make(chan error)
-	go func() { done <- follow(path, exited, func(b []byte) { got = append(got, string(b)) }) }()
+	sw := watchSpool(filepath.Dir(path))
+	defer sw.close()
+	go func() { done <- follow(sw, path, exited, func(b []byte) { got = append(got, string(b)) }) }()
+	// the writer pauses on purpose, so that follow reaches the end of the
+	// file and waits for more, as it does behind a live script
 	for i := range 1000 {
 		fmt.Fprintf(f, "line %d\n", i)
 		if i%100 == 0 {
@@ -61,7 +65,7 @@ func TestFollowReadsEverythingWrittenBeforeExit(t *testing.T) {
 		}
 	}
 	fmt.Fprint(f, "part")
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // likewise: follow may read "part" before "ial" comes
 	fmt.Fprint(f, "ial")
 	f.Close()
 	close(exited)

@@ -19,15 +19,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/pull"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
-
-// Consumer is the durable consumer name of callback delivery.
-const Consumer = "callbacks"
 
 // Backoff is the wait before each further round of attempts; after the last
 // round the callback is given up (and the record says so).
@@ -56,39 +54,59 @@ type Codes struct {
 
 // Sender delivers callbacks.
 type Sender struct {
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	cache  *statuscache.Cache
-	codes  Codes
-	client *http.Client
-	log    *slog.Logger
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	cache    *statuscache.Cache
+	codes    Codes
+	client   *http.Client
+	consumer jetstream.ConsumerConfig
+	log      *slog.Logger
 }
 
 // New returns a sender.
 func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, codes Codes, log *slog.Logger) *Sender {
 	return &Sender{js: js, kv: kv, cache: cache, codes: codes, client: &http.Client{Timeout: 10 * time.Second},
-		log: log.With("component", "callback")}
+		consumer: schemas.DefaultTopology().CallbackConsumer(), log: log.With("component", "callback")}
 }
 
-// Run delivers callbacks of finished jobs until ctx ends.
+const (
+	// inFlight bounds the callbacks delivered at once.
+	inFlight = 64
+	// roundTimeout bounds one round: loading the job, two attempts of at
+	// most the client's timeout each, and the record.
+	roundTimeout = 45 * time.Second
+	// recordTimeout bounds writing a round's record, which is done even
+	// when shutdown began during the round.
+	recordTimeout = 5 * time.Second
+)
+
+// Run delivers callbacks of finished jobs until ctx ends, then waits for
+// the deliveries in flight and returns: a round cut short by ctx is not
+// recorded and is handed back at once to another sender; one that
+// finished is recorded. At most inFlight deliveries run at once.
 func (s *Sender) Run(ctx context.Context) error {
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, jetstream.ConsumerConfig{
-		Durable: Consumer, FilterSubject: events.Subject(events.JobFinished, "*"),
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: -1,
-		MaxAckPending: 256, DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, s.consumer)
 	if err != nil {
 		return fmt.Errorf("callback consumer: %w", err)
 	}
-	return pull.Batches(ctx, cons, 64, func(msgs []jetstream.Msg) {
+	defer s.client.CloseIdleConnections()
+	var g errgroup.Group
+	g.SetLimit(inFlight)
+	err = pull.Batches(ctx, cons, inFlight, func(msgs []jetstream.Msg) {
 		for _, m := range msgs {
-			go s.handle(m)
+			if ctx.Err() != nil { // waited for a slot past shutdown
+				_ = m.Nak()
+				continue
+			}
+			g.Go(func() error { s.handle(ctx, m); return nil })
 		}
 	})
+	_ = g.Wait() // handlers return no error
+	return err
 }
 
-func (s *Sender) handle(m jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+func (s *Sender) handle(ctx context.Context, m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, roundTimeout)
 	defer cancel()
 	var ev struct {
 		ID       int64 `json:"id"`
@@ -109,6 +127,8 @@ func (s *Sender) handle(m jetstream.Msg) {
 	}
 	retry, err := s.deliver(ctx, ev.ID, d.ID, round)
 	switch {
+	case err != nil && errors.Is(ctx.Err(), context.Canceled):
+		_ = m.Nak() // shutdown cut the round short: another sender takes it at once
 	case err != nil:
 		s.log.Warn("callback bookkeeping failed; will retry", "job", ev.ID, "err", err)
 		_ = m.NakWithDelay(5 * time.Second)
@@ -155,6 +175,9 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	rec.Event, rec.URL, rec.Status, rec.Delivered, rec.GaveUp = event, spec.CallbackURL, p.Status, false, false
 	for _, form := range []bool{false, true} {
 		a := s.post(ctx, spec.CallbackURL, p, form)
+		if a.HTTPStatus != http.StatusOK && errors.Is(ctx.Err(), context.Canceled) {
+			return 0, fmt.Errorf("callback %d: %w", id, ctx.Err()) // not an attempt of the receiver's
+		}
 		rec.Attempts = append(rec.Attempts, a)
 		if a.HTTPStatus == http.StatusOK {
 			rec.Delivered = true
@@ -169,11 +192,14 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 			rec.GaveUp = true
 		}
 	}
+	// the round happened: record it even when shutdown began meanwhile
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	b, _ := json.Marshal(rec)
 	if rev == 0 {
-		_, err = s.kv.Create(ctx, schemas.KeyCallback(id), b)
+		_, err = s.kv.Create(rctx, schemas.KeyCallback(id), b)
 	} else {
-		_, err = s.kv.Update(ctx, schemas.KeyCallback(id), b, rev)
+		_, err = s.kv.Update(rctx, schemas.KeyCallback(id), b, rev)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("record callback %d: %w", id, err)

@@ -17,13 +17,6 @@ import (
 // NATS server storing there instead of running tests (see TestMain).
 const serveEnv = "FLEETJOB_FILEXFER_SERVE"
 
-func TestMain(m *testing.M) {
-	if dir := os.Getenv(serveEnv); dir != "" {
-		os.Exit(serve(dir))
-	}
-	os.Exit(m.Run())
-}
-
 // serve runs the server, prints its URL, and stops when stdin closes (the
 // test that started it is done, or dead).
 func serve(dir string) int {

@@ -61,6 +61,7 @@ func TestReadWithoutRedis(t *testing.T) {
 	}
 	// a Redis that is not there: every index read fails, reads still work
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1, DialerRetries: 1})
+	defer rdb.Close()
 	r, err := NewReader(ctx, js, rdb, slogDiscard())
 	if err != nil {
 		t.Fatal(err)

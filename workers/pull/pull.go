@@ -11,8 +11,12 @@ import (
 
 // Batches pulls from cons and hands messages to handle in batches: the first
 // message that arrives plus whatever else is already buffered, up to max.
-// When ctx ends it stops pulling, naks what it buffered (so another worker
-// takes it at once) and returns.
+// handle runs on the calling goroutine, one batch at a time. When ctx ends
+// it stops pulling, naks every message it took and did not hand over,
+// those still in the client's buffer included (so another worker takes
+// them at once instead of after the ack wait), and returns nil once the
+// subscription is closed. It returns an error only when it cannot start
+// consuming.
 func Batches(ctx context.Context, cons jetstream.Consumer, max int, handle func([]jetstream.Msg)) error {
 	ch := make(chan jetstream.Msg, max)
 	cc, err := cons.Consume(func(m jetstream.Msg) { ch <- m }, jetstream.PullMaxMessages(max))
@@ -22,19 +26,13 @@ func Batches(ctx context.Context, cons jetstream.Consumer, max int, handle func(
 	for {
 		select {
 		case <-ctx.Done():
-			cc.Stop()
-			for {
-				select {
-				case m := <-ch:
-					_ = m.Nak()
-				case <-cc.Closed():
-					for len(ch) > 0 {
-						_ = (<-ch).Nak()
-					}
-					return nil
-				}
-			}
+			handBack(cc, ch, nil)
+			return nil
 		case m := <-ch:
+			if ctx.Err() != nil { // both were ready: no batch after ctx ended
+				handBack(cc, ch, []jetstream.Msg{m})
+				return nil
+			}
 			batch := []jetstream.Msg{m}
 		fill:
 			for len(batch) < max {
@@ -46,6 +44,29 @@ func Batches(ctx context.Context, cons jetstream.Consumer, max int, handle func(
 				}
 			}
 			handle(batch)
+		}
+	}
+}
+
+// handBack stops consuming and naks held, the buffer and what the client
+// still had buffered, once the subscription is closed. Not before: the
+// server redelivers a nakked message to a pull request still open, and one
+// sent to this subscription as it closes is lost until the ack wait ends.
+func handBack(cc jetstream.ConsumeContext, ch <-chan jetstream.Msg, held []jetstream.Msg) {
+	cc.Drain() // unsubscribes, then delivers the client's buffer to the callback
+	closed := cc.Closed()
+	for {
+		select {
+		case m := <-ch:
+			held = append(held, m)
+		case <-closed: // the last callback has returned
+			for len(ch) > 0 {
+				held = append(held, <-ch)
+			}
+			for _, m := range held {
+				_ = m.Nak()
+			}
+			return
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,21 +63,12 @@ func script(content string, targets ...string) map[string]any {
 
 func submit(t *testing.T, s *testenv.System, body any, headers map[string]string) int64 {
 	t.Helper()
-	var out native.SubmitResponse
-	code := s.JSON(t, "POST", "/v1/jobs", body, headers, &out)
-	if code != 202 || out.ID <= 0 {
-		t.Fatalf("submit: got %d %+v, want 202 with an id", code, out)
-	}
-	return out.ID
+	return s.Submit(t, body, headers)
 }
 
 func job(t *testing.T, s *testenv.System, id int64) schemas.JobSummary {
 	t.Helper()
-	var sum schemas.JobSummary
-	if code := s.JSON(t, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum); code != 200 {
-		t.Fatalf("get job %d: %d", id, code)
-	}
-	return sum
+	return s.Job(t, id)
 }
 
 func waitJob(t *testing.T, s *testenv.System, id int64, timeout time.Duration) schemas.JobSummary {
@@ -149,30 +139,17 @@ func tasksSettled(t *testing.T, s *testenv.System) bool {
 // ledger is a file scripts append to, so a test can count what really ran.
 type ledger string
 
-func newLedger(t *testing.T) ledger { return ledger(filepath.Join(t.TempDir(), "ledger")) }
+func newLedger(t *testing.T) ledger { return ledger(testenv.NewLedger(t)) }
 
 // append is the shell that records a line.
-func (l ledger) append(what string) string { return fmt.Sprintf("echo %s >> %s", what, string(l)) }
+func (l ledger) append(what string) string { return testenv.Ledger(l).Append(what) }
 
 func (l ledger) lines(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(string(l))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Fields(string(b))
+	return testenv.Ledger(l).Lines(t)
 }
 
-func count(lines []string) map[string]int {
-	m := map[string]int{}
-	for _, l := range lines {
-		m[l]++
-	}
-	return m
-}
+func count(lines []string) map[string]int { return testenv.Count(lines) }
 
 func writeFile(t *testing.T, path string) {
 	t.Helper()

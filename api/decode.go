@@ -45,7 +45,7 @@ func DecodeStrictBytes(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return describeJSONError(body, err)
+		return describeJSONError(body, err, reflect.TypeOf(v))
 	}
 	if dec.More() {
 		return fmt.Errorf("trailing data after the JSON object: %w", ErrMalformed)
@@ -55,10 +55,17 @@ func DecodeStrictBytes(body []byte, v any) error {
 
 // describeJSONError turns a decoder error into a field error where it can,
 // in the client's words: JSON kinds, never Go types.
-func describeJSONError(body []byte, err error) error {
+func describeJSONError(body []byte, err error, into reflect.Type) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
+	var ve *schemas.ValueError
 	switch {
+	case errors.As(err, &ve):
+		field := valuePath(body, into, ve)
+		if field == "" {
+			field = "body"
+		}
+		return schemas.Invalid(field, "%s", ve.Reason)
 	case errors.As(err, &te):
 		// te.Field has no array indexes; the path at te.Offset has them
 		// when it is the same field (custom decoders report other offsets).
@@ -102,68 +109,4 @@ func jsonKind(t reflect.Type) string {
 		return jsonKind(t.Elem())
 	}
 	return "another type"
-}
-
-// pathAt is the JSON path (steps[0].timeout) of the value that ends at or
-// spans offset in body: where a type error was found.
-func pathAt(body []byte, offset int64) string {
-	type frame struct {
-		array bool
-		idx   int
-		key   string
-		value bool // an object frame's next token is a value
-	}
-	var stack []frame
-	path := func() string {
-		var b strings.Builder
-		for _, f := range stack {
-			switch {
-			case f.array:
-				fmt.Fprintf(&b, "[%d]", f.idx)
-			case b.Len() > 0:
-				b.WriteString("." + f.key)
-			default:
-				b.WriteString(f.key)
-			}
-		}
-		return b.String()
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return ""
-		}
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			stack = stack[:len(stack)-1]
-			if len(stack) > 0 && !stack[len(stack)-1].array {
-				stack[len(stack)-1].value = false
-			}
-			continue
-		}
-		if n := len(stack); n > 0 {
-			top := &stack[n-1]
-			if !top.array && !top.value {
-				top.key, top.value = tok.(string), true
-				continue
-			}
-			if top.array {
-				top.idx++
-			}
-		}
-		here := path()
-		if d, ok := tok.(json.Delim); ok {
-			if dec.InputOffset() >= offset {
-				return here
-			}
-			stack = append(stack, frame{array: d == '[', idx: -1})
-			continue
-		}
-		if dec.InputOffset() >= offset {
-			return here
-		}
-		if n := len(stack); n > 0 && !stack[n-1].array {
-			stack[n-1].value = false
-		}
-	}
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/fleetjob/fleetjob/schemas"
@@ -42,6 +43,29 @@ func TestDecodeErrorsNameTheFieldInTheClientsWords(t *testing.T) {
 		var v req
 		if err := DecodeStrictBytes([]byte(body), &v); !errors.Is(err, ErrMalformed) && !errors.Is(err, schemas.ErrInvalid) {
 			t.Errorf("%s: got %v, want malformed", body, err)
+		}
+	}
+}
+
+func TestDecodeNamesTheValueATypesOwnDecoderRefused(t *testing.T) {
+	type step struct {
+		Targets []schemas.Host `json:"targets"`
+	}
+	type req struct {
+		Concurrency int            `json:"concurrency"`
+		Targets     []schemas.Host `json:"targets"`
+		Steps       []step         `json:"steps"`
+	}
+	for _, c := range []struct{ body, field, reason string }{
+		{`{"concurrency":7,"targets":["10.0.0.1", 7]}`, "targets[1]", "not 7"},
+		{`{"targets":["10.0.0.1", {"ip":"1.2.3.4","cloud":1}]}`, "targets[1]", `not "cloud"`},
+		{`{"targets":["10.0.0.1"],"steps":[{"targets":[]},{"targets":["10.0.0.2", {"ip": "1.2.3.4", "cloud_id": "2"}]}]}`, "steps[1].targets[1]", `cloud_id is a whole number, not "2"`},
+	} {
+		var v req
+		err := DecodeStrictBytes([]byte(c.body), &v)
+		var fe schemas.FieldErrors
+		if !errors.As(err, &fe) || len(fe) != 1 || fe[0].Field != c.field || !strings.Contains(fe[0].Reason, c.reason) {
+			t.Errorf("%s: got %v, want %s: …%s", c.body, err, c.field, c.reason)
 		}
 	}
 }

@@ -6,6 +6,7 @@ package schemas
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -118,3 +119,17 @@ func Message(err error) string {
 	}
 	return err.Error()
 }
+
+// ValueError is a JSON value a type's own decoder refused. encoding/json
+// does not say where such a value sat; a decoder that has the whole body
+// (the API's) finds it by Raw and Type and names its path.
+type ValueError struct {
+	Raw    []byte       // the value as sent
+	Type   reflect.Type // the type that refused it
+	Reason string
+}
+
+func (e *ValueError) Error() string { return e.Reason }
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *ValueError) Unwrap() error { return ErrInvalid }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +35,7 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 	}
 	var fields map[string]json.RawMessage
 	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &fields) != nil {
-		return fmt.Errorf(`a host is an IP address string or {"cloud_id": number, "ip": string}, not %s`, abbrev(b))
+		return hostError(b, `a host is an IP address string or {"cloud_id": number, "ip": string}, not %s`, abbrev(b))
 	}
 	var out Host
 	for _, k := range slices.Sorted(maps.Keys(fields)) { // the same error for the same body
@@ -46,14 +47,18 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 		case "ip":
 			dst, want = &out.IP, "a string"
 		default:
-			return fmt.Errorf(`a host has only "cloud_id" and "ip", not %q`, k)
+			return hostError(b, `a host has only "cloud_id" and "ip", not %q`, k)
 		}
 		if json.Unmarshal(fields[k], dst) != nil {
-			return fmt.Errorf("a host's %s is %s, not %s", strings.ToLower(k), want, abbrev(fields[k]))
+			return hostError(b, "a host's %s is %s, not %s", strings.ToLower(k), want, abbrev(fields[k]))
 		}
 	}
 	*h = out
 	return nil
+}
+
+func hostError(raw []byte, format string, args ...any) error {
+	return &ValueError{Raw: raw, Type: reflect.TypeFor[Host](), Reason: fmt.Sprintf(format, args...)}
 }
 
 // abbrev quotes at most 40 bytes of a JSON value for an error.

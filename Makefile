@@ -40,7 +40,7 @@ test-integration:
 # The fault-injection cases; each prints what it counted.
 chaos: deps
 	$(GO) test -race -count=1 -timeout 10m -run '^TestChaos' -v ./test/ 2>&1 | \
-	  grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:|^ +seq [0-9]+ first '; exit $${PIPESTATUS[0]}
 
 # Every benchmark once, then one table: each figure beside its physical
 # limit measured in the same run, their ratio and the goal.

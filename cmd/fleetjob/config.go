@@ -36,6 +36,11 @@ type Config struct {
 	Agent    agentConfig    `koanf:"agent"`
 	Simulate simulateConfig `koanf:"simulate"`
 	Topology topologyConfig `koanf:"topology"`
+	Outbound outboundConfig `koanf:"outbound"`
+}
+
+type outboundConfig struct {
+	Allow string `koanf:"allow"` // comma-separated prefixes
 }
 
 type httpConfig struct {
@@ -153,6 +158,7 @@ var settings = []setting{
 	{"simulate.agents", "", 0, "LOAD TOOL: serve this many simulated agents that finish every task at once, instead of a real agent"},
 	{"simulate.pool", "", "sim", "with --simulate: the task pool and id prefix of the simulated agents"},
 	{"simulate.first_ip", "", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow"},
+	{"outbound.allow", "FLEETJOB_OUTBOUND_ALLOW", "", "comma-separated internal prefixes (10.1.0.0/16, 127.0.0.1/32) that callbacks may go to; every other loopback, link-local, private or reserved address is refused"},
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
@@ -176,9 +182,10 @@ var roleFlags = map[role][]flagKey{
 		{"no-agent", "agent.disabled"}, {"agent-id", "agent.id"}, {"agent-ip", "agent.ip"},
 		{"agent-cloud-id", "agent.cloud_id"}, {"agent-host-id", "agent.host_id"}, {"agent-label", "agent.labels"},
 		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
+		{"outbound-allow", "outbound.allow"},
 	},
 	roleAPI:    {{"http-addr", "http.addr"}},
-	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}},
+	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
 	roleAgent: {
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},

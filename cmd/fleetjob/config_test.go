@@ -200,6 +200,8 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"replicas not a number", roleWorker, []string{"FLEETJOB_REPLICAS=three", "REDIS_URL=redis://r"}, nil, "",
 			[]string{`topology.replicas (FLEETJOB_REPLICAS): "three" is not a whole number`}},
+		{"outbound allow-list", roleWorker, []string{"FLEETJOB_OUTBOUND_ALLOW=10.1.0.0/16, office", "REDIS_URL=redis://r"}, nil, "",
+			[]string{`outbound.allow (--outbound-allow, FLEETJOB_OUTBOUND_ALLOW): "office" is not an address or a prefix such as 10.1.0.0/16`}},
 		{"replicas out of range", roleAgent, []string{"FLEETJOB_REPLICAS=7"}, nil, "",
 			[]string{"topology.replicas (FLEETJOB_REPLICAS): want 1 to 5, got 7"}},
 		{"ack wait too short", roleAgent, []string{"FLEETJOB_ACK_WAIT=10ms", "FLEETJOB_TASK_ACK_WAIT=0s"}, nil, "",

@@ -41,7 +41,8 @@ func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *
 	if err != nil {
 		return roles.Plumbing{}, nil, err
 	}
-	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log}
+	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
+	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log, OutboundAllow: allow}
 	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
 		nc.Close()
 		return roles.Plumbing{}, nil, err

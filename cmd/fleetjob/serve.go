@@ -61,7 +61,8 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s (choose another with --http-addr): %w", cfg.HTTP.Addr, err)
 	}
-	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log}
+	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
+	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
 	acfg := agentSettings(cfg, agentDir, top)
 	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 

@@ -177,6 +177,11 @@ func (c *Config) validate(r role) error {
 	if c.Metrics.Addr != "" && (r == roleWorker || r == roleAgent) {
 		p.addr("metrics.addr", c.Metrics.Addr, 0)
 	}
+	if r == roleServe || r == roleWorker {
+		if _, err := parsePrefixes(c.Outbound.Allow); err != nil {
+			p.add("outbound.allow", "%v", err)
+		}
+	}
 	switch r {
 	case roleServe:
 		p.required("data_dir", c.DataDir)
@@ -249,4 +254,26 @@ func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	err := l.UnmarshalText([]byte(s))
 	return l, err
+}
+
+// parsePrefixes reads a comma-separated list of address prefixes; a bare
+// address is its own /32 or /128.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		pr, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or a prefix such as 10.1.0.0/16", f)
+		}
+		out = append(out, pr.Masked())
+	}
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,7 @@ import (
 	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/api/octans"
 	"github.com/fleetjob/fleetjob/api/riskrules"
+	"github.com/fleetjob/fleetjob/internal/outbound"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
 	"github.com/fleetjob/fleetjob/workers/callback"
@@ -42,6 +44,9 @@ type Plumbing struct {
 	Top schemas.Topology
 	Reg *prometheus.Registry
 	Log *slog.Logger
+	// OutboundAllow are the internal address prefixes requests to client
+	// URLs (callbacks) may go to; every other internal address is refused.
+	OutboundAllow []netip.Prefix
 }
 
 // Cache returns the status cache over this plumbing.
@@ -93,7 +98,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		return fmt.Errorf("jobs bucket: %w", err)
 	}
 	g.Go(func() error {
-		return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: bkjob.BKRunStatus, StepInstanceID: bkjob.BKStepInstanceID}, p.Log).Run(gctx)
+		return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: bkjob.BKRunStatus, StepInstanceID: bkjob.BKStepInstanceID}, outbound.New(p.OutboundAllow...), p.Log).Run(gctx)
 	})
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	for i := 0; i < n; i++ {

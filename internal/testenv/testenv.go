@@ -215,7 +215,9 @@ func Start(t testing.TB, o Options) *System {
 	if o.TaskAckWait > 0 {
 		top.TaskWait = o.TaskAckWait
 	}
-	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger()}
+	// tests' callback receivers are httptest servers on loopback
+	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),
+		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.P.Top.Ensure(ctx, js); err != nil {

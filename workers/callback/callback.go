@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/outbound"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/pull"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
@@ -63,9 +64,9 @@ type Sender struct {
 	log      *slog.Logger
 }
 
-// New returns a sender.
-func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, codes Codes, log *slog.Logger) *Sender {
-	return &Sender{js: js, kv: kv, cache: cache, codes: codes, client: &http.Client{Timeout: 10 * time.Second},
+// New returns a sender whose requests go only where guard allows.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, cache *statuscache.Cache, codes Codes, guard *outbound.Guard, log *slog.Logger) *Sender {
+	return &Sender{js: js, kv: kv, cache: cache, codes: codes, client: guard.Client(10 * time.Second),
 		consumer: schemas.DefaultTopology().CallbackConsumer(), log: log.With("component", "callback")}
 }
 
@@ -173,8 +174,9 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 		rec.Attempts = nil
 	}
 	rec.Event, rec.URL, rec.Status, rec.Delivered, rec.GaveUp = event, spec.CallbackURL, p.Status, false, false
+	refused := false
 	for _, form := range []bool{false, true} {
-		a := s.post(ctx, spec.CallbackURL, p, form)
+		a, err := s.post(ctx, spec.CallbackURL, p, form)
 		if a.HTTPStatus != http.StatusOK && errors.Is(ctx.Err(), context.Canceled) {
 			return 0, fmt.Errorf("callback %d: %w", id, ctx.Err()) // not an attempt of the receiver's
 		}
@@ -183,10 +185,13 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 			rec.Delivered = true
 			break
 		}
+		if refused = errors.Is(err, outbound.ErrRefused); refused {
+			break // the guard refuses the URL: no later round would differ
+		}
 	}
 	wait := time.Duration(0)
 	if !rec.Delivered {
-		if round < len(Backoff) {
+		if round < len(Backoff) && !refused {
 			wait = Backoff[round]
 		} else {
 			rec.GaveUp = true
@@ -208,7 +213,9 @@ func (s *Sender) deliver(ctx context.Context, id int64, event string, round int)
 	return wait, nil
 }
 
-func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) schemas.CallbackAttempt {
+// post makes one attempt. Its error (also in the attempt's record, as
+// outbound.Describe words it) says whether the guard refused the URL.
+func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) (schemas.CallbackAttempt, error) {
 	a := schemas.CallbackAttempt{At: time.Now().UTC(), ContentType: "application/json"}
 	body, _ := json.Marshal(p)
 	if form {
@@ -221,21 +228,22 @@ func (s *Sender) post(ctx context.Context, target string, p Payload, form bool) 
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		a.Error = err.Error()
-		return a
+		a.Error = "not a URL that can be posted to"
+		return a, fmt.Errorf("%s: %w", a.Error, outbound.ErrRefused)
 	}
 	req.Header.Set("Content-Type", a.ContentType)
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	a.Millis = time.Since(start).Milliseconds()
 	if err != nil {
+		err = outbound.Describe(err)
 		a.Error = err.Error()
-		return a
+		return a, err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	a.HTTPStatus = resp.StatusCode
-	return a
+	return a, nil
 }
 
 // Get reads a job's callback record.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/outbound"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/callback"
@@ -70,7 +72,7 @@ func newEnv(t *testing.T) *env {
 // sender returns a sender over e whose requests go through rt (nil: the
 // default transport).
 func (e *env) sender(rt http.RoundTripper) *callback.Sender {
-	s := callback.New(e.js, e.kv, e.cache, codes, testenv.Logger())
+	s := callback.New(e.js, e.kv, e.cache, codes, outbound.New(netip.MustParsePrefix("127.0.0.1/32")), testenv.Logger())
 	if rt != nil {
 		callback.SetTransport(s, rt)
 	}
@@ -380,5 +382,28 @@ func TestShutdownHandsAnUnfinishedRoundToTheNextSender(t *testing.T) {
 	}
 	if got := r.requests(); len(got) != 1 {
 		t.Errorf("receiver got %d requests, want 1", len(got))
+	}
+}
+
+// A callback URL the outbound guard refuses (loopback, when no prefix
+// allows it) is never requested: the record says why and gives up at once,
+// since no later round would differ.
+func TestSenderRefusesInternalURLs(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	s := callback.New(e.js, e.kv, e.cache, codes, outbound.New(), testenv.Logger())
+	ctx, cancel := context.WithCancel(t.Context())
+	done := e.run(t, ctx, s)
+	seq := e.finish(t, 9, schemas.JobSuccess, r.URL)
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.settled(t, seq) }, "the event acked")
+	cancel()
+	returned(t, done)
+
+	if got := r.requests(); len(got) != 0 {
+		t.Errorf("the loopback receiver got %d requests", len(got))
+	}
+	rec, ok := e.record(t, 9)
+	if !ok || rec.Delivered || !rec.GaveUp || len(rec.Attempts) != 1 || !strings.Contains(rec.Attempts[0].Error, "not allowed") {
+		t.Errorf("record %+v, want one refused attempt and given up", rec)
 	}
 }

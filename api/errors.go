@@ -18,6 +18,10 @@ import (
 // ErrUnauthorized marks a request without the credentials its route needs.
 var ErrUnauthorized = errors.New("missing or wrong credentials")
 
+// ErrTooLarge marks a request whose command would be larger than the NATS
+// servers accept (HTTP 413: retrying cannot help). It is invalid input.
+var ErrTooLarge = fmt.Errorf("too large: %w", schemas.ErrInvalid)
+
 // StatusOf maps known errors to the HTTP status the native API answers
 // them with; 0 means internal. Compatibility surfaces start from it and
 // apply their originals' rules.
@@ -30,6 +34,8 @@ func StatusOf(err error) int {
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrKeyReused):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, schemas.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, schemas.ErrNotFound):

@@ -25,7 +25,13 @@ func (p JetStreamPublisher) Publish(ctx context.Context, subject string, body []
 	if msgID != "" {
 		m.Header.Set(nats.MsgIdHdr, msgID)
 	}
+	if nc := p.JS.Conn(); nc != nil && nc.MaxPayload() > 0 && int64(len(body)+512) > nc.MaxPayload() {
+		return 0, false, tooLarge(len(body), nc.MaxPayload())
+	}
 	ack, err := p.JS.PublishMsg(ctx, m)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return 0, false, tooLarge(len(body), p.JS.Conn().MaxPayload())
+	}
 	if err != nil {
 		return 0, false, schemas.Unavailable(err, "publish %s", subject)
 	}
@@ -92,4 +98,10 @@ func (k KVDeadLetters) DeadLetters(ctx context.Context) ([]schemas.DeadLetter, e
 	}
 	slices.SortFunc(all, func(a, b schemas.DeadLetter) int { return b.At.Compare(a.At) })
 	return all, nil
+}
+
+// tooLarge refuses a command the NATS servers would refuse: retrying it
+// cannot help, so it is no 503.
+func tooLarge(n int, limit int64) error {
+	return fmt.Errorf("the request makes a %d-byte command, over the %d bytes the NATS servers accept (max_payload): %w", n, limit, ErrTooLarge)
 }

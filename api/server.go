@@ -24,6 +24,10 @@ import (
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 4 << 20
 
+// BodyReadTimeout bounds reading a request, headers and body: 4 MiB at a
+// slow 150 KB/s.
+const BodyReadTimeout = 30 * time.Second
+
 // Surface is one client contract served beside the others.
 type Surface interface {
 	// Register adds the surface's routes (including, for paths it owns
@@ -89,7 +93,11 @@ func (s *Server) Handler() http.Handler { return s.e }
 // Serve listens on ln until ctx ends, then shuts down within 10 seconds.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
-	srv := &http.Server{Handler: s.e, ReadHeaderTimeout: 10 * time.Second}
+	// Bounded reads: a client that sends its headers or its body slowly
+	// (a slowloris) holds a connection at most this long; idle keep-alive
+	// connections are closed after IdleTimeout.
+	srv := &http.Server{Handler: s.e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: BodyReadTimeout,
+		IdleTimeout: 2 * time.Minute}
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:

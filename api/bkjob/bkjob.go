@@ -234,6 +234,8 @@ func bkCodeFor(err error) int {
 		return bkCodeAuthFailed
 	case errors.Is(err, api.ErrMalformed):
 		return bkCodeBadRequest
+	case errors.Is(err, api.ErrTooLarge):
+		return bkCodeBadRequest
 	case errors.Is(err, riskrules.ErrIntercepted):
 		return bkCodeDangerousScript
 	case errors.Is(err, schemas.ErrInvalid):

@@ -64,7 +64,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
 	acfg := agentSettings(cfg, agentDir, top)
-	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
+	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiSettings(cfg, token)) })
@@ -77,23 +77,33 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return err
 }
 
-func printBanner(httpAddr, natsURL, token string, generated bool, dataDir, agentIP string, noAgent bool) {
-	tokenNote := "(from FLEETJOB_TOKEN, api.token or " + filepath.Join(dataDir, "admin.token") + ")"
-	if generated {
-		tokenNote = "(generated; saved in " + filepath.Join(dataDir, "admin.token") + ")"
+// printBanner says where everything is. The admin token is shown once,
+// the start that generates it; later starts say where it is kept.
+func printBanner(httpAddr, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) {
+	fmt.Print(banner(httpAddr, natsURL, token, generated, configured, dataDir, agentIP, noAgent))
+}
+
+func banner(httpAddr, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) string {
+	path := filepath.Join(dataDir, "admin.token")
+	tokenLine, export := "kept in "+path+" (0600; shown only when generated)", "$(cat "+path+")"
+	switch {
+	case generated:
+		tokenLine = token + "   (generated now and saved in " + path + "; it is not shown again)"
+	case configured:
+		tokenLine, export = "from FLEETJOB_TOKEN or api.token", "<your admin token>"
 	}
-	fmt.Printf(`
+	return fmt.Sprintf(`
 fleetjob is running
   API             http://%[1]s      (GET /healthz, /readyz, /metrics)
   NATS            %[2]s   (remote agents: NATS_URL=%[2]s fleetjob agent)
-  admin token     %[3]s %[4]s
-  agent           %[5]s
+  admin token     %[3]s
+  agent           %[4]s
 
 Try:
-  export TOKEN=%[3]s
+  export TOKEN=%[5]s
   curl -s -H "Authorization: Bearer $TOKEN" -X POST http://%[1]s/v1/jobs \
     -d '{"name":"hello","targets":["%[6]s"],"steps":[{"script":{"content":"echo hello from $(hostname)"}}]}'
   curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/v1/jobs
 
-`, httpAddr, natsURL, token, tokenNote, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], agentIP)
+`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP)
 }

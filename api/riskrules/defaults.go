@@ -113,6 +113,32 @@ func Defaults() []Rule {
 			Description: "overwrites /etc/passwd, shadow, group or sudoers",
 		},
 		{
+			ID:        "truncate-auth-command",
+			Languages: shells,
+			Pattern:   cmd + `truncate` + args + sep + authFile + end,
+			Action:    ActionIntercept,
+			// the same harm as > /etc/passwd, by a command
+			Description: "truncates /etc/passwd, shadow, group or sudoers",
+		},
+		{
+			ID:        "find-delete-root",
+			Languages: shells,
+			// find / with no test before -delete (or -exec rm) deletes
+			// everything it walks; a -name or -type filter is a cleanup
+			Pattern: cmd + `find` + sep + rootPath + `(?:` + sep + `(?:-xdev|-mount|-depth|-ignore_readdir_race|-(?:max|min)depth` + sep + `\d+))*` +
+				sep + `(?:-delete|-exec` + sep + `(?:/bin/|/usr/bin/)?rm)` + end,
+			Action:      ActionIntercept,
+			Description: "find deleting every file under / or a top-level system directory",
+		},
+		{
+			ID:        "copy-onto-device",
+			Languages: shells,
+			// the disk is the last operand: the destination
+			Pattern:     cmd + `(?:cp|mv|install|rsync)` + args + sep + disk + `[^\s'",;&|<>()]*['"]?\s*(?:$|[;&|)\x60])`,
+			Action:      ActionIntercept,
+			Description: "copies onto a disk device",
+		},
+		{
 			ID:          "py-rmtree-root",
 			Languages:   py,
 			Pattern:     `\brmtree\(\s*` + pyPfx + `['"]/+(?:` + topDir + `)?/*['"]`,

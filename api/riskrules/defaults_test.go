@@ -22,6 +22,25 @@ const (
 )
 
 var ruleCases = []ruleCase{
+	// the shell as it would run: evasions of the line patterns
+	{"rm-root", "root in a variable", sh, `x=/; rm -rf $x`, []string{"rm-root"}},
+	{"rm-root", "root as a default", sh, `rm -rf ${X:-/}`, []string{"rm-root"}},
+	{"rm-root", "command in a variable", sh, `r=rm; $r -rf /`, []string{"rm-root"}},
+	{"rm-root", "root from echo", sh, `rm -rf $(echo /)`, []string{"rm-root"}},
+	{"rm-root", "dot segments", sh, `rm -rf /./`, []string{"rm-root"}},
+	{"rm-root", "variable on another line", sh, "d=/etc\ncd /tmp\nrm -rf \"$d\"", []string{"rm-root"}},
+	{"rm-root", "variable reassigned safe", sh, "d=/\nd=/tmp/build\nrm -rf \"$d\"", nil},
+	{"rm-root", "a default that is not root", sh, `rm -rf ${BUILD:-/tmp/build}`, nil},
+	{"rm-root", "unknown variable", sh, `rm -rf "$BUILD_DIR/out"`, nil},
+	{"find-delete-root", "find / -delete", sh, `find / -delete`, []string{"find-delete-root"}},
+	{"find-delete-root", "find /etc -exec rm", sh, `find /etc -xdev -exec rm -f {} +`, []string{"find-delete-root"}},
+	{"find-delete-root", "a filtered cleanup", sh, `find / -xdev -name '*.tmp' -delete`, nil},
+	{"find-delete-root", "a build dir", sh, `find /tmp/build -delete`, nil},
+	{"copy-onto-device", "cp zero onto a disk", sh, `cp /dev/zero /dev/sda`, []string{"copy-onto-device"}},
+	{"copy-onto-device", "an image onto a disk", sh, `sudo cp disk.img /dev/nvme0n1; sync`, []string{"copy-onto-device"}},
+	{"copy-onto-device", "backing up a disk", sh, `cp /dev/sda /backup/sda.img`, nil},
+	{"truncate-auth-command", "truncate passwd", sh, `truncate -s0 /etc/passwd`, []string{"truncate-auth-command"}},
+	{"truncate-auth-command", "truncate a log", sh, `truncate -s0 /var/log/app.log`, nil},
 	// rm-root
 	{"rm-root", "rm -rf /", sh, `rm -rf /`, []string{"rm-root"}},
 	{"rm-root", "rm -fr /", sh, `rm -fr /`, []string{"rm-root"}},

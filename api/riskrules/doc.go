@@ -28,6 +28,23 @@
 // Patterns are Go RE2 syntax (no backreferences or lookaround), so a check
 // takes time linear in the script's size whatever the rules or the input.
 //
+// # As the shell would run it
+//
+// A bash or sh script is also parsed (mvdan.cc/sh) and every simple
+// command matched again as it would run, with what is known without
+// running anything resolved (shell.go): variables assigned constants,
+// ${X:-default} of a variable the script never set, $(echo …) of
+// constants, command names held in variables, quotes removed and absolute
+// paths cleaned. So x=/; rm -rf $x, rm -rf ${X:-/}, r=rm; $r -rf /,
+// rm -rf $(echo /) and rm -rf /./ are caught like rm -rf /. Such a finding
+// carries the command as resolved. What depends on the host (the
+// environment, other commands' output) stays as written.
+//
+// The rules are a guard rail against mistakes, not a sandbox: a script
+// that means harm can always hide it (eval of computed text, a downloaded
+// script, base64). Execution accounts, scopes and review are the controls
+// for that.
+//
 // # Rule file
 //
 // Load reads a JSON file that replaces the defaults (append Defaults() to
@@ -73,6 +90,9 @@
 //	                                             form, perl's fork while fork, python's while True: os.fork()
 //	chmod-chown-root       all        intercept  chmod/chown/chgrp -R of / or a top-level system directory
 //	truncate-auth-files    all        intercept  > onto /etc/passwd, shadow, group, gshadow or sudoers (>> is fine)
+//	truncate-auth-command  bash, sh   intercept  truncate of /etc/passwd, shadow, group, gshadow or sudoers
+//	find-delete-root       bash, sh   intercept  find / (or a top-level system directory) -delete or -exec rm, with no test first
+//	copy-onto-device       bash, sh   intercept  cp, mv, install or rsync with a disk device as the destination
 //	py-rmtree-root         python3    intercept  shutil.rmtree of / or a top-level system directory
 //	py-overwrite-critical  python3    intercept  open() of a disk device or /etc/passwd-like file with w or +
 //	rm-var-slash           all        scan       rm -r of "$VAR/" or "$VAR"/*: / when VAR is empty; "${VAR:?}"/

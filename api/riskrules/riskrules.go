@@ -149,19 +149,32 @@ func (e *Engine) Check(language, content string) (findings []Finding, err error)
 	if len(active) == 0 {
 		return nil, nil
 	}
-	logicalLines(content, func(n int, line string) {
+	type at struct {
+		rule string
+		line int
+	}
+	found := map[at]bool{}
+	match := func(n int, text string) {
 		for _, r := range active {
-			if r.pre.mayMatch(line) && r.re.MatchString(line) {
+			if !found[at{r.ID, n}] && r.pre.mayMatch(text) && r.re.MatchString(text) {
+				found[at{r.ID, n}] = true
 				findings = append(findings, Finding{
 					RuleID:      r.ID,
 					Action:      r.Action,
 					Description: r.Description,
 					Line:        n,
-					Text:        clip(line),
+					Text:        clip(text),
 				})
 			}
 		}
-	})
+	}
+	logicalLines(content, match)
+	if language == "bash" || language == "sh" {
+		// the same rules on each command as it would run (shell.go)
+		for _, c := range shellCommands(language, content) {
+			match(c.line, c.text)
+		}
+	}
 	return findings, refusal(findings)
 }
 

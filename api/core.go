@@ -192,10 +192,14 @@ func (c *Core) awaitClaim(ctx context.Context, key string) (ClaimHolder, bool) {
 		if found && err == nil {
 			return h, true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			return ClaimHolder{}, false
 		}
-		time.Sleep(wait)
+		select {
+		case <-ctx.Done():
+			return ClaimHolder{}, false
+		case <-time.After(wait):
+		}
 	}
 }
 

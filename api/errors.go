@@ -87,17 +87,13 @@ func WriteProblem(c echo.Context, log *slog.Logger, err error) {
 	_ = c.Blob(p.Status, "application/problem+json", b)
 }
 
-// Bearer requires "Authorization: Bearer <token>" when token is set; an
-// empty token lets every request through (the caller decides whether that
-// may be).
+// Bearer requires "Authorization: Bearer <token>". Deny by default: an
+// empty token (a misconfiguration) lets no request through.
 func Bearer(token string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if token == "" {
-				return next(c)
-			}
 			got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 				return fmt.Errorf("missing or wrong bearer token: %w", ErrUnauthorized)
 			}
 			return next(c)

@@ -98,6 +98,16 @@ func (x *bkHostIndex) record(hosts ...[]schemas.Host) string {
 	return string(b)
 }
 
+// targets resolves target_server, which must name at least one host.
+func (x *bkHostIndex) targets(srv *bkServer, v *bkInvalid) []schemas.Host {
+	before := len(v.fe)
+	hosts := x.resolve("target_server", srv, v)
+	if len(hosts) == 0 && len(v.fe) == before {
+		v.addCode(bkCodeServerEmpty, "target_server", "no target host: give host_id_list or ip_list")
+	}
+	return hosts
+}
+
 // resolve turns a server object into hosts. As bk-job documents,
 // ip_list is ignored when host_id_list is given.
 func (x *bkHostIndex) resolve(field string, srv *bkServer, v *bkInvalid) []schemas.Host {

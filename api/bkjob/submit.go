@@ -130,11 +130,7 @@ func (s *Surface) bkFastExecuteScript(c echo.Context) error {
 	var v bkInvalid
 	sc := req.scope(&v)
 	hosts := s.bkHosts(nil)
-	before := len(v.fe)
-	targets := hosts.resolve("target_server", req.TargetServer, &v)
-	if len(targets) == 0 && len(v.fe) == before {
-		v.addCode(bkCodeServerEmpty, "target_server", "no target host: give host_id_list or ip_list")
-	}
+	targets := hosts.targets(req.TargetServer, &v)
 	script := &schemas.Script{User: bkAccount("account_alias", req.AccountAlias, req.AccountID, &v)}
 	switch {
 	case req.ScriptContent != "":
@@ -220,11 +216,7 @@ func (s *Surface) bkFastTransferFile(c echo.Context) error {
 	var v bkInvalid
 	sc := req.scope(&v)
 	hosts := s.bkHosts(nil)
-	before := len(v.fe)
-	targets := hosts.resolve("target_server", req.TargetServer, &v)
-	if len(targets) == 0 && len(v.fe) == before {
-		v.addCode(bkCodeServerEmpty, "target_server", "no target host: give host_id_list or ip_list")
-	}
+	targets := hosts.targets(req.TargetServer, &v)
 	file := &schemas.FileSpec{
 		Owner:       bkAccount("account_alias", req.AccountAlias, req.AccountID, &v),
 		Destination: strings.TrimSpace(req.FileTargetPath),

@@ -158,3 +158,22 @@ func TestAgentsArePaged(t *testing.T) {
 		t.Errorf("size 0: %d %v", code, p)
 	}
 }
+
+// Deny by default: a native surface built without a token (a
+// misconfiguration) lets no request through, with or without a header.
+func TestNoTokenConfiguredDeniesEverything(t *testing.T) {
+	reg, log := prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil))
+	core := api.NewCore("", api.Deps{Publisher: &fakePublisher{seen: map[string]uint64{}}, Registry: reg, Log: log})
+	h := api.New(log, reg, nil, New(core, "")).Handler()
+	for _, hdr := range []string{"", "Bearer ", "Bearer x"} {
+		req := httptest.NewRequest("GET", "/v1/jobs", nil)
+		if hdr != "" {
+			req.Header.Set("Authorization", hdr)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 401 {
+			t.Errorf("Authorization %q: %d, want 401", hdr, rec.Code)
+		}
+	}
+}

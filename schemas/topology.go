@@ -35,6 +35,9 @@ const (
 	BucketDeadLetters = "deadletters"
 	// BucketArtifacts is the object store of files to distribute.
 	BucketArtifacts = "artifacts"
+	// BucketEnrolled holds each agent's Enrolment, by agent id; only the
+	// API writes it.
+	BucketEnrolled = "enrolled"
 )
 
 // Subjects.
@@ -291,6 +294,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketAgents, "agent registry"),
 		kv(BucketActive, "jobs not yet final"),
 		kv(BucketDeadLetters, "messages that failed for good"),
+		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
 		leases,
 	}
 }

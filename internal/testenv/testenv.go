@@ -298,6 +298,28 @@ func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 	return stop
 }
 
+// StartAgentScoped starts an agent enrolled in scope ("biz:2"; "" for
+// none) for its host; the returned function stops it.
+func (s *System) StartAgentScoped(t testing.TB, id, ip, scope string) func() {
+	t.Helper()
+	var sc schemas.Scope
+	if scope != "" {
+		var err error
+		if sc, err = schemas.ParseScope(scope); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(schemas.Enrolment{Agent: id, Scope: sc, Hosts: []schemas.Host{{IP: ip}}, Enrolled: time.Now()})
+	if _, err := kv.Put(context.Background(), id, b); err != nil {
+		t.Fatal(err)
+	}
+	return s.StartAgent(t, id, ip)
+}
+
 // WaitAgent waits until an agent is registered and online.
 func (s *System) WaitAgent(t testing.TB, id string) {
 	t.Helper()

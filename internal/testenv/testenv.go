@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -283,12 +284,18 @@ func (s *System) StartWorkers(t testing.TB, n int) func() {
 	return s.run(t, "workers", func(ctx context.Context) error { return roles.RunWorkers(ctx, p, n, "test") })
 }
 
-// StartAgent runs an agent in-process (real agent code, real bash) and
-// waits until it is registered; the returned function stops it.
+// StartAgent runs an agent in-process (real agent code, real bash),
+// enrolled with no scope unless it already is, and waits until it is
+// registered; the returned function stops it.
 func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 	t.Helper()
+	if kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled); err != nil {
+		t.Fatal(err)
+	} else if _, err := kv.Get(context.Background(), id); err != nil {
+		s.enrol(t, id, ip, schemas.Scope{}) // not enrolled yet: no scope
+	}
 	cfg := agent.Config{
-		ID: id, IP: ip, Version: "test", DataDir: filepath.Join(s.Dir, "agent-"+id),
+		ID: id, IP: ip, Version: "test", DataDir: s.agentDir(id),
 		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top,
 	}
 	stop := s.run(t, "agent "+id, func(ctx context.Context) error {
@@ -309,16 +316,30 @@ func (s *System) StartAgentScoped(t testing.TB, id, ip, scope string) func() {
 			t.Fatal(err)
 		}
 	}
+	s.enrol(t, id, ip, sc)
+	return s.StartAgent(t, id, ip)
+}
+
+// enrol writes the enrolment of agent id for its host in scope sc, with
+// the public keys kept in the agent's data directory.
+func (s *System) enrol(t testing.TB, id, ip string, sc schemas.Scope) {
+	t.Helper()
+	keys, err := agentkeys.LoadOrCreate(s.agentDir(id))
+	if err != nil {
+		t.Fatal(err)
+	}
 	kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(schemas.Enrolment{Agent: id, Scope: sc, Hosts: []schemas.Host{{IP: ip}}, Enrolled: time.Now()})
+	b, _ := json.Marshal(schemas.Enrolment{Agent: id, Scope: sc, Hosts: []schemas.Host{{IP: ip}},
+		NKey: keys.UserPublic(), XKey: keys.CurvePublic(), Enrolled: time.Now()})
 	if _, err := kv.Put(context.Background(), id, b); err != nil {
 		t.Fatal(err)
 	}
-	return s.StartAgent(t, id, ip)
 }
+
+func (s *System) agentDir(id string) string { return filepath.Join(s.Dir, "agent-"+id) }
 
 // WaitAgent waits until an agent is registered and online.
 func (s *System) WaitAgent(t testing.TB, id string) {

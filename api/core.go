@@ -28,6 +28,9 @@ type Deps struct {
 	Callbacks   CallbackReader
 	DeadLetters DeadLetterReader
 	Agents      AgentLister
+	// Accounts holds the execution account aliases; nil resolves only the
+	// default global alias root → root.
+	Accounts AccountStore
 	// Queued caches accepted jobs; nil caches nothing (reads then wait for
 	// a worker to take the job).
 	Queued JobQueuer
@@ -129,6 +132,9 @@ const claimWait = 2 * time.Second
 // first job's id (dup true), or ErrConflict when the claim is strict.
 func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id int64, dup bool, err error) {
 	if err := spec.Normalize(); err != nil {
+		return 0, false, err
+	}
+	if err := c.resolveAccounts(spec); err != nil {
 		return 0, false, err
 	}
 	if err := c.checkRisk(spec); err != nil {

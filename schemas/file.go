@@ -22,8 +22,13 @@ type FileSpec struct {
 	Destination string `json:"destination"`
 	// Mode is an octal permission string ("0644"); empty keeps the source's.
 	Mode string `json:"mode,omitempty"`
-	// Owner is the account that owns the written files; empty keeps the agent's.
+	// Owner is the destination account: the alias the client named, which
+	// the API resolves to an OS user stored here. Targets create the
+	// destination directory and write the files as that user (empty: as
+	// the agent itself, which only jobs that did not pass the API can have).
 	Owner string `json:"owner,omitempty"`
+	// OwnerAlias is the alias the client named for Owner, kept for display.
+	OwnerAlias string `json:"owner_alias,omitempty"`
 	// DownloadLimitMB and UploadLimitMB cap each agent's transfer speed in
 	// MB/s; 0 means no limit.
 	DownloadLimitMB int `json:"download_limit_mb,omitempty"`
@@ -44,8 +49,11 @@ type FileSource struct {
 	Paths []string `json:"paths,omitempty"`
 	// Artifact names an object already in the artifacts store.
 	Artifact string `json:"artifact,omitempty"`
-	// Account reads the files as this account on the source hosts.
+	// Account reads the files as this account on the source hosts: the
+	// alias the client named, resolved by the API to an OS user.
 	Account string `json:"account,omitempty"`
+	// AccountAlias is the alias the client named for Account, for display.
+	AccountAlias string `json:"account_alias,omitempty"`
 }
 
 // FileEntry is one file that travels through the artifacts store.

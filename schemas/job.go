@@ -119,8 +119,14 @@ type Script struct {
 	Interpreter string            `json:"interpreter,omitempty"`
 	Args        []string          `json:"args,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
-	// User runs the script as this account when the agent may switch users.
+	// User is the account alias the client named; the API resolves it
+	// through the job's scope's aliases and stores the OS user here, so
+	// agents run the script as User (empty: as the agent itself, which
+	// only jobs that did not pass the API can have).
 	User string `json:"user,omitempty"`
+	// UserAlias is the alias the client named (DefaultAccountAlias when it
+	// named none), kept for display; the API sets it.
+	UserAlias string `json:"user_alias,omitempty"`
 	// Sensitive hides Args and Env values in API answers and event data
 	// (BlueKing's is_param_sensitive).
 	Sensitive bool `json:"sensitive,omitempty"`

@@ -38,6 +38,9 @@ const (
 	// BucketEnrolled holds each agent's Enrolment, by agent id; only the
 	// API writes it.
 	BucketEnrolled = "enrolled"
+	// BucketAccounts maps execution account aliases to OS users, by
+	// AccountKey(scope, alias); only the API writes it.
+	BucketAccounts = "accounts"
 )
 
 // Subjects.
@@ -295,6 +298,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketActive, "jobs not yet final"),
 		kv(BucketDeadLetters, "messages that failed for good"),
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
+		kv(BucketAccounts, "execution account aliases per scope"),
 		leases,
 	}
 }

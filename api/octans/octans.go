@@ -131,9 +131,26 @@ func (s *Surface) octansRun(c echo.Context, parallel bool) error {
 	}
 	id, _, err := s.core.Submit(c.Request().Context(), spec, octansName(spec.Name))
 	if err != nil {
-		return err
+		return octansFields(err)
 	}
 	return octansOK(c, map[string]int64{"id": id})
+}
+
+// octansFields renames the native spec's fields the core's checks name
+// (the account alias resolution's, say) into the request's.
+func octansFields(err error) error {
+	var fe schemas.FieldErrors
+	if !errors.As(err, &fe) {
+		return err
+	}
+	out := make(schemas.FieldErrors, len(fe))
+	for i, f := range fe {
+		if f.Field == "steps[0].script.user" {
+			f.Field = "user"
+		}
+		out[i] = f
+	}
+	return out
 }
 
 // octansName claims a task name for good: a second run with it is refused.

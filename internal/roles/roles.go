@@ -157,13 +157,17 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return fmt.Errorf("dead letters bucket: %w", err)
 	}
+	accounts, err := openAccounts(ctx, p)
+	if err != nil {
+		return err
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
 	core := api.NewCore(cfg.Token, api.Deps{
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
-		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log,
+		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log, Accounts: accounts,
 	})
 	srv := api.New(p.Log, p.Reg, map[string]api.Checker{
 		"nats": func(ctx context.Context) error {
@@ -177,6 +181,19 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return batcher.Run(gctx) })
 	return g.Wait()
+}
+
+// openAccounts seeds the accounts bucket's defaults (once per system)
+// and watches it for the API.
+func openAccounts(ctx context.Context, p Plumbing) (*api.KVAccounts, error) {
+	kv, err := p.JS.KeyValue(ctx, schemas.BucketAccounts)
+	if err != nil {
+		return nil, fmt.Errorf("accounts bucket: %w", err)
+	}
+	if err := api.SeedAccounts(ctx, kv); err != nil {
+		return nil, err
+	}
+	return api.NewKVAccounts(ctx, kv)
 }
 
 // RunAgent runs one agent until ctx ends. Agents of one process share m;

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -94,15 +93,18 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	if err != nil {
 		return failed("interpreter %s not found on the host", interp)
 	}
-	dir := filepath.Join(a.cfg.DataDir, "scripts")
-	file := filepath.Join(dir, t.ExecID+map[string]string{"python3": ".py"}[interp]+".script")
-	if err := writeScript(dir, file, sc.Content); err != nil {
-		return failed("write script: %v", err)
+	// The script reaches the interpreter on an inherited descriptor (see
+	// scriptFD): no file on disk, readable by whatever account it runs as.
+	script, err := scriptFD(t.ExecID, sc.Content)
+	if err != nil {
+		return failed("script: %v", err)
 	}
-	defer os.Remove(file)
+	defer script.Close()
+	file := scriptPath
 
 	cmd := exec.Command(path, append([]string{file}, sc.Args...)...)
-	cmd.Dir = dir
+	cmd.Dir = filepath.Join(a.cfg.DataDir, "scripts")
+	cmd.ExtraFiles = []*os.File{script} // fd 3 = scriptPath
 	cmd.Env = append(baseEnv(),
 		"FLEETJOB_JOB_ID="+strconv.FormatInt(t.JobID, 10),
 		"FLEETJOB_EXEC_ID="+t.ExecID,
@@ -114,8 +116,8 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if sc.User != "" {
-		if o, ok := a.switchUser(cmd, sc.User); !ok {
-			return o
+		if err := runAs(cmd, sc.User); err != nil {
+			return failed("%v", err)
 		}
 	}
 	// Output goes to a spool file the script writes itself (see spool.go).
@@ -205,19 +207,6 @@ func lookInterpreter(name string) (string, error) {
 	return p, nil
 }
 
-// writeScript writes a script file, creating its directory only when it
-// is missing (the first task, or someone removed it): not a mkdir per task.
-func writeScript(dir, file, content string) error {
-	err := os.WriteFile(file, []byte(content), 0o755)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		err = os.WriteFile(file, []byte(content), 0o755)
-	}
-	return err
-}
-
 func statusFor(reason string) schemas.HostStatus {
 	switch reason {
 	case killTimeout:
@@ -226,25 +215,6 @@ func statusFor(reason string) schemas.HostStatus {
 		return schemas.HostStopped
 	}
 	return schemas.HostInterrupted
-}
-
-// switchUser sets the process credentials for account name.
-func (a *Agent) switchUser(cmd *exec.Cmd, name string) (outcome, bool) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return failed("user %q does not exist on the host", name), false
-	}
-	if cur, err := user.Current(); err == nil && cur.Uid == u.Uid {
-		return outcome{}, true
-	}
-	if os.Geteuid() != 0 {
-		return failed("the agent does not run as root and cannot run scripts as %q", name), false
-	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	cmd.Env = append(cmd.Env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
-	return outcome{}, true
 }
 
 // inheritedEnv names the agent's variables a script sees. Nothing else of

@@ -2,30 +2,36 @@ package agent
 
 import (
 	"os"
-	"path/filepath"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
-// A script file is written without a mkdir per task, and its directory is
-// made again when someone removed it while the agent ran.
-func TestWriteScriptRecreatesItsDir(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "scripts")
-	file := filepath.Join(dir, "e1.script")
-	if err := writeScript(dir, file, "echo hi\n"); err != nil {
-		t.Fatalf("first write (no dir yet): %v", err)
-	}
-	if err := os.RemoveAll(dir); err != nil {
+// A script reaches its interpreter on descriptor 3, sealed: an account
+// other than the agent's reads it there (nothing on disk is needed), and
+// nobody can change it once the agent has written it.
+func TestScriptFDRunsAsAnotherUser(t *testing.T) {
+	f, err := scriptFD("1.0.0.1", "id -u\n")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeScript(dir, file, "echo again\n"); err != nil {
-		t.Fatalf("write after the dir was removed: %v", err)
+	defer f.Close()
+	if _, err := f.WriteString("rm -rf /\n"); err == nil {
+		t.Fatal("a sealed script could be written")
 	}
-	b, err := os.ReadFile(file)
-	if err != nil || string(b) != "echo again\n" {
-		t.Fatalf("script file holds %q, %v", b, err)
+	cmd := exec.Command("bash", scriptPath)
+	cmd.ExtraFiles = []*os.File{f}
+	want := strconv.Itoa(os.Geteuid())
+	if os.Geteuid() == 0 {
+		if err := runAs(cmd, "nobody"); err != nil {
+			t.Skipf("no nobody account: %v", err)
+		}
+		want = "65534"
 	}
-	if fi, _ := os.Stat(file); fi.Mode().Perm()&0o100 == 0 {
-		t.Fatalf("script file mode %v: not executable", fi.Mode())
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != want {
+		t.Fatalf("script printed %q (%v), want uid %s", out, err, want)
 	}
 }
 

@@ -8,8 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"runtime"
 	"strconv"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Identity is an OS user as a process runs as it.
@@ -73,4 +77,93 @@ func (id Identity) Apply(cmd *exec.Cmd) {
 			cmd.Dir = id.User.HomeDir
 		}
 	}
+}
+
+// Worker does filesystem work as an identity: every call to Do runs on
+// one OS thread whose filesystem credentials (fsuid, fsgid and
+// supplementary groups, set with raw per-thread system calls) are the
+// identity's, so the kernel checks each open, create, rename and
+// symlink walk as it would for that user, and files and directories it
+// creates belong to that user. The thread is never given back to the Go
+// scheduler: when the worker is closed its goroutine exits still locked
+// and the runtime ends the thread, so no other goroutine ever runs with
+// those credentials (and new threads are never cloned from a locked one).
+// Only the calls inside Do are affected; descriptors opened there can be
+// read and written anywhere.
+type Worker struct {
+	reqs chan func()
+	name string
+}
+
+// Start starts a worker for the identity; the agent's own identity (Cred
+// nil) needs no thread, and its Do runs the function directly.
+func (id Identity) Start() (*Worker, error) {
+	if id.Cred == nil {
+		return &Worker{name: id.User.Username}, nil
+	}
+	w := &Worker{reqs: make(chan func()), name: id.User.Username}
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see Worker
+		if err := setFSCreds(id.Cred); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		for fn := range w.reqs {
+			fn()
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, fmt.Errorf("act as %q: %w", id.User.Username, err)
+	}
+	return w, nil
+}
+
+// Do runs fn as the worker's identity and returns its error. A nil
+// worker is the agent itself.
+func (w *Worker) Do(fn func() error) error {
+	if w == nil || w.reqs == nil {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	w.reqs <- func() { errc <- fn() }
+	return <-errc
+}
+
+// Name is the user the worker acts as; "" for a nil worker (the agent).
+func (w *Worker) Name() string {
+	if w == nil {
+		return ""
+	}
+	return w.name
+}
+
+// Close ends the worker and its thread. Do must not be called after.
+func (w *Worker) Close() {
+	if w != nil && w.reqs != nil {
+		close(w.reqs)
+	}
+}
+
+// setFSCreds sets the calling thread's supplementary groups, fsgid and
+// fsuid, and checks that they took. Raw system calls: the libc and Go
+// wrappers of setgroups apply to every thread of the process.
+func setFSCreds(c *syscall.Credential) error {
+	groups := c.Groups
+	if len(groups) == 0 {
+		groups = []uint32{c.Gid}
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(unsafe.Pointer(&groups[0])), 0); e != 0 {
+		return fmt.Errorf("setgroups: %w", e)
+	}
+	unix.RawSyscall(unix.SYS_SETFSGID, uintptr(c.Gid), 0, 0)
+	unix.RawSyscall(unix.SYS_SETFSUID, uintptr(c.Uid), 0, 0)
+	// An id of -1 changes nothing and returns the current one.
+	gid, _, _ := unix.RawSyscall(unix.SYS_SETFSGID, ^uintptr(0), 0, 0)
+	uid, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, ^uintptr(0), 0, 0)
+	if uint32(gid) != c.Gid || uint32(uid) != c.Uid {
+		return fmt.Errorf("filesystem ids are %d:%d, not %d:%d", uid, gid, c.Uid, c.Gid)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/osaccount"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/filexfer"
 )
@@ -65,6 +66,19 @@ func fileLogger(logs *logStream) func(schemas.FileLog) {
 	}
 }
 
+// actAs starts a worker that does a file task's filesystem calls as the
+// task's account (empty: the agent itself, with no worker).
+func actAs(account string) (*osaccount.Worker, error) {
+	if account == "" {
+		return nil, nil
+	}
+	id, err := osaccount.Lookup(account)
+	if err != nil {
+		return nil, err
+	}
+	return id.Start()
+}
+
 func mbps(mb int) int64 { return int64(mb) << 20 }
 
 // runUpload resolves a source's paths on this host and stores the files
@@ -78,8 +92,18 @@ func (a *Agent) runUpload(e *execution, logs *logStream) outcome {
 	}
 	self := schemas.Host{CloudID: a.cfg.CloudID, IP: a.cfg.IP}
 	log := fileLogger(logs)
-	files, missing, err := filexfer.Resolve(up.Paths)
+	as, err := actAs(up.Account)
 	if err != nil {
+		return failed("source account: %v", err)
+	}
+	defer as.Close()
+	// Paths resolve as the account too: a directory it may not enter
+	// hides its files.
+	var files, missing []string
+	if err := as.Do(func() (err error) {
+		files, missing, err = filexfer.Resolve(up.Paths)
+		return err
+	}); err != nil {
 		return failed("resolve source paths: %v", err)
 	}
 	for _, m := range missing {
@@ -96,7 +120,7 @@ func (a *Agent) runUpload(e *execution, logs *logStream) outcome {
 	if err != nil {
 		return failed("%v", err)
 	}
-	entries, err := filexfer.Upload(ctx, obs, up.Prefix, self, files, mbps(up.LimitMB), log)
+	entries, err := filexfer.UploadAs(ctx, as, obs, up.Prefix, self, files, mbps(up.LimitMB), log)
 	o := e.endedBy(ctx, err)
 	o.files = entries
 	return o
@@ -110,8 +134,14 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 	if dl == nil {
 		return failed("download task without its files")
 	}
+	as, err := actAs(dl.Owner)
+	if err != nil {
+		return failed("destination account: %v", err)
+	}
+	defer as.Close()
 	if dl.MustExist {
-		if fi, err := os.Stat(dl.Destination); err != nil || !fi.IsDir() {
+		var fi os.FileInfo
+		if err := as.Do(func() (err error) { fi, err = os.Stat(dl.Destination); return err }); err != nil || !fi.IsDir() {
 			return failed("destination directory %s does not exist (strict transfer mode)", dl.Destination)
 		}
 	}
@@ -138,6 +168,6 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 		}
 	}
 	self := schemas.Host{CloudID: a.cfg.CloudID, IP: a.cfg.IP}
-	err = filexfer.Download(ctx, obs, entries, dl.Destination, self, mode, dl.Owner, mbps(dl.LimitMB), fileLogger(logs))
+	err = filexfer.DownloadAs(ctx, as, obs, entries, dl.Destination, self, mode, "", mbps(dl.LimitMB), fileLogger(logs))
 	return e.endedBy(ctx, err)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/osaccount"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -50,6 +51,19 @@ const maxGet = 24 * time.Hour
 // refused before anything is written (ErrNameConflict).
 func Download(ctx context.Context, obs jetstream.ObjectStore, entries []schemas.FileEntry, dest string, self schemas.Host,
 	mode *uint32, owner string, limitBytesPerSec int64, progress func(schemas.FileLog)) error {
+	return DownloadAs(ctx, nil, obs, entries, dest, self, mode, owner, limitBytesPerSec, progress)
+}
+
+// DownloadAs is Download done as the destination's account: every
+// filesystem call (creating dest and its parents, opening it, creating,
+// renaming and removing files in it, inspecting existing names) runs with
+// the credentials of as (nil: the agent itself), so the files and the
+// directories it creates belong to that user, a directory the user may
+// not write into refuses the file, and a symlink on the way is followed
+// only where the user could follow it. Give owner "" with an account:
+// its files are already its own.
+func DownloadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, entries []schemas.FileEntry, dest string,
+	self schemas.Host, mode *uint32, owner string, limitBytesPerSec int64, progress func(schemas.FileLog)) error {
 	reps := make([]*reporter, len(entries))
 	for i, e := range entries {
 		dp := dest
@@ -77,12 +91,18 @@ func Download(ctx context.Context, obs jetstream.ObjectStore, entries []schemas.
 	if err != nil {
 		return failAll(err)
 	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		return failAll(fmt.Errorf("create destination: %w", err))
-	}
-	root, err := os.OpenRoot(dest)
+	var root *os.Root
+	err = as.Do(func() error {
+		if err := os.MkdirAll(dest, 0o755); err != nil {
+			return fmt.Errorf("create destination: %w", err)
+		}
+		if root, err = os.OpenRoot(dest); err != nil {
+			return fmt.Errorf("open destination: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return failAll(fmt.Errorf("open destination: %w", err))
+		return failAll(err)
 	}
 	defer root.Close()
 
@@ -90,21 +110,24 @@ func Download(ctx context.Context, obs jetstream.ObjectStore, entries []schemas.
 	buf := make([]byte, copyBufSize)
 	for i, e := range entries {
 		m := NewMeter(e.Size, ProgressEvery)
-		err := downloadOne(ctx, obs, root, e, mode, uid, gid, limitBytesPerSec, buf, m, reps[i])
+		err := downloadOne(ctx, as, obs, root, e, mode, uid, gid, limitBytesPerSec, buf, m, reps[i])
 		reps[i].finish(m, err, "")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("download %s to %s: %w", e.Object, reps[i].base.DestPath, err))
 		}
 	}
-	if d, err := root.Open("."); err == nil {
-		// Make the renames durable; failing to is not worth failing files for.
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	_ = as.Do(func() error {
+		if d, err := root.Open("."); err == nil {
+			// Make the renames durable; failing to is not worth failing files for.
+			_ = d.Sync()
+			_ = d.Close()
+		}
+		return nil
+	})
 	return errors.Join(errs...)
 }
 
-func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, e schemas.FileEntry, mode *uint32,
+func downloadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, root *os.Root, e schemas.FileEntry, mode *uint32,
 	uid, gid int, limit int64, buf []byte, m *Meter, rep *reporter) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -112,7 +135,7 @@ func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, 
 	if err := ValidName(e.Name); err != nil {
 		return err
 	}
-	if err := checkTarget(root, e.Name); err != nil {
+	if err := as.Do(func() error { return checkTarget(root, e.Name) }); err != nil {
 		return err
 	}
 	want, err := hex.DecodeString(e.SHA256)
@@ -139,8 +162,11 @@ func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, 
 	rep.tick(m, schemas.FileDownloading)
 
 	tmp := tempName(e.Name)
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	var f *os.File
+	if err := as.Do(func() (err error) {
+		f, err = root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		return err
+	}); err != nil {
 		return fmt.Errorf("create temporary file: %w", err)
 	}
 	defer func() {
@@ -148,7 +174,7 @@ func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, 
 			_ = f.Close()
 		}
 		if err != nil {
-			_ = root.Remove(tmp)
+			_ = as.Do(func() error { return root.Remove(tmp) })
 		}
 	}()
 
@@ -181,7 +207,9 @@ func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, 
 	if mode != nil {
 		perm = *mode
 	}
-	if err := f.Chmod(goMode(perm)); err != nil { // after Chown, which may clear setuid
+	// After Chown, which may clear setuid; as the account, whose rules
+	// decide which of setuid and setgid it may keep.
+	if err := as.Do(func() error { return f.Chmod(goMode(perm)) }); err != nil {
 		return fmt.Errorf("set mode: %w", err)
 	}
 	cerr := f.Close()
@@ -189,7 +217,7 @@ func downloadOne(ctx context.Context, obs jetstream.ObjectStore, root *os.Root, 
 	if cerr != nil {
 		return fmt.Errorf("close: %w", cerr)
 	}
-	if err := root.Rename(tmp, e.Name); err != nil {
+	if err := as.Do(func() error { return root.Rename(tmp, e.Name) }); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
 	return nil

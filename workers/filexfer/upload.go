@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/osaccount"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -32,6 +33,15 @@ import (
 // Entry names are base names; see CheckNames.
 func Upload(ctx context.Context, obs jetstream.ObjectStore, prefix string, src schemas.Host, files []string,
 	limitBytesPerSec int64, progress func(schemas.FileLog)) ([]schemas.FileEntry, error) {
+	return UploadAs(ctx, nil, obs, prefix, src, files, limitBytesPerSec, progress)
+}
+
+// UploadAs is Upload that opens each file as the source's account: as
+// (nil: the agent itself) opens it with that user's credentials, so a file
+// the user may not read fails with permission denied; the open file is
+// then read by the agent.
+func UploadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, prefix string, src schemas.Host, files []string,
+	limitBytesPerSec int64, progress func(schemas.FileLog)) ([]schemas.FileEntry, error) {
 	var (
 		entries []schemas.FileEntry
 		errs    []error
@@ -39,7 +49,7 @@ func Upload(ctx context.Context, obs jetstream.ObjectStore, prefix string, src s
 	for _, f := range files {
 		rep := &reporter{fn: progress, verb: "Upload", ing: "Uploading", what: f,
 			base: schemas.FileLog{Mode: schemas.FileModeUpload, SourceHost: src, SourcePath: f}}
-		e, note, m, err := uploadOne(ctx, obs, prefix, src, f, limitBytesPerSec, rep)
+		e, note, m, err := uploadOne(ctx, as, obs, prefix, src, f, limitBytesPerSec, rep)
 		rep.finish(m, err, note)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("upload %s: %w", f, err))
@@ -52,7 +62,7 @@ func Upload(ctx context.Context, obs jetstream.ObjectStore, prefix string, src s
 
 // uploadOne sends one file. The meter it returns is never nil, so the
 // caller can report the outcome.
-func uploadOne(ctx context.Context, obs jetstream.ObjectStore, prefix string, src schemas.Host, file string,
+func uploadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, prefix string, src schemas.Host, file string,
 	limit int64, rep *reporter) (e schemas.FileEntry, note string, m *Meter, err error) {
 	m = NewMeter(0, ProgressEvery)
 	if err := ctx.Err(); err != nil {
@@ -61,7 +71,7 @@ func uploadOne(ctx context.Context, obs jetstream.ObjectStore, prefix string, sr
 	if !filepath.IsAbs(file) {
 		return e, "", m, fmt.Errorf("%q is not an absolute path", file)
 	}
-	f, err := os.Open(file)
+	f, err := openAs(as, file)
 	if err != nil {
 		return e, "", m, err
 	}
@@ -109,6 +119,18 @@ func uploadOne(ctx context.Context, obs jetstream.ObjectStore, prefix string, sr
 	}
 	e.Size, e.SHA256 = int64(info.Size), hex.EncodeToString(sumBytes)
 	return e, "", m, nil
+}
+
+// openAs opens a source file for reading as the account.
+func openAs(as *osaccount.Worker, file string) (f *os.File, err error) {
+	err = as.Do(func() error {
+		f, err = os.Open(file)
+		return err
+	})
+	if err != nil && as.Name() != "" {
+		err = fmt.Errorf("read as %s: %w", as.Name(), err)
+	}
+	return f, err
 }
 
 // alreadyStored reports whether object holds exactly the content of f

@@ -27,7 +27,7 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
 	// fast_execute_script, the gateway example: the script comes in
 	// script_content (fleetjob has no script library, so the version id
 	// is ignored), "echo $1" with "hello"; account_id only runs as the
-	// agent's account.
+	// default alias (root), resolved through the scope's accounts.
 	id, stepID := bkSubmitted(t, s, "fast_execute_script", `{
     "bk_scope_type": "biz",
     "bk_scope_id": "1",
@@ -48,7 +48,7 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
 	spec := storedSpec(t, s, id)
 	sc := spec.Steps[0].Script
 	if *spec.Scope != (schemas.Scope{Type: "biz", ID: "1"}) || spec.Owner != "alice" || spec.Source != "ci" || spec.Surface != "bkjob" ||
-		sc.Interpreter != "bash" || !slices.Equal(sc.Args, []string{"hello"}) || sc.Sensitive || sc.User != "" || spec.Steps[0].Timeout != 1000 ||
+		sc.Interpreter != "bash" || !slices.Equal(sc.Args, []string{"hello"}) || sc.Sensitive || sc.User != "root" || sc.UserAlias != schemas.DefaultAccountAlias || spec.Steps[0].Timeout != 1000 ||
 		spec.Extra["bk_task_type"] != "1" || spec.Extra["bk_account_id"] != "1000" || len(spec.Steps[0].Targets) != 2 {
 		t.Errorf("stored spec: %+v, step %+v, script %+v", spec, spec.Steps[0], sc)
 	}

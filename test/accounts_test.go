@@ -328,3 +328,45 @@ func TestAliasesArePerScope(t *testing.T) {
 	code, env = bkCall(t, s, "fast_execute_script", bkScript("3", "app", "id -u", "127.0.0.73"))
 	bkRefused(t, code, env, "account_alias", "unknown account alias")
 }
+
+// Under serve (the all-in-one of make run, its data directory 0700, the
+// agent root), `fleetjob account set` maps an alias to nobody and a script
+// run as it really runs as nobody, as does a file step writing as it.
+func TestServeRunsAsNobody(t *testing.T) {
+	t.Parallel()
+	uid, _ := needRootAndNobody(t)
+	dir := filepath.Join(t.TempDir(), "data") // serve makes it 0700
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := []string{"FLEETJOB_TOKEN=acct", "FLEETJOB_LOG_LEVEL=warn", "REDIS_URL="}
+	startProc(t, "", env, "serve", "--data-dir", dir, "--http-addr", httpAddr, "--nats-addr", natsAddr, "--agent-id", "solo")
+	s := &testenv.System{APIURL: "http://" + httpAddr, Token: "acct"}
+	s.WaitReady(t, 30*time.Second)
+	s.WaitAgent(t, "solo")
+
+	set := exec.Command(binPath, "account", "set", "global", "nob", "nobody", "--api", s.APIURL, "--token", "acct")
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("fleetjob account set: %v\n%s", err, out)
+	}
+	dst := openDir(t, 0o777)
+	body := map[string]any{"name": "as nobody", "targets": []string{"127.0.0.1"}, "steps": []any{
+		map[string]any{"script": map[string]any{"content": "id -u; echo hi > " + dst + "/made-by-script", "user": "nob"}},
+		map[string]any{"file": map[string]any{"destination": dst + "/copied", "owner": "nob",
+			"sources": []any{map[string]any{"hosts": []string{"127.0.0.1"}, "paths": []string{dst + "/made-by-script"}, "account": "nob"}}}},
+	}}
+	id := submit(t, s, body, nil)
+	if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("job %s: %+v", sum.Status, hosts(t, s, id))
+	}
+	if lines := readLogStep(t, s, id, "127.0.0.1", 0); len(lines) != 1 || lines[0] != fmt.Sprint(uid) {
+		t.Fatalf("script output %q, want uid %d", lines, uid)
+	}
+	for _, p := range []string{dst + "/made-by-script", dst + "/copied", dst + "/copied/made-by-script"} {
+		if u, _ := ownerOf(t, p); u != uid {
+			t.Errorf("%s is owned by %d, want nobody", p, u)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the data directory is %v (%v), want it to stay 0700", fi.Mode(), err)
+	}
+}

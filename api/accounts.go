@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,17 +86,17 @@ func (c *Core) resolveAccounts(spec *schemas.JobSpec) error {
 	}
 	var fe schemas.FieldErrors
 	resolve := func(alias *string, keep *string, field string) {
-		name := *alias
-		if name == "" {
-			name = schemas.DefaultAccountAlias
-		}
+		name := cmp.Or(*alias, schemas.DefaultAccountAlias)
 		u, err := c.ResolveAccount(scope, name, field)
 		var bad schemas.FieldErrors
-		if errors.As(err, &bad) {
+		switch {
+		case errors.As(err, &bad):
 			fe = append(fe, bad...)
-			return
+		case err != nil:
+			fe.Add(field, "%v", err)
+		default:
+			*alias, *keep = u, name
 		}
-		*alias, *keep = u, name
 	}
 	for i := range spec.Steps {
 		st := &spec.Steps[i]
@@ -106,9 +107,8 @@ func (c *Core) resolveAccounts(spec *schemas.JobSpec) error {
 		if f := st.File; f != nil {
 			resolve(&f.Owner, &f.OwnerAlias, p+".file.owner")
 			for j := range f.Sources {
-				if f.Sources[j].Artifact != "" {
-					continue // read by the targets from the store, not from a host
-				}
+				// (an artifact source's account is unused: targets read it
+				// from the store; it resolves all the same)
 				resolve(&f.Sources[j].Account, &f.Sources[j].AccountAlias, fmt.Sprintf("%s.file.sources[%d].account", p, j))
 			}
 		}
@@ -195,17 +195,37 @@ func NewKVAccounts(ctx context.Context, kv jetstream.KeyValue) (*KVAccounts, err
 		return nil, fmt.Errorf("watch accounts: %w", err)
 	}
 	k := &KVAccounts{kv: kv, all: map[string]schemas.Account{}}
-	for e := range w.Updates() {
-		if e == nil {
-			break // the initial values are in
+	load, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for loaded := false; !loaded; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, schemas.Unavailable(nil, "the accounts watch ended while loading")
+			case e == nil:
+				loaded = true // the initial values are in
+			default:
+				k.apply(e)
+			}
+		case <-load.Done():
+			_ = w.Stop()
+			return nil, schemas.Unavailable(load.Err(), "load accounts")
 		}
-		k.apply(e)
 	}
 	go func() {
 		defer w.Stop()
-		for e := range w.Updates() {
-			if e != nil {
-				k.apply(e)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					k.apply(e)
+				}
 			}
 		}
 	}()

@@ -21,7 +21,9 @@ const DefaultAccountAlias = "root"
 const accountKeyGlobal = "global"
 
 var (
-	aliasPattern   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+	// aliasPattern is an account name (as every surface checks a job's
+	// accounts) that is also a key token: no trailing '$'.
+	aliasPattern   = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,63}$`)
 	scopeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 )
 
@@ -42,7 +44,7 @@ type Account struct {
 // ValidAccountAlias reports why alias cannot name an account, or nil.
 func ValidAccountAlias(alias string) error {
 	if !aliasPattern.MatchString(alias) {
-		return fmt.Errorf("%q is not an account alias: want 1 to 64 of A-Z a-z 0-9 _ . -, not starting with . or -", alias)
+		return fmt.Errorf("%q is not an account alias: want 1 to 64 of a-z 0-9 _ . -, starting with a-z or _", alias)
 	}
 	return nil
 }

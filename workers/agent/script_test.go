@@ -12,26 +12,34 @@ import (
 // other than the agent's reads it there (nothing on disk is needed), and
 // nobody can change it once the agent has written it.
 func TestScriptFDRunsAsAnotherUser(t *testing.T) {
-	f, err := scriptFD("1.0.0.1", "id -u\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString("rm -rf /\n"); err == nil {
-		t.Fatal("a sealed script could be written")
-	}
-	cmd := exec.Command("bash", scriptPath)
-	cmd.ExtraFiles = []*os.File{f}
-	want := strconv.Itoa(os.Geteuid())
-	if os.Geteuid() == 0 {
-		if err := runAs(cmd, "nobody"); err != nil {
-			t.Skipf("no nobody account: %v", err)
+	for interp, content := range map[string]string{
+		"bash": "id -u\n", "sh": "id -u\n", "python3": "import os\nprint(os.getuid())\n",
+	} {
+		path, err := exec.LookPath("/usr/bin/" + interp) // open to every account, unlike ~/.pyenv
+		if err != nil {
+			continue
 		}
-		want = "65534"
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != want {
-		t.Fatalf("script printed %q (%v), want uid %s", out, err, want)
+		f, err := scriptFD("1.0.0.1", content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("rm -rf /\n"); err == nil {
+			t.Fatal("a sealed script could be written")
+		}
+		cmd := exec.Command(path, scriptPath)
+		cmd.ExtraFiles = []*os.File{f}
+		want := strconv.Itoa(os.Geteuid())
+		if os.Geteuid() == 0 {
+			if err := runAs(cmd, "nobody"); err != nil {
+				t.Skipf("no nobody account: %v", err)
+			}
+			want = "65534"
+		}
+		out, err := cmd.CombinedOutput()
+		f.Close()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("%s: script printed %q (%v), want uid %s", interp, out, err, want)
+		}
 	}
 }
 

@@ -94,10 +94,10 @@ func DownloadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectS
 	var root *os.Root
 	err = as.Do(func() error {
 		if err := os.MkdirAll(dest, 0o755); err != nil {
-			return fmt.Errorf("create destination: %w", err)
+			return fmt.Errorf("create destination%s: %w", asWho(as), err)
 		}
 		if root, err = os.OpenRoot(dest); err != nil {
-			return fmt.Errorf("open destination: %w", err)
+			return fmt.Errorf("open destination%s: %w", asWho(as), err)
 		}
 		return nil
 	})
@@ -167,7 +167,7 @@ func downloadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.Object
 		f, err = root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		return err
 	}); err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
+		return fmt.Errorf("create temporary file%s: %w", asWho(as), err)
 	}
 	defer func() {
 		if f != nil {
@@ -218,9 +218,17 @@ func downloadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.Object
 		return fmt.Errorf("close: %w", cerr)
 	}
 	if err := as.Do(func() error { return root.Rename(tmp, e.Name) }); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
+		return fmt.Errorf("rename into place%s: %w", asWho(as), err)
 	}
 	return nil
+}
+
+// asWho is " as <user>" for a worker acting as an account, for errors.
+func asWho(as *osaccount.Worker) string {
+	if as.Name() == "" {
+		return ""
+	}
+	return " as " + as.Name()
 }
 
 // checkTarget refuses a name that exists as anything but a regular file or

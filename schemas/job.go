@@ -122,8 +122,11 @@ type Script struct {
 	// User runs the script as this account when the agent may switch users.
 	User string `json:"user,omitempty"`
 	// Sensitive hides Args and Env values in API answers and event data
-	// (BlueKing's is_param_sensitive).
+	// (BlueKing's is_param_sensitive). At submit the API seals them to the
+	// target hosts' agents (Sealed) and leaves Masked in their place.
 	Sensitive bool `json:"sensitive,omitempty"`
+	// Sealed holds the sensitive values, sealed; only the API sets it.
+	Sealed *Sealed `json:"sealed,omitempty"`
 }
 
 // InlineResults reports whether a job's final host results live in its

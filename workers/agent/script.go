@@ -96,12 +96,13 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	}
 	dir := filepath.Join(a.cfg.DataDir, "scripts")
 	file := filepath.Join(dir, t.ExecID+map[string]string{"python3": ".py"}[interp]+".script")
-	if err := writeScript(dir, file, sc.Content); err != nil {
+	content, argv, env := invocation(interp, file, sc) // sensitive args off the command line
+	if err := writeScript(dir, file, content); err != nil {
 		return failed("write script: %v", err)
 	}
 	defer os.Remove(file)
 
-	cmd := exec.Command(path, append([]string{file}, sc.Args...)...)
+	cmd := exec.Command(path, argv...)
 	cmd.Dir = dir
 	cmd.Env = append(baseEnv(),
 		"FLEETJOB_JOB_ID="+strconv.FormatInt(t.JobID, 10),
@@ -109,9 +110,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 		"FLEETJOB_HOST_IP="+t.Target.IP,
 		"FLEETJOB_CLOUD_ID="+strconv.FormatInt(t.Target.CloudID, 10),
 	)
-	for k, v := range sc.Env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if sc.User != "" {
 		if o, ok := a.switchUser(cmd, sc.User); !ok {

@@ -332,6 +332,15 @@ func TestSensitiveValuesRefused(t *testing.T) {
 			t.Errorf("%s: %d %s, want 400 saying %q", c.name, code, b, c.want)
 		}
 	}
+	// BlueKing answers in its envelope: HTTP 200, result false
+	var env map[string]any
+	code := s.JSON(t, "POST", "/api/v3/fast_execute_script", map[string]any{"bk_scope_type": "biz", "bk_scope_id": "1",
+		"script_content": "ZWNobyAkMQ==", "script_language": 1, "account_alias": "root", "script_param": "czNjcmV0", "is_param_sensitive": 1,
+		"target_server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "10.9.9.9"}}}},
+		map[string]string{"Authorization": "", "X-Bkapi-Authorization": fmt.Sprintf(`{"bk_app_code": "ci", "bk_app_secret": %q}`, s.Token)}, &env)
+	if msg, _ := env["message"].(string); code != 200 || env["result"] != false || !strings.Contains(msg, "no enrolled agent") {
+		t.Errorf("BlueKing: %d %v, want 200 with result false saying there is no enrolled agent", code, env)
+	}
 	if after := s.CommandCount(t); after != before {
 		t.Errorf("%d commands queued by refused jobs", after-before)
 	}

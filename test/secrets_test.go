@@ -348,3 +348,20 @@ func TestSensitiveValuesRefused(t *testing.T) {
 	submit(t, s, job([]string{"127.0.0.1"}, map[string]any{"content": "true", "env": map[string]string{"K": "v"}, "sensitive": true}), nil)
 	submit(t, s, job([]string{"10.9.9.9"}, map[string]any{"content": "true", "env": map[string]string{"K": "v"}}), nil)
 }
+
+// TestSensitiveArgsPython: a python script gets its sensitive args in
+// sys.argv, through its environment; the log masks them.
+func TestSensitiveArgsPython(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	argM := marker(t, "arg")
+	id := submit(t, s, map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"script": map[string]any{
+		"interpreter": "python3", "content": "import os, sys\nprint(len(sys.argv) - 1, sys.argv[1], sys.argv[2], 'FLEETJOB_ARGS_JSON' in os.environ)",
+		"args": []string{argM, "two words"}, "sensitive": true}}}}, nil)
+	if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("job: %+v", sum)
+	}
+	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "2 ****** ****** False" {
+		t.Errorf("log: %q", got)
+	}
+}

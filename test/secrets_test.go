@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -364,4 +365,45 @@ func TestSensitiveArgsPython(t *testing.T) {
 	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "2 ****** ****** False" {
 		t.Errorf("log: %q", got)
 	}
+}
+
+// TestSensitiveOutputOfInterruptedScript kills an agent process while its
+// script runs; the orphaned script prints its sensitive values, and the
+// restarted agent publishes that output from its spool file (its journal
+// holds the task sealed): masked.
+func TestSensitiveOutputOfInterruptedScript(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
+	dir := t.TempDir()
+	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
+	args := []string{"agent", "--id", "pz", "--ip", "127.0.0.22", "--data-dir", "agent-data"}
+	a := startProc(t, dir, env, args...)
+	s.WaitAgent(t, "pz")
+	keys, err := agentkeys.LoadOrCreate(filepath.Join(dir, "agent-data")) // the agent made them at start
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(schemas.Enrolment{Agent: "pz", Hosts: []schemas.Host{{IP: "127.0.0.22"}}, XKey: keys.CurvePublic(), Enrolled: time.Now()})
+	if _, err := kv.Put(context.Background(), "pz", b); err != nil {
+		t.Fatal(err)
+	}
+
+	l := newLedger(t)
+	argM, envM := marker(t, "arg"), marker(t, "env")
+	id := submit(t, s, map[string]any{"targets": []string{"127.0.0.22"}, "steps": []any{map[string]any{"script": map[string]any{
+		"content": "sleep 2; echo \"x=$1 y=$Y\"; " + l.append("printed") + "; sleep 60",
+		"args":    []string{argM}, "env": map[string]string{"Y": envM}, "sensitive": true}}}}, nil)
+	waitStatus(t, s, id, "127.0.0.22", schemas.HostRunning, 20*time.Second)
+	a.kill()
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(l.lines(t)) > 0 }, "the orphaned script to print")
+	startProc(t, dir, env, args...)
+	waitStatus(t, s, id, "127.0.0.22", schemas.HostInterrupted, 20*time.Second)
+	if got := readLog(t, s, id, "127.0.0.22", 0, 5).Lines; len(got) != 1 || got[0] != "x=****** y=******" {
+		t.Errorf("log of the interrupted script: %q, want the values masked", got)
+	}
+	nowhere(t, s, []string{argM, envM}, false)
 }

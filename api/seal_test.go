@@ -110,6 +110,19 @@ func TestSealToEnrolledAgents(t *testing.T) {
 	}
 }
 
+// TestSealRefusesArgsOnTheCommandLine: sensitive args for an interpreter
+// that can only take them on its command line are refused.
+func TestSealRefusesArgsOnTheCommandLine(t *testing.T) {
+	apiKey, _ := nkeys.CreateCurveKeys()
+	c := &Core{deps: Deps{SealKey: apiKey}}
+	sp := &schemas.JobSpec{Steps: []schemas.Step{{Type: schemas.StepScript, Targets: []schemas.Host{{IP: "10.0.0.1"}},
+		Script: &schemas.Script{Content: "print", Interpreter: "perl", Sensitive: true, Args: []string{"s3cret"}}}}}
+	err := c.seal(t.Context(), sp)
+	if !errors.Is(err, schemas.ErrInvalid) || !strings.Contains(err.Error(), "steps[0].script.args") {
+		t.Errorf("got %v, want steps[0].script.args invalid", err)
+	}
+}
+
 // TestSealKeyFile makes the API's curve key 0600 once and reads it back.
 func TestSealKeyFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys", "api.xk")

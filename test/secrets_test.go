@@ -407,3 +407,24 @@ func TestSensitiveOutputOfInterruptedScript(t *testing.T) {
 	}
 	nowhere(t, s, []string{argM, envM}, false)
 }
+
+// TestSensitiveRetry retries a failed sensitive step: the new attempt's
+// task carries the same sealed values, and the agent opens them again.
+func TestSensitiveRetry(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"a1=127.0.0.1"}})
+	flag := filepath.Join(t.TempDir(), "second")
+	id := submit(t, s, map[string]any{"targets": []string{"127.0.0.1"}, "steps": []any{map[string]any{"script": map[string]any{
+		"content": fmt.Sprintf("echo \"$1 $T\"; [ -e %s ] || { touch %s; exit 1; }", flag, flag),
+		"args":    []string{"s3cret-arg"}, "env": map[string]string{"T": "s3cret-env"}, "sensitive": true}}}}, nil)
+	if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobFailed {
+		t.Fatalf("first attempt: %+v", sum)
+	}
+	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/steps/0/retry-failed", id), nil, nil); code/100 != 2 {
+		t.Fatalf("retry: %d %s", code, b)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return job(t, s, id).Status == schemas.JobSuccess }, "the retried job to succeed")
+	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "****** ******" {
+		t.Errorf("log of the retry: %q", got)
+	}
+}

@@ -65,3 +65,27 @@ func TestSealForAgentOpen(t *testing.T) {
 		t.Error("opening changed the spec's script")
 	}
 }
+
+// FuzzOpen feeds arbitrary sealed fields to an agent's Open: it never
+// panics, and only the real sealed values open.
+func FuzzOpen(f *testing.F) {
+	api, _ := nkeys.CreateCurveKeys()
+	agent, _ := nkeys.CreateCurveKeys()
+	pub, _ := agent.PublicKey()
+	sc := &Script{Content: "echo", Sensitive: true, Args: []string{"a"}, Env: map[string]string{"K": "v"}}
+	if err := sc.Seal(api, map[string]string{"a1": pub}); err != nil {
+		f.Fatal(err)
+	}
+	task := sc.ForAgent("a1")
+	f.Add(task.Sealed.Sender, task.Sealed.Key, task.Sealed.Box)
+	f.Add("", "", "")
+	f.Add(task.Sealed.Sender, task.Sealed.Key, "AAAA")
+	f.Fuzz(func(t *testing.T, sender, key, box string) {
+		c := *task
+		c.Sealed = &Sealed{Sender: sender, Key: key, Box: box}
+		open, err := c.Open(agent)
+		if err == nil && (open.Args[0] != "a" || open.Env["K"] != "v") {
+			t.Fatalf("opened to %+v", open)
+		}
+	})
+}

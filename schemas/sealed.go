@@ -43,7 +43,7 @@ type SealedValues struct {
 
 // ErrNotSealedTo says a task's sensitive values were not sealed to the
 // agent that got it (its host had another agent when the job was submitted).
-var ErrNotSealedTo = errors.New("the sensitive values were not sealed to this agent")
+var ErrNotSealedTo = errors.New("they were not sealed to this agent (its host had another agent when the job was submitted)")
 
 // HidesArgs reports whether an agent can hand an interpreter's script its
 // arguments without putting them on the command line (where any user can

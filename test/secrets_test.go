@@ -428,3 +428,24 @@ func TestSensitiveRetry(t *testing.T) {
 		t.Errorf("log of the retry: %q", got)
 	}
 }
+
+// TestSensitiveValuesForAnotherAgent: values sealed to the agent a host
+// had at submit do not open on another agent that serves it later; the
+// host fails and says why.
+func TestSensitiveValuesForAnotherAgent(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1})
+	s.StartAgent(t, "first", "127.0.0.1")() // enrolled, then gone
+	id := submit(t, s, map[string]any{"targets": []string{"127.0.0.1"}, "agent_wait": 60, "steps": []any{map[string]any{"script": map[string]any{
+		"content": "echo ran", "env": map[string]string{"T": "s3cret"}, "sensitive": true}}}}, nil)
+	waitStatus(t, s, id, "127.0.0.1", schemas.HostWaitingAgent, 20*time.Second)
+	s.StartAgent(t, "second", "127.0.0.1")
+	waitJob(t, s, id, 30*time.Second)
+	h := hostByIP(t, s, id, "127.0.0.1")
+	if h.Status != schemas.HostFailed || h.AgentID != "second" || !strings.Contains(h.Error, "not sealed to this agent") {
+		t.Errorf("host: %s on %s, error %q; want failed on second, saying the values were not sealed to it", h.Status, h.AgentID, h.Error)
+	}
+	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 0 {
+		t.Errorf("the script ran: %q", got)
+	}
+}

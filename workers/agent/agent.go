@@ -427,7 +427,7 @@ func (a *Agent) onTask(m jetstream.Msg) {
 	run, err := a.openTask(&t) // the journal keeps it sealed
 	if err != nil {
 		r := a.report(&t, schemas.ReportFinished)
-		r.Status, r.Error, r.StartedAt, r.EndedAt = schemas.HostFailed, "sensitive values: "+err.Error(), start, time.Now().UTC()
+		r.Status, r.Error, r.StartedAt, r.EndedAt = schemas.HostFailed, "cannot open the sensitive values: "+err.Error(), start, time.Now().UTC()
 		if err := a.journal.end(&r); err != nil {
 			a.log.Error("journal", "err", err)
 		}

@@ -6,30 +6,33 @@ package agent
 // (readable by every user in /proc/<pid>/cmdline) or in its script file.
 
 import (
-	"encoding/json"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// Environment variables that carry a script's sensitive args; the script's
-// prelude removes them before the script's own first line runs.
+// Sensitive args travel in environment variables, one each
+// (FLEETJOB_ARG_<i>, so each may be as long as an argument could, and no
+// quoting is needed), with variables that say how to collect them; the
+// script's prelude takes them out of its environment before the script's
+// own first line runs, so its children never see them.
 const (
-	envArgsShell  = "FLEETJOB_ARGS_Q"    // shell-quoted words, for eval "set -- …"
-	envArgsPython = "FLEETJOB_ARGS_JSON" // a JSON array of strings
+	envArg      = "FLEETJOB_ARG_"      // + index: one argument
+	envArgsRefs = "FLEETJOB_ARGS_Q"    // shell: "$FLEETJOB_ARG_0" "$FLEETJOB_ARG_1" …, for eval "set -- …"
+	envArgsVars = "FLEETJOB_ARGS_VARS" // shell: the names to unset
+	envArgsN    = "FLEETJOB_ARGS_N"    // python: how many there are
 )
 
 // shellPrelude goes on the first line of a shell script with sensitive
 // args, before the script's own first line (so line numbers hold): it sets
-// the positional parameters from the environment and unsets the variable,
-// so the script's children never see it.
-const shellPrelude = `eval "set -- $` + envArgsShell + `"; unset ` + envArgsShell + `; `
+// the positional parameters and unsets the variables that carried them.
+const shellPrelude = `eval "set -- $` + envArgsRefs + `"; unset $` + envArgsVars + ` ` + envArgsVars + ` ` + envArgsRefs + `; `
 
 // pythonPrelude runs a python script with sensitive args as `python3
-// file args…` would, its sys.argv read from the environment (and removed
-// from it).
-const pythonPrelude = `import json, os, runpy, sys; sys.argv = sys.argv[1:2] + json.loads(os.environ.pop("` + envArgsPython + `")); ` +
+// file args…` would, its sys.argv taken out of the environment.
+const pythonPrelude = `import os, runpy, sys; sys.argv = sys.argv[1:2] + [os.environ.pop("` + envArg + `%d" % i) for i in range(int(os.environ.pop("` + envArgsN + `")))]; ` +
 	`sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0])); runpy.run_path(sys.argv[0], run_name="__main__")`
 
 // openTask returns the task with its script's sealed values opened with
@@ -56,7 +59,7 @@ func (a *Agent) openTask(t *schemas.Task) (*schemas.Task, error) {
 // script's arguments; other args are on the command line as usual.
 func invocation(interp, file string, sc *schemas.Script) (content string, argv, env []string) {
 	content, argv = sc.Content, append([]string{file}, sc.Args...)
-	env = make([]string, 0, len(sc.Env)+1)
+	env = make([]string, 0, len(sc.Env)+len(sc.Args)+2)
 	keys := make([]string, 0, len(sc.Env))
 	for k := range sc.Env {
 		keys = append(keys, k)
@@ -68,20 +71,19 @@ func invocation(interp, file string, sc *schemas.Script) (content string, argv, 
 	if !sc.Sensitive || len(sc.Args) == 0 {
 		return content, argv, env
 	}
-	switch interp {
-	case "python3":
-		b, _ := json.Marshal(sc.Args)
-		return content, []string{"-c", pythonPrelude, file}, append(env, envArgsPython+"="+string(b))
-	default: // bash, sh: schemas.HidesArgs
-		q := make([]string, len(sc.Args))
-		for i, v := range sc.Args {
-			q[i] = shellQuote(v)
-		}
-		return shellPrelude + content, []string{file}, append(env, envArgsShell+"="+strings.Join(q, " "))
+	names := make([]string, len(sc.Args))
+	for i, v := range sc.Args {
+		names[i] = envArg + strconv.Itoa(i)
+		env = append(env, names[i]+"="+v)
 	}
-}
-
-// shellQuote quotes s as one POSIX shell word.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	if interp == "python3" {
+		return content, []string{"-c", pythonPrelude, file}, append(env, envArgsN+"="+strconv.Itoa(len(names)))
+	}
+	// bash, sh: schemas.HidesArgs
+	refs := make([]string, len(names))
+	for i, n := range names {
+		refs[i] = `"$` + n + `"`
+	}
+	return shellPrelude + content, []string{file},
+		append(env, envArgsRefs+"="+strings.Join(refs, " "), envArgsVars+"="+strings.Join(names, " "))
 }

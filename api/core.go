@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/api/riskrules"
@@ -39,6 +40,12 @@ type Deps struct {
 	Risk     *riskrules.Engine
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+
+	// SealKey is the API's curve key, and Enrolments the agents enrolled
+	// for each host: sensitive values are sealed to those agents with it
+	// (seal.go). Without them a job with sensitive values is refused.
+	SealKey    nkeys.KeyPair
+	Enrolments EnrolmentReader
 }
 
 // Core is the command core every surface shares: it submits, stops and
@@ -138,6 +145,9 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 		return 0, false, err
 	}
 	if err := c.checkRisk(spec); err != nil {
+		return 0, false, err
+	}
+	if err := c.seal(ctx, spec); err != nil {
 		return 0, false, err
 	}
 	if cl.key != "" {

@@ -128,8 +128,11 @@ type Script struct {
 	// named none), kept for display; the API sets it.
 	UserAlias string `json:"user_alias,omitempty"`
 	// Sensitive hides Args and Env values in API answers and event data
-	// (BlueKing's is_param_sensitive).
+	// (BlueKing's is_param_sensitive). At submit the API seals them to the
+	// target hosts' agents (Sealed) and leaves Masked in their place.
 	Sensitive bool `json:"sensitive,omitempty"`
+	// Sealed holds the sensitive values, sealed; only the API sets it.
+	Sealed *Sealed `json:"sealed,omitempty"`
 }
 
 // InlineResults reports whether a job's final host results live in its

@@ -67,7 +67,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiSettings(cfg, token)) })
+	apiCfg := apiSettings(cfg, token)
+	apiCfg.SealKeyFile = filepath.Join(cfg.DataDir, "keys", "api-curve.xk") // seals sensitive values to agents
+	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiCfg) })
 	g.Go(func() error { return roles.RunWorkers(gctx, p, cfg.Workers.Count, "serve-"+hostname()) })
 	if !cfg.Agent.Disabled {
 		g.Go(func() error { return roles.RunAgent(gctx, p, acfg, nil) })

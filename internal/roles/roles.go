@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -123,6 +124,10 @@ type APIConfig struct {
 	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
 	// command rules; empty keeps the defaults.
 	RiskRules string
+	// SealKeyFile keeps the API's curve key (made 0600 when missing), which
+	// seals sensitive values to agents; empty uses a key of this process's
+	// own (agents learn the sender's public key with each sealed value).
+	SealKeyFile string
 }
 
 // RunAPI serves the HTTP API on ln until ctx ends.
@@ -161,6 +166,10 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return err
 	}
+	sealKey, enrolled, err := sealing(ctx, p, cfg.SealKeyFile)
+	if err != nil {
+		return err
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
 	core := api.NewCore(cfg.Token, api.Deps{
 		Publisher: api.JetStreamPublisher{JS: p.JS},
@@ -168,6 +177,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
 		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log, Accounts: accounts,
+		SealKey: sealKey, Enrolments: enrolled,
 	})
 	srv := api.New(p.Log, p.Reg, map[string]api.Checker{
 		"nats": func(ctx context.Context) error {
@@ -194,6 +204,25 @@ func openAccounts(ctx context.Context, p Plumbing) (*api.KVAccounts, error) {
 		return nil, err
 	}
 	return api.NewKVAccounts(ctx, kv)
+}
+
+// sealing returns the API's curve key (kept in file, or made for this
+// process) and the enrolled agents it seals sensitive values to.
+func sealing(ctx context.Context, p Plumbing, file string) (nkeys.KeyPair, api.EnrolmentReader, error) {
+	kv, err := p.JS.KeyValue(ctx, schemas.BucketEnrolled)
+	if err != nil {
+		return nil, nil, fmt.Errorf("enrolled bucket: %w", err)
+	}
+	var kp nkeys.KeyPair
+	if file != "" {
+		kp, err = api.LoadOrCreateSealKey(file)
+	} else {
+		kp, err = nkeys.CreateCurveKeys()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("api curve key: %w", err)
+	}
+	return kp, api.KVEnrolments{KV: kv}, nil
 }
 
 // RunAgent runs one agent until ctx ends. Agents of one process share m;

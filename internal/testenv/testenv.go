@@ -170,6 +170,9 @@ type Options struct {
 	// of the binary get the same through FLEETJOB_ACK_WAIT and
 	// FLEETJOB_TASK_ACK_WAIT.
 	AckWait, TaskAckWait time.Duration
+	// LogOutput, when set, gets every component's log (text, debug level)
+	// instead of Logger's, for tests that read what the system logged.
+	LogOutput io.Writer
 }
 
 // System is a running fleetjob: embedded NATS, real Redis, API, workers
@@ -219,6 +222,9 @@ func Start(t testing.TB, o Options) *System {
 	// tests' callback receivers are httptest servers on loopback
 	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),
 		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	if o.LogOutput != nil {
+		s.P.Log = slog.New(slog.NewTextHandler(o.LogOutput, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.P.Top.Ensure(ctx, js); err != nil {
@@ -232,7 +238,8 @@ func Start(t testing.TB, o Options) *System {
 	}
 	s.APIURL = "http://" + ln.Addr().String()
 	s.run(t, "api", func(ctx context.Context) error {
-		return roles.RunAPI(ctx, s.P, ln, roles.APIConfig{Token: s.Token})
+		// the System's API keeps its curve key (sealing sensitive values) 0600 in its dir
+		return roles.RunAPI(ctx, s.P, ln, roles.APIConfig{Token: s.Token, SealKeyFile: filepath.Join(s.Dir, "api", "curve.xk")})
 	})
 	if o.Workers > 0 {
 		s.StartWorkers(t, o.Workers)

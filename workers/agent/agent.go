@@ -18,8 +18,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -78,6 +80,9 @@ type Agent struct {
 	m       *Metrics
 	log     *slog.Logger
 	journal *journal
+	// curve opens the sensitive values sealed to this agent (its public
+	// half is the enrolment's XKey).
+	curve   nkeys.KeyPair
 	spool   string        // where running scripts write their output
 	files   *spoolWatcher // says when spool files are written
 	started time.Time
@@ -117,9 +122,13 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	keys, err := agentkeys.LoadOrCreate(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	halt, haltNow := context.WithCancel(context.Background())
 	return &Agent{
-		cfg: cfg, nc: nc, js: js, m: m,
+		cfg: cfg, nc: nc, js: js, m: m, curve: keys.Curve,
 		log:       log.With("component", "agent", "agent", cfg.ID),
 		running:   map[string]*execution{},
 		cancelled: map[string]time.Time{},
@@ -311,7 +320,13 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, err
 	}
-	logs := newLogStream(a.js, t, nil)
+	// the journal holds the task sealed: open it, so that the log masks
+	// the sensitive values; output that cannot be masked is not published
+	open, err := a.openTask(t)
+	if err != nil {
+		return stored, fmt.Errorf("output of %s not published, its sensitive values do not open: %w", t.ExecID, err)
+	}
+	logs := newLogStream(a.js, open, nil)
 	logs.skip = stored
 	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.lineBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("spool of an interrupted execution", "exec", t.ExecID, "err", err)
@@ -409,7 +424,17 @@ func (a *Agent) onTask(m jetstream.Msg) {
 		_ = m.NakWithDelay(5 * time.Second)
 		return
 	}
-	e := &execution{task: &t, start: start, done: make(chan struct{}), msgAck: func() { _ = m.InProgress() }}
+	run, err := a.openTask(&t) // the journal keeps it sealed
+	if err != nil {
+		r := a.report(&t, schemas.ReportFinished)
+		r.Status, r.Error, r.StartedAt, r.EndedAt = schemas.HostFailed, "cannot open the sensitive values: "+err.Error(), start, time.Now().UTC()
+		if err := a.journal.end(&r); err != nil {
+			a.log.Error("journal", "err", err)
+		}
+		a.finish(ctx, m, &r)
+		return
+	}
+	e := &execution{task: run, start: start, done: make(chan struct{}), msgAck: func() { _ = m.InProgress() }}
 	a.mu.Lock()
 	a.running[t.ExecID] = e
 	a.mu.Unlock()

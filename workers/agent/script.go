@@ -95,14 +95,15 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 	}
 	// The script reaches the interpreter on an inherited descriptor (see
 	// scriptFD): no file on disk, readable by whatever account it runs as.
-	script, err := scriptFD(t.ExecID, sc.Content)
+	// Sensitive args travel in its environment, not on its command line.
+	content, argv, env := invocation(interp, scriptPath, sc)
+	script, err := scriptFD(t.ExecID, content)
 	if err != nil {
 		return failed("script: %v", err)
 	}
 	defer script.Close()
-	file := scriptPath
 
-	cmd := exec.Command(path, append([]string{file}, sc.Args...)...)
+	cmd := exec.Command(path, argv...)
 	cmd.Dir = filepath.Join(a.cfg.DataDir, "scripts")
 	cmd.ExtraFiles = []*os.File{script} // fd 3 = scriptPath
 	cmd.Env = append(baseEnv(),
@@ -111,9 +112,7 @@ func (a *Agent) runScript(e *execution, logs *logStream) outcome {
 		"FLEETJOB_HOST_IP="+t.Target.IP,
 		"FLEETJOB_CLOUD_ID="+strconv.FormatInt(t.Target.CloudID, 10),
 	)
-	for k, v := range sc.Env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if sc.User != "" {
 		if err := runAs(cmd, sc.User); err != nil {

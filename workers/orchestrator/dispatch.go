@@ -54,7 +54,7 @@ func (t *txn) dispatchTable(step int, phase string, end, limit int) {
 		}
 		row := t.set(u, schemas.HostDispatched)
 		row.AgentID = a.ID
-		t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, t.now)})
+		t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, a.ID, t.now)})
 		inflight++
 	}
 }
@@ -72,19 +72,21 @@ func (t *txn) resend() {
 			}
 			u := unit{step: step, idx: i, phase: phase}
 			if a, ok := t.dir.Lookup(t.host(u), t.now); ok {
-				t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, t.st.At(tab.Since[i]))})
+				t.tasks = append(t.tasks, routedTask{pool: a.TaskPool(), agent: a.ID, task: t.task(u, a.ID, t.st.At(tab.Since[i]))})
 			}
 		}
 	}
 }
 
-func (t *txn) task(u unit, dispatchedAt time.Time) schemas.Task {
+// task builds the task of unit u for agent. A script's sealed values go
+// with that agent's own data key only.
+func (t *txn) task(u unit, agent string, dispatchedAt time.Time) schemas.Task {
 	spec := t.spec.Steps[u.step]
 	attempt := t.table(u.step, u.phase).AttemptOf(u.idx)
 	tk := schemas.Task{
 		V: schemas.MessageVersion, ExecID: t.execID(u),
 		JobID: t.st.ID, Step: u.step, Host: u.idx, Attempt: attempt, Phase: u.phase,
-		Target: t.host(u), Kind: spec.Type, Script: spec.Script,
+		Target: t.host(u), Kind: spec.Type, Script: spec.Script.ForAgent(agent),
 		Timeout:       spec.Timeout,
 		NotAfter:      dispatchedAt.Add(time.Duration(t.spec.AgentWait)*time.Second + startSlack),
 		CorrelationID: t.spec.CorrelationID,

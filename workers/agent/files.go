@@ -110,6 +110,9 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 	if dl == nil {
 		return failed("download task without its files")
 	}
+	if err := protectedDestination(dl.Destination, dl.Files); err != nil {
+		return failed("%v", err)
+	}
 	if dl.MustExist {
 		if fi, err := os.Stat(dl.Destination); err != nil || !fi.IsDir() {
 			return failed("destination directory %s does not exist (strict transfer mode)", dl.Destination)

@@ -127,6 +127,14 @@
 //	py-remove-system-file  python3    scan       os.remove/unlink/rmdir, rmtree, Path(...).unlink() of account,
 //	                                             mount, name-service or ssh files in /etc, or of anything under
 //	                                             /bin, /sbin, /boot, /lib*, /usr/bin, /usr/sbin, /usr/lib*
+//	protected-dir          (paths)    intercept  file steps into /, /bin, /boot, /dev, /etc, /lib*, /proc, /root/.ssh,
+//	                                             /home/*/.ssh, /run, /sbin, /sys, /usr, /usr/bin, /usr/sbin, /usr/lib*,
+//	                                             /var, /etc/ssh, /etc/pam.d, /etc/security, /etc/selinux
+//	protected-file         (paths)    intercept  file steps over /etc/passwd, shadow, group, gshadow, sudoers,
+//	                                             ssh/sshd_config, fstab, crypttab, hosts, resolv.conf, ld.so.preload,
+//	                                             ld.so.conf, /root/.ssh/authorized_keys, /root/.bashrc, /root/.profile
+//	system-config-dir      (paths)    scan       file steps into /etc/sudoers.d, cron.d, profile.d, systemd/system,
+//	                                             ld.so.conf.d, modprobe.d, sysctl.d
 //
 // Near misses the defaults let through on purpose: rm -rf /tmp/build,
 // rm -rf ./dist, rm -f /etc/foo.conf, dd if=/dev/zero of=/tmp/file,

@@ -282,3 +282,24 @@ func FuzzBKSourcePath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBKHostIDRecord: the host ids a job records (JobSpec.Extra) read back
+// as the same hosts, IPv6 ones included.
+func FuzzBKHostIDRecord(f *testing.F) {
+	for _, ip := range []string{"10.0.0.1", "fe80::1", "::ffff:10.0.0.1", "2001:db8::1", "fe80::1%eth0"} {
+		f.Add(int64(0), ip, int64(7))
+		f.Add(int64(3), ip, int64(1))
+	}
+	f.Fuzz(func(t *testing.T, cloud int64, ip string, id int64) {
+		h := schemas.Host{CloudID: cloud, IP: ip}
+		if h.Validate() != nil || id < 1 {
+			return
+		}
+		x := &bkHostIndex{byID: map[int64]schemas.Host{id: h}, byHost: map[schemas.Host]int64{h: id}}
+		spec := &schemas.JobSpec{Extra: map[string]string{bkExtraHostIDs: x.record([]schemas.Host{h})}}
+		back := (&Surface{core: &api.Core{}}).bkHosts(spec)
+		if got, ok := back.byID[id]; !ok || got != h || back.byHost[h] != id {
+			t.Errorf("host %+v with id %d recorded as %s reads back as %+v", h, id, spec.Extra[bkExtraHostIDs], back.byID)
+		}
+	})
+}

@@ -123,6 +123,10 @@ func FuzzBKRequest(f *testing.F) {
 	f.Add(uint8(0), uint8(2), true, "bk_scope_type=biz&bk_scope_id=1&job_instance_id=1&job_instance_id=2", []byte(nil))
 	f.Add(uint8(2), uint8(0), true, "bk_scope_type=biz&bk_scope_id=1&create_time_start=x&length=%zz", []byte(nil))
 	f.Add(uint8(3), uint8(1), false, "bk_scope_type=biz", []byte(" "))
+	// the file job's logs (fuzzcore.FileJobID)
+	f.Add(uint8(5), uint8(0), false, "", []byte(`{"bk_scope_type":"biz","bk_scope_id":"1","job_instance_id":2,"step_instance_id":2000,"ip_list":[{"bk_cloud_id":0,"ip":"10.0.0.1"}]}`))
+	f.Add(uint8(1), uint8(0), true, "bk_scope_type=biz&bk_scope_id=1&job_instance_id=2&step_instance_id=2000&bk_cloud_id=0&ip=10.0.0.1", []byte(nil))
+	f.Add(uint8(0), uint8(0), true, "bk_scope_type=biz&bk_scope_id=1&job_instance_id=2&return_ip_result=true", []byte(nil))
 	core, rec := fuzzcore.Core(f)
 	h := fuzzcore.Handler(core, New(core))
 	auth := http.Header{bkHeaderAuthorization: {fmt.Sprintf(`{"bk_app_code":"fuzz","bk_app_secret":%q,"bk_username":"admin"}`, fuzzcore.Token)}}

@@ -4,8 +4,8 @@
 // the property under test is the decoding and the answer to bad input,
 // which come before anything would reach NATS (test/ runs the same routes
 // against real NATS and Redis). The stand-ins hold one job (id JobID, of
-// scope biz:1, running on Host) and one agent on Host, so reads find
-// something to answer from.
+// scope biz:1, running on HostIP; FileJobID, a file step) and one agent on
+// HostIP, so reads find something to answer from.
 package fuzzcore
 
 import (
@@ -33,11 +33,13 @@ import (
 // package and Surfaces are the one place to adjust.
 const Token = "fuzz-admin-token"
 
-// The stand-ins' one job, its host and the agent's BlueKing host id.
+// The stand-ins' jobs (a script job and a file job, both running), their
+// host and the agent's BlueKing host id.
 const (
-	JobID  = 1
-	HostIP = "10.0.0.1"
-	HostID = 101
+	JobID     = 1
+	FileJobID = 2
+	HostIP    = "10.0.0.1"
+	HostID    = 101
 )
 
 // Recorder counts the commands the core publishes, in place of JetStream.
@@ -69,22 +71,30 @@ func Core(tb testing.TB) (*api.Core, *Recorder) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	spec := &schemas.JobSpec{Name: "fuzz", Surface: "bkjob", Scope: &schemas.Scope{Type: "biz", ID: "1"},
-		Targets: []schemas.Host{{IP: HostIP}}, Extra: map[string]string{"bk_task_type": "1"},
-		Steps: []schemas.Step{{Script: &schemas.Script{Content: "echo hi"}}}}
-	if err := spec.Normalize(); err != nil {
-		tb.Fatal(err)
-	}
 	now := time.Now().UTC()
-	st := schemas.NewJobState(JobID, spec, now)
-	st.Status = schemas.JobRunning
+	js := &jobs{now: now, specs: map[int64]*schemas.JobSpec{}, states: map[int64]*schemas.JobState{}}
+	for id, step := range map[int64]schemas.Step{
+		JobID: {Script: &schemas.Script{Content: "echo hi"}},
+		FileJobID: {File: &schemas.FileSpec{Destination: "/opt/app", Sources: []schemas.FileSource{
+			{Hosts: []schemas.Host{{IP: HostIP}}, Paths: []string{"/srv/a.txt"}}}}},
+	} {
+		spec := &schemas.JobSpec{Name: "fuzz", Surface: "bkjob", Scope: &schemas.Scope{Type: "biz", ID: "1"},
+			Targets: []schemas.Host{{IP: HostIP}}, Extra: map[string]string{"bk_task_type": "1"}, Steps: []schemas.Step{step}}
+		if step.File != nil {
+			spec.Extra["bk_task_type"] = "2"
+		}
+		if err := spec.Normalize(); err != nil {
+			tb.Fatal(err)
+		}
+		st := schemas.NewJobState(id, spec, now)
+		st.Status = schemas.JobRunning
+		js.specs[id], js.states[id] = spec, st
+	}
 	rec := &Recorder{}
-	reg := prometheus.NewRegistry()
-	jobs := &jobs{spec: spec, state: st, now: now}
 	core := api.NewCore(Token, api.Deps{
-		Publisher: rec, Claims: &claims{m: map[string]api.ClaimHolder{}}, Jobs: jobs, Search: jobs,
-		Logs: logs{}, Callbacks: jobs, DeadLetters: jobs, Agents: agents{},
-		Risk: risk, Registry: reg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Publisher: rec, Claims: &claims{m: map[string]api.ClaimHolder{}}, Jobs: js, Search: js,
+		Logs: logs{}, Callbacks: js, DeadLetters: js, Agents: agents{},
+		Risk: risk, Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	return core, rec
 }
@@ -137,82 +147,104 @@ func (c *claims) Lookup(_ context.Context, key string) (api.ClaimHolder, bool, e
 	return h, ok, nil
 }
 
-// jobs is the status cache's stand-in: one job.
+// jobs is the status cache's stand-in: two jobs.
 type jobs struct {
-	spec  *schemas.JobSpec
-	state *schemas.JobState
-	now   time.Time
+	now    time.Time
+	specs  map[int64]*schemas.JobSpec
+	states map[int64]*schemas.JobState
 }
 
-func (j *jobs) row() schemas.HostRow {
+func (j *jobs) row(phase string) schemas.HostRow {
 	return schemas.HostRow{HostResult: schemas.HostResult{Host: schemas.Host{IP: HostIP}, Status: schemas.HostRunning,
-		Attempt: 1, StartedAt: j.now, AgentID: "a1"}}
+		Phase: phase, Attempt: 1, StartedAt: j.now, AgentID: "a1"}}
 }
+
+func notFound(id int64) error { return schemas.NotFound("job %d not found", id) }
 
 func (j *jobs) Job(_ context.Context, id int64) (schemas.JobSummary, error) {
-	if id != JobID {
-		return schemas.JobSummary{}, schemas.NotFound("job %d not found", id)
+	spec, ok := j.specs[id]
+	if !ok {
+		return schemas.JobSummary{}, notFound(id)
 	}
-	return schemas.JobSummary{ID: id, Name: j.spec.Name, Status: j.state.Status, Surface: j.spec.Surface,
+	return schemas.JobSummary{ID: id, Name: spec.Name, Status: j.states[id].Status, Surface: spec.Surface,
 		CreatedAt: j.now, UpdatedAt: j.now, TotalHosts: 1, Counts: map[string]int{"running": 1},
-		Steps: []schemas.StepSummary{{Type: schemas.StepScript, Status: schemas.JobRunning}}}, nil
+		Steps: []schemas.StepSummary{{Type: spec.Steps[0].Type, Status: schemas.JobRunning}}}, nil
 }
 
 func (j *jobs) Load(_ context.Context, id int64) (*schemas.JobSpec, *schemas.JobState, error) {
-	if id != JobID {
-		return nil, nil, schemas.NotFound("job %d not found", id)
+	spec, ok := j.specs[id]
+	if !ok {
+		return nil, nil, notFound(id)
 	}
-	return j.spec, j.state, nil
+	return spec, j.states[id], nil
 }
 
 func (j *jobs) Hosts(_ context.Context, id int64) ([]schemas.HostRow, error) {
-	if id != JobID {
-		return nil, schemas.NotFound("job %d not found", id)
+	spec, ok := j.specs[id]
+	if !ok {
+		return nil, notFound(id)
 	}
-	return []schemas.HostRow{j.row()}, nil
+	if spec.Steps[0].File != nil {
+		return []schemas.HostRow{j.row(schemas.PhaseUpload), j.row("")}, nil
+	}
+	return []schemas.HostRow{j.row("")}, nil
 }
 
-func (j *jobs) Results(_ context.Context, id int64, step int, _ string, idx []int) (map[int]schemas.HostResult, error) {
+func (j *jobs) Results(_ context.Context, id int64, step int, phase string, idx []int) (map[int]schemas.HostResult, error) {
 	out := map[int]schemas.HostResult{}
-	if id == JobID && step == 0 {
+	if _, ok := j.specs[id]; ok && step == 0 {
 		for _, i := range idx {
 			if i == 0 {
-				out[0] = j.row().HostResult
+				out[0] = j.row(phase).HostResult
 			}
 		}
 	}
 	return out, nil
 }
 
-func (j *jobs) UploadResults(context.Context, int64, int, int) (map[int]schemas.HostResult, error) {
-	return map[int]schemas.HostResult{}, nil
+func (j *jobs) UploadResults(_ context.Context, id int64, step, units int) (map[int]schemas.HostResult, error) {
+	out := map[int]schemas.HostResult{}
+	if spec, ok := j.specs[id]; ok && step == 0 && spec.Steps[0].File != nil && units > 0 {
+		out[0] = j.row(schemas.PhaseUpload).HostResult
+	}
+	return out, nil
 }
 
-func (j *jobs) List(_ context.Context, q api.JobQuery) ([]schemas.JobSummary, int, error) {
-	sum, _ := j.Job(context.Background(), JobID)
-	return []schemas.JobSummary{sum}, 1, nil
+func (j *jobs) summaries() []schemas.JobSummary {
+	var out []schemas.JobSummary
+	for _, id := range []int64{FileJobID, JobID} {
+		sum, _ := j.Job(context.Background(), id)
+		out = append(out, sum)
+	}
+	return out
+}
+
+func (j *jobs) List(context.Context, api.JobQuery) ([]schemas.JobSummary, int, error) {
+	return j.summaries(), len(j.specs), nil
 }
 
 func (j *jobs) HostJobs(_ context.Context, h schemas.Host, _ int) ([]int64, error) {
 	if h.IP == HostIP {
-		return []int64{JobID}, nil
+		return []int64{FileJobID, JobID}, nil
 	}
 	return nil, nil
 }
 
 func (j *jobs) JobsBefore(_ context.Context, below int64, _ int) ([]schemas.JobSummary, int64, error) {
-	if below > JobID {
-		sum, _ := j.Job(context.Background(), JobID)
-		return []schemas.JobSummary{sum}, 0, nil
+	var out []schemas.JobSummary
+	for _, sum := range j.summaries() {
+		if sum.ID < below {
+			out = append(out, sum)
+		}
 	}
-	return nil, 0, nil
+	return out, 0, nil
 }
 
 func (j *jobs) Facts(_ context.Context, ids []int64) (map[int64]api.JobFacts, error) {
 	out := map[int64]api.JobFacts{}
 	for _, id := range ids {
-		if id == JobID {
-			out[id] = api.JobFacts{Scope: j.spec.Scope, StepTypes: []string{schemas.StepScript}, Extra: j.spec.Extra}
+		if spec, ok := j.specs[id]; ok {
+			out[id] = api.JobFacts{Scope: spec.Scope, StepTypes: []string{spec.Steps[0].Type}, Extra: spec.Extra}
 		}
 	}
 	return out, nil
@@ -221,8 +253,10 @@ func (j *jobs) Facts(_ context.Context, ids []int64) (map[int64]api.JobFacts, er
 func (j *jobs) JobsOnHosts(_ context.Context, hosts []schemas.Host, ids []int64) (map[int64]bool, error) {
 	out := map[int64]bool{}
 	for _, h := range hosts {
-		if h.IP == HostIP {
-			out[JobID] = true
+		for _, id := range ids {
+			if _, ok := j.specs[id]; ok && h.IP == HostIP {
+				out[id] = true
+			}
 		}
 	}
 	return out, nil

@@ -225,18 +225,23 @@ func (c *Core) Resolve(ctx context.Context, cl Claim) (int64, bool, error) {
 	return h.ID, found, err
 }
 
-// checkRisk runs every script step through the high-risk command rules:
-// an intercept refuses the job, scan findings are recorded on it.
+// checkRisk runs every script step through the high-risk command rules
+// and every file step's destination through the destination rules: an
+// intercept refuses the job, scan findings are recorded on it.
 func (c *Core) checkRisk(spec *schemas.JobSpec) error {
 	spec.Warnings = nil
 	if c.deps.Risk == nil {
 		return nil
 	}
 	for i, st := range spec.Steps {
-		if st.Script == nil {
-			continue
+		var findings []riskrules.Finding
+		var err error
+		switch {
+		case st.Script != nil:
+			findings, err = c.deps.Risk.Check(st.Script.Interpreter, st.Script.Content)
+		case st.File != nil: // protected destinations
+			findings, err = c.deps.Risk.CheckFile(st.File)
 		}
-		findings, err := c.deps.Risk.Check(st.Script.Interpreter, st.Script.Content)
 		if err != nil {
 			return fmt.Errorf("steps[%d]: %w", i, err)
 		}

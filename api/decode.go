@@ -80,7 +80,11 @@ func describeJSONError(body []byte, err error, into reflect.Type) error {
 	case errors.As(err, &se):
 		return fmt.Errorf("%v at offset %d: %w", se, se.Offset, ErrMalformed)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return schemas.Invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if name == "" { // {"": 1}: a field error needs a field
+			return schemas.Invalid("body", `unknown field ""`)
+		}
+		return schemas.Invalid(name, "unknown field")
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("truncated JSON: %w", ErrMalformed)
 	}

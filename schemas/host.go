@@ -93,13 +93,24 @@ func (h *Host) Validate() error {
 	return nil
 }
 
-// ParseHost reads "ip" or "cloud:ip".
+// ParseHost reads "ip" or "cloud:ip"; an IPv6 address may be bracketed,
+// "[ip]" or "cloud:[ip]", which is the only way to give it a cloud
+// ("0:fe80::1" is itself an IPv6 address).
 func ParseHost(s string) (Host, error) {
 	h := Host{IP: s}
 	if i := strings.LastIndex(s, ":"); i > 0 && !strings.Contains(s[:i], ":") {
 		cloud, err := strconv.ParseInt(s[:i], 10, 64)
 		if err == nil {
 			h = Host{CloudID: cloud, IP: s[i+1:]}
+		}
+	} else if c, ip, ok := strings.Cut(s, "["); ok && strings.HasSuffix(ip, "]") && (c == "" || strings.HasSuffix(c, ":")) {
+		h = Host{IP: strings.TrimSuffix(ip, "]")}
+		if c != "" {
+			cloud, err := strconv.ParseInt(strings.TrimSuffix(c, ":"), 10, 64)
+			if err != nil {
+				return Host{}, fmt.Errorf("host %q: %w", s, ErrInvalid)
+			}
+			h.CloudID = cloud
 		}
 	}
 	if err := h.Validate(); err != nil {

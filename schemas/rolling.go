@@ -108,11 +108,19 @@ func RollingBatches(expr string, n int) ([]int, error) {
 			s = size(terms[i])
 		default:
 			last := terms[len(terms)-1]
+			// saturating: a huge step is the rest of the hosts, never an
+			// overflow ("2 *4611686018427387904" made negative batches)
 			switch last.kind {
 			case '+':
-				s = prev + last.v
+				s = n
+				if last.v < n-prev {
+					s = prev + last.v
+				}
 			case '*':
-				s = prev * last.v
+				s = n
+				if prev == 0 || last.v <= n/prev {
+					s = prev * last.v
+				}
 			default:
 				s = size(last)
 			}

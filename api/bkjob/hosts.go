@@ -87,7 +87,7 @@ func (x *bkHostIndex) record(hosts ...[]schemas.Host) string {
 	for _, hs := range hosts {
 		for _, h := range hs {
 			if id := x.byHost[h]; id > 0 {
-				m[h.String()] = id
+				m[hostKey(h)] = id
 			}
 		}
 	}
@@ -96,6 +96,15 @@ func (x *bkHostIndex) record(hosts ...[]schemas.Host) string {
 	}
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// hostKey writes a host as schemas.ParseHost reads it back: "cloud:ip",
+// with an IPv6 address bracketed ("0:fe80::1" is itself an IPv6 address).
+func hostKey(h schemas.Host) string {
+	if strings.Contains(h.IP, ":") {
+		return fmt.Sprintf("%d:[%s]", h.CloudID, h.IP)
+	}
+	return h.String()
 }
 
 // targets resolves target_server, which must name at least one host.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -312,6 +313,9 @@ func bkSource(p string, fs bkFileSource, hosts *bkHostIndex, v *bkInvalid) (sche
 // that already starts with "REGEX:" passes through.
 func bkSourcePath(p string) (string, error) {
 	p = strings.TrimSpace(p)
+	if !utf8.ValidString(p) { // a path the regexp below could not quote
+		return p, fmt.Errorf("%q is not valid UTF-8", p)
+	}
 	if strings.HasPrefix(p, "REGEX:") {
 		return p, nil
 	}

@@ -53,9 +53,14 @@ const (
 	pyPfx = `[rRbBuUfF]*`
 )
 
-// Defaults returns the shipped rule set, a new slice on every call. The
-// package comment lists it; testdata/defaults.json holds it as a rule file.
+// Defaults returns the shipped rule set, script rules then destination
+// rules (DestinationDefaults), a new slice on every call. The package
+// comment lists it; testdata/defaults.json holds it as a rule file.
 func Defaults() []Rule {
+	return append(scriptDefaults(), DestinationDefaults()...)
+}
+
+func scriptDefaults() []Rule {
 	py := []string{"python3"}
 	shells := []string{"bash", "sh"}
 	return []Rule{

@@ -45,6 +45,23 @@
 // script, base64). Execution accounts, scopes and review are the controls
 // for that.
 //
+// # Destination rules
+//
+// A rule with "paths" instead of "pattern" guards file steps
+// (destinations.go): a step may not write into a protected directory
+// itself (/, /etc, /boot, /bin, /sbin, /lib*, /usr, /usr/bin, /usr/sbin,
+// /usr/lib*, /proc, /sys, /dev, /run, /var, /root/.ssh, /home/*/.ssh,
+// /etc/ssh, /etc/pam.d, ...) nor over a critical file (/etc/passwd,
+// /etc/shadow, /etc/sudoers, /etc/ssh/sshd_config, authorized_keys, ...),
+// judged on the cleaned destination (/etc/../etc/, //etc, /etc/. are
+// /etc) and the names of the files it writes (a glob or REGEX: source
+// counts as every name it could produce). Subdirectories stay allowed:
+// /etc/myapp, /usr/local/app, /usr/local/bin. Paths are absolute, clean
+// path.Match patterns; actions are the same. The shipped scan rule
+// system-config-dir records writes into /etc/sudoers.d, /etc/cron.d,
+// /etc/systemd/system and the like. Agents refuse the intercept defaults
+// again on the destination as it resolves on the host, symlinks followed.
+//
 // # Rule file
 //
 // Load reads a JSON file that replaces the defaults (append Defaults() to
@@ -65,7 +82,9 @@
 //
 // id names the rule in findings and errors (letters, digits, '.', '_', '-',
 // at most 64, unique); languages is a subset of bash, sh and python3, and
-// empty or absent means all of them; pattern is required; action is "scan"
+// empty or absent means all of them; pattern is required, unless the rule
+// is a destination rule, which has paths instead: {"id": "no-opt",
+// "paths": ["/opt", "/srv/*"], "action": "intercept"}; action is "scan"
 // or "intercept"; description is shown in findings and errors. Unknown keys
 // are an error. New reports every bad rule by id.
 //
@@ -108,6 +127,14 @@
 //	py-remove-system-file  python3    scan       os.remove/unlink/rmdir, rmtree, Path(...).unlink() of account,
 //	                                             mount, name-service or ssh files in /etc, or of anything under
 //	                                             /bin, /sbin, /boot, /lib*, /usr/bin, /usr/sbin, /usr/lib*
+//	protected-dir          (paths)    intercept  file steps into /, /bin, /boot, /dev, /etc, /lib*, /proc, /root/.ssh,
+//	                                             /home/*/.ssh, /run, /sbin, /sys, /usr, /usr/bin, /usr/sbin, /usr/lib*,
+//	                                             /var, /etc/ssh, /etc/pam.d, /etc/security, /etc/selinux
+//	protected-file         (paths)    intercept  file steps over /etc/passwd, shadow, group, gshadow, sudoers,
+//	                                             ssh/sshd_config, fstab, crypttab, hosts, resolv.conf, ld.so.preload,
+//	                                             ld.so.conf, /root/.ssh/authorized_keys, /root/.bashrc, /root/.profile
+//	system-config-dir      (paths)    scan       file steps into /etc/sudoers.d, cron.d, profile.d, systemd/system,
+//	                                             ld.so.conf.d, modprobe.d, sysctl.d
 //
 // Near misses the defaults let through on purpose: rm -rf /tmp/build,
 // rm -rf ./dist, rm -f /etc/foo.conf, dd if=/dev/zero of=/tmp/file,

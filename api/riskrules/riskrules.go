@@ -41,7 +41,11 @@ type Rule struct {
 	// empty means every language.
 	Languages []string `json:"languages,omitempty"`
 	// Pattern is an RE2 regular expression matched against each line.
-	Pattern string `json:"pattern"`
+	Pattern string `json:"pattern,omitempty"`
+	// Paths, instead of Pattern, makes the rule a destination rule
+	// (destinations.go): absolute path.Match patterns of directories a
+	// file step may not write into and files it may not write.
+	Paths []string `json:"paths,omitempty"`
 	// Action is ActionScan or ActionIntercept.
 	Action      string `json:"action"`
 	Description string `json:"description,omitempty"`
@@ -63,6 +67,7 @@ type Finding struct {
 // for concurrent use.
 type Engine struct {
 	rules []compiled
+	dests []compiled // destination rules
 }
 
 type compiled struct {
@@ -88,6 +93,9 @@ func New(rules []Rule) (*Engine, error) {
 			errs = append(errs, fmt.Errorf("rule %q: %w", r.ID, err))
 		case seen[r.ID]:
 			errs = append(errs, fmt.Errorf("rule %q: duplicate id", r.ID))
+		case len(c.Paths) > 0:
+			seen[r.ID] = true
+			e.dests = append(e.dests, c)
 		default:
 			seen[r.ID] = true
 			e.rules = append(e.rules, c)
@@ -106,8 +114,16 @@ func compile(r Rule) (compiled, error) {
 	if r.Action != ActionScan && r.Action != ActionIntercept {
 		return compiled{}, fmt.Errorf("action %q: want %q or %q", r.Action, ActionScan, ActionIntercept)
 	}
+	if len(r.Paths) > 0 {
+		if err := compilePaths(r); err != nil {
+			return compiled{}, err
+		}
+		c := compiled{Rule: r}
+		c.Paths = append([]string(nil), r.Paths...)
+		return c, nil
+	}
 	if r.Pattern == "" {
-		return compiled{}, errors.New("empty pattern")
+		return compiled{}, errors.New("empty pattern (or paths, for a destination rule)")
 	}
 	re, err := regexp.Compile(r.Pattern)
 	if err != nil {

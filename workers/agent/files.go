@@ -134,6 +134,9 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 	if dl == nil {
 		return failed("download task without its files")
 	}
+	if err := protectedDestination(dl.Destination, dl.Files); err != nil {
+		return failed("%v", err)
+	}
 	as, err := actAs(dl.Owner)
 	if err != nil {
 		return failed("destination account: %v", err)

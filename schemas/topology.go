@@ -295,6 +295,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketActive, "jobs not yet final"),
 		kv(BucketDeadLetters, "messages that failed for good"),
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
+		kv(BucketEnrolments, "enrolment tokens not yet used, by hash"),
 		leases,
 	}
 }

@@ -48,6 +48,7 @@ func (s *Surface) Register(e *echo.Echo) {
 	g.POST("/jobs/:id/steps/:step/:op", s.operateStep, auth)
 	g.GET("/agents", s.listAgents, auth)
 	g.GET("/deadletters", s.listDeadLetters, auth)
+	s.registerEnrol(g)
 }
 
 // SubmitRequest is the body of POST /v1/jobs.

@@ -68,7 +68,13 @@ func (p Plumbing) Registry(ctx context.Context) (*registry.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agents bucket: %w", err)
 	}
-	return registry.New(kv, AgentTTL), nil
+	enrolled, err := p.JS.KeyValue(ctx, schemas.BucketEnrolled)
+	if err != nil {
+		return nil, fmt.Errorf("enrolled bucket: %w", err)
+	}
+	r := registry.New(kv, enrolled, AgentTTL, p.Log)
+	r.Register(p.Reg)
+	return r, nil
 }
 
 // RunWorkers runs n workers and one log indexer until ctx ends.
@@ -123,6 +129,11 @@ type APIConfig struct {
 	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
 	// command rules; empty keeps the defaults.
 	RiskRules string
+	// Issuer signs enrolled agents' NATS credentials; nil issues none
+	// (NATS without authentication) but still prepares their consumers.
+	Issuer api.AgentIssuer
+	// AgentNATSURLs are the NATS URLs enrolled agents are told to join.
+	AgentNATSURLs []string
 }
 
 // RunAPI serves the HTTP API on ln until ctx ends.
@@ -157,13 +168,17 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return fmt.Errorf("dead letters bucket: %w", err)
 	}
+	enroller, err := p.Enroller(ctx, cfg.Issuer, cfg.AgentNATSURLs)
+	if err != nil {
+		return err
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
 	core := api.NewCore(cfg.Token, api.Deps{
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
-		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log,
+		Agents: dir, Risk: risk, Enrol: enroller, Registry: p.Reg, Log: p.Log,
 	})
 	srv := api.New(p.Log, p.Reg, map[string]api.Checker{
 		"nats": func(ctx context.Context) error {

@@ -371,3 +371,29 @@ func (en *Enroller) Enrolment(ctx context.Context, id string) (schemas.Enrolment
 	}
 	return rec, nil
 }
+
+// Allow adds host to an enrolled agent's hosts (compare-and-set): an
+// admin's change of what the agent may serve.
+func (en *Enroller) Allow(ctx context.Context, id string, host schemas.Host) error {
+	if err := host.Validate(); err != nil {
+		return err
+	}
+	e, err := en.Enrolled.Get(ctx, id)
+	if err != nil {
+		return schemas.Unavailable(err, "read the enrolment of %s", id)
+	}
+	var rec schemas.Enrolment
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return fmt.Errorf("enrolment of %s: %w", id, err)
+	}
+	if rec.Allows(host) {
+		return nil
+	}
+	rec.Hosts = append(rec.Hosts, host)
+	b, _ := json.Marshal(rec)
+	if _, err := en.Enrolled.Update(ctx, id, b, e.Revision()); err != nil {
+		return schemas.Unavailable(err, "update the enrolment of %s", id)
+	}
+	en.Log.Info("agent host allowed", "agent", id, "host", host.String())
+	return nil
+}

@@ -41,7 +41,7 @@ var ErrNoNATSCredentials = errors.New("NATS credentials not configured: the agen
 // Enrolment token limits.
 const (
 	DefaultEnrolTTL = time.Hour
-	MaxEnrolTTL     = 7 * 24 * time.Hour
+	MaxEnrolTTL     = schemas.MaxEnrolTTL
 	// enrolTokenPrefix marks fleetjob enrolment tokens, for secret scanners.
 	enrolTokenPrefix = "fje_"
 )

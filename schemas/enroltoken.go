@@ -13,6 +13,10 @@ import (
 // deleted, compare-and-set on its revision, when an agent uses it.
 const BucketEnrolments = "enrolments"
 
+// MaxEnrolTTL is the longest an enrolment token may be used for; the
+// tokens bucket drops entries older than that, used or not.
+const MaxEnrolTTL = 7 * 24 * time.Hour
+
 // EnrolmentGrant is what an enrolment token allows the agent that uses it:
 // the Enrolment it will get, less the keys. The token itself is never
 // stored, only its hash (the grant's key).

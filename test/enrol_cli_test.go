@@ -92,6 +92,16 @@ func TestAgentEnrolsWithTheBinary(t *testing.T) {
 		t.Fatalf("a used token: ok=%v %s", ok, errs)
 	}
 
+	// a load simulator's pool enrols once for its range
+	simTok, errs, ok := runCLI(t, []string{"FLEETJOB_TOKEN=" + s.Token}, append([]string{"enrolment", "create", "--simulator",
+		"--agent-id", "clis", "--range", "0:10.77.0.1-10.77.0.3"}, admin...)...)
+	if !ok {
+		t.Fatalf("simulator enrolment token: %s", errs)
+	}
+	startProc(t, "", env, "agent", "--simulate", "3", "--sim-pool", "clis", "--sim-first-ip", "10.77.0.1", "--data-dir", t.TempDir(),
+		"--enrol", s.APIURL, "--token", simTok)
+	s.WaitAgent(t, "clis-2")
+
 	out, errs, ok := runCLI(t, []string{"FLEETJOB_TOKEN=" + s.Token}, append([]string{"agent", "revoke", "cli1"}, admin...)...)
 	if !ok || !strings.Contains(out, "revoked") {
 		t.Fatalf("agent revoke: %q %s", out, errs)

@@ -91,7 +91,8 @@ func (r *Registry) judge(id string) {
 		delete(r.refusing, id)
 		return
 	}
-	if why := r.refusal(a); why != "" {
+	en, why := r.refusal(a)
+	if why != "" {
 		r.refused.WithLabelValues(why).Inc()
 		if r.refusing[id] != why {
 			r.refusing[id] = why
@@ -100,33 +101,51 @@ func (r *Registry) judge(id string) {
 		return
 	}
 	delete(r.refusing, id)
+	a.Labels = trustedLabels(a.Labels, en.Labels)
 	r.agents[id] = a
 	r.byHost[a.Host()] = append(r.byHost[a.Host()], id)
 }
 
-// refusal says why a claim is refused, or "" when its enrolment allows it.
-func (r *Registry) refusal(a schemas.AgentInfo) string {
+// refusal says why a claim is refused, or "" when its enrolment (which
+// it returns) allows it.
+func (r *Registry) refusal(a schemas.AgentInfo) (schemas.Enrolment, string) {
 	if a.ID == "" {
-		return refusedRecord
+		return schemas.Enrolment{}, refusedRecord
 	}
 	key := a.ID
 	if a.Simulated {
 		pool, ok := schemas.SimulatedOf(a)
 		if !ok {
-			return refusedRecord
+			return schemas.Enrolment{}, refusedRecord
 		}
 		key = pool
 	}
 	en, ok := r.enrolments[key]
 	switch {
 	case !ok || en.Simulator != a.Simulated:
-		return refusedNotEnrolled
+		return en, refusedNotEnrolled
 	case en.Revoked != nil:
-		return refusedRevoked
+		return en, refusedRevoked
 	case !en.Allows(a.Host()):
-		return refusedHost
+		return en, refusedHost
 	}
-	return ""
+	return en, ""
+}
+
+// trustedLabels are an agent's own labels with its enrolment's on top:
+// what an admin enrolled it with wins over what it says of itself.
+func trustedLabels(claimed, enrolled map[string]string) map[string]string {
+	if len(enrolled) == 0 {
+		return claimed
+	}
+	out := make(map[string]string, len(claimed)+len(enrolled))
+	for k, v := range claimed {
+		out[k] = v
+	}
+	for k, v := range enrolled {
+		out[k] = v
+	}
+	return out
 }
 
 // Enrolment returns the enrolment an agent's claims are judged by (its

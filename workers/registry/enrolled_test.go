@@ -45,9 +45,13 @@ func TestClaimsAreJudgedByEnrolment(t *testing.T) {
 	if served(h1) != "" || refused(refusedNotEnrolled) != 1 {
 		t.Fatalf("an agent without enrolment serves %s", h1)
 	}
-	r.applyEnrolment(enrolEntry(schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{h1}}))
+	r.applyEnrolment(enrolEntry(schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{h1}, Labels: map[string]string{"role": "db"}}))
 	if served(h1) != "a1" {
 		t.Fatal("enrolment did not admit the agent's standing claim")
+	}
+	r.apply(ctx, claim(schemas.AgentInfo{ID: "a1", IP: h1.IP, LastSeen: now, Labels: map[string]string{"role": "web", "os": "linux"}}), now)
+	if a, _ := r.Agent("a1"); a.Labels["role"] != "db" || a.Labels["os"] != "linux" {
+		t.Fatalf("labels %v: the enrolment's must win over the agent's own", a.Labels)
 	}
 	// a1 now claims h2, which it was not enrolled for
 	r.apply(ctx, claim(schemas.AgentInfo{ID: "a1", IP: h2.IP, LastSeen: now}), now)

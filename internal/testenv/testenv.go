@@ -334,7 +334,8 @@ type EnrolResult struct {
 // Enrol enrols agent id for host ip (cloud 0) in scope ("" for none) the
 // way a real agent does: an admin makes an enrolment token, and the agent
 // sends its public keys (made in dataDir, where an agent process started
-// with --data-dir dataDir finds them) with it.
+// with --data-dir dataDir finds them, with the credentials it is issued)
+// with it.
 func (s *System) Enrol(t testing.TB, id, ip, dataDir, scope string) EnrolResult {
 	t.Helper()
 	tok := s.EnrolToken(t, map[string]any{"agent": id, "scope": scope, "hosts": []string{ip}, "ttl": "1m"})
@@ -342,7 +343,13 @@ func (s *System) Enrol(t testing.TB, id, ip, dataDir, scope string) EnrolResult 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.EnrolWith(t, tok, id, keys)
+	res := s.EnrolWith(t, tok, id, keys)
+	if res.JWT != "" {
+		if err := agentkeys.WriteCreds(dataDir, res.JWT, keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
 }
 
 // EnrolToken makes an enrolment token through the API (admin).

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,10 +62,12 @@ type Enroller struct {
 
 // TokenRequest is what an admin allows the agent that will use a token.
 type TokenRequest struct {
-	Agent     string              `json:"agent,omitempty"`
-	Scope     string              `json:"scope,omitempty"`
-	Labels    map[string]string   `json:"labels,omitempty"`
-	Hosts     []schemas.Host      `json:"hosts"`
+	Agent  string            `json:"agent,omitempty"`
+	Scope  string            `json:"scope,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Hosts  []schemas.Host    `json:"hosts"`
+	// HostIDs are the CMDB host ids (BlueKing bk_host_id) it may claim.
+	HostIDs   []int64             `json:"host_ids,omitempty"`
 	Ranges    []schemas.HostRange `json:"ranges,omitempty"`
 	Simulator bool                `json:"simulator,omitempty"`
 	// TTL is how long the token may be used, in Go duration syntax
@@ -162,11 +165,17 @@ func (req TokenRequest) grant(now time.Time) (schemas.EnrolmentGrant, error) {
 		}
 	}
 	g.Ranges = req.Ranges
+	for i, id := range req.HostIDs {
+		if id <= 0 {
+			fe.Add(fmt.Sprintf("host_ids[%d]", i), "want a positive host id, got %d", id)
+		}
+	}
+	g.HostIDs = req.HostIDs
 	if len(req.Hosts) == 0 && len(req.Ranges) == 0 {
 		fe.Add("hosts", "name at least one host (cloud_id, ip) the agent may serve")
 	}
-	if len(req.Hosts) > 1000 || len(req.Ranges) > 100 {
-		fe.Add("hosts", "at most 1000 hosts and 100 ranges")
+	if len(req.Hosts) > 1000 || len(req.Ranges) > 100 || len(req.HostIDs) > 1000 {
+		fe.Add("hosts", "at most 1000 hosts, 1000 host ids and 100 ranges")
 	}
 	if req.Simulator != (len(req.Ranges) > 0) {
 		fe.Add("ranges", "ranges are for simulator pools (simulator: true), and a simulator pool needs ranges")
@@ -295,7 +304,7 @@ func (en *Enroller) Enrol(ctx context.Context, g Grant, req EnrolRequest, now ti
 		return EnrolResponse{}, schemas.Unavailable(err, "use the enrolment token")
 	}
 	rec := schemas.Enrolment{Agent: req.Agent, Scope: g.Scope, Labels: g.Labels, Hosts: g.Hosts, Ranges: g.Ranges,
-		Simulator: g.Simulator, NKey: req.NKey, XKey: req.XKey, Enrolled: now.UTC()}
+		Simulator: g.Simulator, HostIDs: g.HostIDs, NKey: req.NKey, XKey: req.XKey, Enrolled: now.UTC()}
 	b, _ := json.Marshal(rec)
 	if prevRev == 0 {
 		_, err = en.Enrolled.Create(ctx, req.Agent, b)
@@ -372,9 +381,9 @@ func (en *Enroller) Enrolment(ctx context.Context, id string) (schemas.Enrolment
 	return rec, nil
 }
 
-// Allow adds host to an enrolled agent's hosts (compare-and-set): an
-// admin's change of what the agent may serve.
-func (en *Enroller) Allow(ctx context.Context, id string, host schemas.Host) error {
+// Allow adds host, and hostID unless 0, to what an enrolled agent may
+// claim (compare-and-set): an admin's change of what it may serve.
+func (en *Enroller) Allow(ctx context.Context, id string, host schemas.Host, hostID int64) error {
 	if err := host.Validate(); err != nil {
 		return err
 	}
@@ -386,10 +395,16 @@ func (en *Enroller) Allow(ctx context.Context, id string, host schemas.Host) err
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		return fmt.Errorf("enrolment of %s: %w", id, err)
 	}
-	if rec.Allows(host) {
+	hasID := hostID == 0 || slices.Contains(rec.HostIDs, hostID)
+	if rec.Allows(host) && hasID {
 		return nil
 	}
-	rec.Hosts = append(rec.Hosts, host)
+	if !rec.Allows(host) {
+		rec.Hosts = append(rec.Hosts, host)
+	}
+	if !hasID {
+		rec.HostIDs = append(rec.HostIDs, hostID)
+	}
 	b, _ := json.Marshal(rec)
 	if _, err := en.Enrolled.Update(ctx, id, b, e.Revision()); err != nil {
 		return schemas.Unavailable(err, "update the enrolment of %s", id)

@@ -24,6 +24,9 @@ type Enrolment struct {
 	// whose identities "<agent>-<i>" may claim hosts in Ranges.
 	Ranges    []HostRange `json:"ranges,omitempty"`
 	Simulator bool        `json:"simulator,omitempty"`
+	// HostIDs are the CMDB host ids (BlueKing bk_host_id) the agent may
+	// claim; any other id it claims is ignored.
+	HostIDs []int64 `json:"host_ids,omitempty"`
 	// NKey is the public user key its NATS credentials were issued to.
 	NKey string `json:"nkey,omitempty"`
 	// XKey is its public curve key: sensitive values are sealed to it.

@@ -26,6 +26,8 @@ type EnrolmentGrant struct {
 	Scope  Scope             `json:"scope"`
 	Labels map[string]string `json:"labels,omitempty"`
 	Hosts  []Host            `json:"hosts,omitempty"`
+	// HostIDs are the CMDB host ids (bk_host_id) it may claim.
+	HostIDs []int64 `json:"host_ids,omitempty"`
 	// Ranges and Simulator are for load simulators (agent --simulate):
 	// the pool's identities are "<agent>-<i>" and may serve the hosts of
 	// Ranges.

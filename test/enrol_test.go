@@ -58,7 +58,7 @@ func keysBody(t *testing.T, id string) map[string]any {
 func TestEnrolmentTokenWorksOnce(t *testing.T) {
 	s := testenv.Start(t, testenv.Options{})
 	tok := s.EnrolToken(t, map[string]any{"scope": "biz:2", "hosts": []any{"10.0.0.5", map[string]any{"cloud_id": 3, "ip": "10.0.0.6"}},
-		"labels": map[string]string{"rack": "r1"}, "ttl": "10m"})
+		"labels": map[string]string{"rack": "r1"}, "host_ids": []int64{101}, "ttl": "10m"})
 	body := keysBody(t, "e1")
 	if code, p := enrolReq(t, s, tok, "e1", body); code != http.StatusCreated {
 		t.Fatalf("first use: %d %+v", code, p)
@@ -70,7 +70,7 @@ func TestEnrolmentTokenWorksOnce(t *testing.T) {
 	if code := s.JSON(t, "GET", "/v1/agents/e1/enrolment", nil, nil, &rec); code != 200 {
 		t.Fatalf("enrolment of e1: %d", code)
 	}
-	if rec.Scope.String() != "biz:2" || rec.NKey != body["nkey"] || rec.XKey != body["xkey"] || rec.Labels["rack"] != "r1" ||
+	if rec.Scope.String() != "biz:2" || rec.NKey != body["nkey"] || rec.XKey != body["xkey"] || rec.Labels["rack"] != "r1" || len(rec.HostIDs) != 1 || rec.HostIDs[0] != 101 ||
 		!rec.Allows(schemas.Host{CloudID: 3, IP: "10.0.0.6"}) || rec.Allows(schemas.Host{IP: "10.0.0.6"}) {
 		t.Fatalf("enrolment record %+v", rec)
 	}
@@ -129,6 +129,7 @@ func TestEnrolmentRefusals(t *testing.T) {
 		{"hosts": []string{"10.0.0.5"}, "agent": "a.b"},
 		{"hosts": []string{"10.0.0.5"}, "ranges": []map[string]any{{"first": "10.0.0.1", "last": "10.0.0.9"}}},
 		{"hosts": []string{"10.0.0.5"}, "labels": map[string]string{"": "x"}},
+		{"hosts": []string{"10.0.0.5"}, "host_ids": []int64{0}},
 	} {
 		if code, b := s.Do(t, "POST", "/v1/enrolments", bad, nil); code != 400 || !strings.Contains(string(b), "problem") && !strings.Contains(string(b), "errors") {
 			t.Errorf("token for %v: %d %s, want 400", bad, code, b)

@@ -239,6 +239,7 @@ func enrolmentCmd(environ []string) *cobra.Command {
 	f := create.Flags()
 	f.StringVar(&req.Scope, "scope", "", "the business the agent's hosts belong to: biz:<id> or biz_set:<id>")
 	f.StringArrayVar(&hosts, "host", nil, "a host the agent may serve, ip or cloud:ip (repeatable)")
+	f.Int64SliceVar(&req.HostIDs, "host-id", nil, "a CMDB host id (BlueKing bk_host_id) the agent may claim (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label k=v (repeatable)")
 	f.StringVar(&req.TTL, "ttl", "1h", "how long the token may be used")
 	f.StringVar(&req.Agent, "agent-id", "", "the only agent id the token enrols")

@@ -67,7 +67,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	acfg := agentSettings(cfg, agentDir, top)
 	if !cfg.Agent.Disabled {
 		// enrolled like any agent, so the registry accepts its host
-		err := p.EnrolLocal(ctx, nil, []string{natsURL}, roles.LocalAgent{ID: acfg.ID, Host: schemas.Host{CloudID: acfg.CloudID, IP: acfg.IP},
+		err := p.EnrolLocal(ctx, nil, []string{natsURL}, roles.LocalAgent{ID: acfg.ID, Host: schemas.Host{CloudID: acfg.CloudID, IP: acfg.IP}, HostID: acfg.HostID,
 			Hostname: acfg.Hostname, DataDir: agentDir, Slots: acfg.Slots})
 		if err != nil {
 			return err

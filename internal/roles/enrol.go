@@ -56,6 +56,7 @@ func (p Plumbing) Enroller(ctx context.Context, issuer api.AgentIssuer, natsURLs
 type LocalAgent struct {
 	ID       string
 	Host     schemas.Host
+	HostID   int64 // its CMDB host id, 0 for none
 	Hostname string
 	DataDir  string
 	Slots    int
@@ -80,7 +81,11 @@ func (p Plumbing) EnrolLocal(ctx context.Context, issuer api.AgentIssuer, natsUR
 	rec, err := en.Enrolment(ctx, a.ID)
 	switch {
 	case errors.Is(err, schemas.ErrNotFound):
-		tok, err := en.CreateToken(ctx, api.TokenRequest{Agent: a.ID, Hosts: []schemas.Host{a.Host}, TTL: "1m"}, "serve", now)
+		req := api.TokenRequest{Agent: a.ID, Hosts: []schemas.Host{a.Host}, TTL: "1m"}
+		if a.HostID != 0 {
+			req.HostIDs = []int64{a.HostID}
+		}
+		tok, err := en.CreateToken(ctx, req, "serve", now)
 		if err != nil {
 			return fmt.Errorf("enrol the local agent: %w", err)
 		}
@@ -104,7 +109,7 @@ func (p Plumbing) EnrolLocal(ctx context.Context, issuer api.AgentIssuer, natsUR
 	case rec.NKey != keys.UserPublic():
 		return fmt.Errorf("agent id %s is enrolled with other keys than those in %s: revoke it (fleetjob agent revoke %s) or choose another --agent-id", a.ID, a.DataDir, a.ID)
 	}
-	if err := en.Allow(ctx, a.ID, a.Host); err != nil {
+	if err := en.Allow(ctx, a.ID, a.Host, a.HostID); err != nil {
 		return err
 	}
 	if err := en.Issuer.PrepareAgent(ctx, a.ID, a.Slots); err != nil {

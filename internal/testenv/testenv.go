@@ -338,7 +338,18 @@ type EnrolResult struct {
 // with it.
 func (s *System) Enrol(t testing.TB, id, ip, dataDir, scope string) EnrolResult {
 	t.Helper()
-	tok := s.EnrolToken(t, map[string]any{"agent": id, "scope": scope, "hosts": []string{ip}, "ttl": "1m"})
+	return s.EnrolGrant(t, id, dataDir, map[string]any{"scope": scope, "hosts": []string{ip}})
+}
+
+// EnrolGrant is Enrol with a token for grant (the body of POST
+// /v1/enrolments; its agent is id).
+func (s *System) EnrolGrant(t testing.TB, id, dataDir string, grant map[string]any) EnrolResult {
+	t.Helper()
+	grant["agent"] = id
+	if grant["ttl"] == nil {
+		grant["ttl"] = "1m"
+	}
+	tok := s.EnrolToken(t, grant)
 	keys, err := agentkeys.LoadOrCreate(dataDir)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,9 @@ const (
 	refusedRevoked     = "revoked"
 	refusedHost        = "host_not_enrolled"
 	refusedRecord      = "bad_record"
+	// refusedHostID is a claimed CMDB host id the enrolment does not
+	// list: the id is ignored, the agent still serves its host.
+	refusedHostID = "host_id_not_enrolled"
 )
 
 func newRefused() *prometheus.CounterVec {
@@ -100,7 +104,16 @@ func (r *Registry) judge(id string) {
 		}
 		return
 	}
+	prev := r.refusing[id]
 	delete(r.refusing, id)
+	if a.HostID != 0 && !slices.Contains(en.HostIDs, a.HostID) {
+		r.refused.WithLabelValues(refusedHostID).Inc()
+		if prev != refusedHostID {
+			r.log.Warn("agent host id claim refused", "agent", id, "host_id", a.HostID, "reason", refusedHostID)
+		}
+		r.refusing[id] = refusedHostID
+		a.HostID = 0
+	}
 	a.Labels = trustedLabels(a.Labels, en.Labels)
 	r.agents[id] = a
 	r.byHost[a.Host()] = append(r.byHost[a.Host()], id)

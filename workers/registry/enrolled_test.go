@@ -53,6 +53,18 @@ func TestClaimsAreJudgedByEnrolment(t *testing.T) {
 	if a, _ := r.Agent("a1"); a.Labels["role"] != "db" || a.Labels["os"] != "linux" {
 		t.Fatalf("labels %v: the enrolment's must win over the agent's own", a.Labels)
 	}
+	// a CMDB host id it was not enrolled with is ignored (the host is still served)
+	r.apply(ctx, claim(schemas.AgentInfo{ID: "a1", IP: h1.IP, LastSeen: now, HostID: 101}), now)
+	if a, _ := r.Agent("a1"); a.HostID != 0 || served(h1) != "a1" || refused(refusedHostID) != 1 {
+		t.Fatalf("claimed host id kept: %+v", a)
+	}
+	if _, ok := r.ByHostID(101, now); ok {
+		t.Fatal("an unenrolled host id resolves to the agent")
+	}
+	r.applyEnrolment(enrolEntry(schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{h1}, HostIDs: []int64{101}}))
+	if a, _ := r.Agent("a1"); a.HostID != 101 {
+		t.Fatalf("an enrolled host id is not kept: %+v", a)
+	}
 	// a1 now claims h2, which it was not enrolled for
 	r.apply(ctx, claim(schemas.AgentInfo{ID: "a1", IP: h2.IP, LastSeen: now}), now)
 	if served(h2) != "" || served(h1) != "" || refused(refusedHost) != 1 {

@@ -37,7 +37,9 @@ type Deps struct {
 	Queued JobQueuer
 	// Risk checks scripts against the high-risk command rules; nil checks
 	// nothing.
-	Risk     *riskrules.Engine
+	Risk *riskrules.Engine
+	// Enrol enrols and revokes agents; nil serves no enrolment.
+	Enrol    *Enroller
 	Registry prometheus.Registerer
 	Log      *slog.Logger
 
@@ -58,7 +60,9 @@ type Core struct {
 	Callbacks   CallbackReader
 	DeadLetters DeadLetterReader
 	Agents      AgentLister
-	Log         *slog.Logger
+	// Enrol enrols and revokes agents (nil: not served).
+	Enrol *Enroller
+	Log   *slog.Logger
 
 	deps      Deps
 	token     string
@@ -70,7 +74,7 @@ type Core struct {
 func NewCore(token string, deps Deps) *Core {
 	c := &Core{
 		Jobs: deps.Jobs, Search: deps.Search, Logs: deps.Logs, Callbacks: deps.Callbacks,
-		DeadLetters: deps.DeadLetters, Agents: deps.Agents, Log: deps.Log.With("component", "api"),
+		DeadLetters: deps.DeadLetters, Agents: deps.Agents, Enrol: deps.Enrol, Log: deps.Log.With("component", "api"),
 		deps: deps, token: token,
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_api_jobs_submitted_total",
 			Help: "Jobs accepted by the API, by surface."}, []string{"surface"}),

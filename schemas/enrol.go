@@ -19,6 +19,14 @@ type Enrolment struct {
 	// Hosts are the (cloud_id, ip) the agent may claim; a claim to any
 	// other host is refused by the registry.
 	Hosts []Host `json:"hosts"`
+	// Ranges are further hosts it may claim, by IP range; with Simulator
+	// set the enrolment is a load simulator pool's (agent --simulate),
+	// whose identities "<agent>-<i>" may claim hosts in Ranges.
+	Ranges    []HostRange `json:"ranges,omitempty"`
+	Simulator bool        `json:"simulator,omitempty"`
+	// HostIDs are the CMDB host ids (BlueKing bk_host_id) the agent may
+	// claim; any other id it claims is ignored.
+	HostIDs []int64 `json:"host_ids,omitempty"`
 	// NKey is the public user key its NATS credentials were issued to.
 	NKey string `json:"nkey,omitempty"`
 	// XKey is its public curve key: sensitive values are sealed to it.
@@ -35,6 +43,11 @@ func (e Enrolment) Allows(h Host) bool {
 	}
 	for _, x := range e.Hosts {
 		if x == h {
+			return true
+		}
+	}
+	for _, r := range e.Ranges {
+		if r.Contains(h) {
 			return true
 		}
 	}

@@ -288,6 +288,8 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 			Storage: jetstream.FileStorage, Replicas: t.Replicas,
 		}
 	}
+	tokens := kv(BucketEnrolments, "enrolment tokens not yet used, by hash")
+	tokens.TTL = MaxEnrolTTL + time.Hour
 	leases := kv(BucketLeases, "leader leases")
 	leases.TTL = t.LeaseTTL
 	leases.Storage = jetstream.MemoryStorage
@@ -299,6 +301,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketDeadLetters, "messages that failed for good"),
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
 		kv(BucketAccounts, "execution account aliases per scope"),
+		tokens,
 		leases,
 	}
 }

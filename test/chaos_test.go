@@ -280,6 +280,7 @@ func TestChaosAgentKilledMidTask(t *testing.T) {
 	dir := t.TempDir()
 	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
 	args := []string{"agent", "--id", "c3", "--ip", "127.0.1.203", "--data-dir", dir}
+	s.Enrol(t, "c3", "127.0.1.203", dir, "")
 	a := startProc(t, "", env, args...)
 	s.WaitAgent(t, "c3")
 

@@ -188,7 +188,9 @@ func clusterSystem(t *testing.T, c *natsCluster, agents map[string]string) *test
 	startProc(t, "", env, "worker", "--workers", "2")
 	startProc(t, "", env, "worker", "--workers", "2")
 	for id, ip := range agents {
-		startProc(t, "", env, "agent", "--id", id, "--ip", ip, "--data-dir", t.TempDir())
+		dir := t.TempDir()
+		s.Enrol(t, id, ip, dir, "")
+		startProc(t, "", env, "agent", "--id", id, "--ip", ip, "--data-dir", dir)
 		s.WaitAgent(t, id)
 	}
 	return s

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
 	// a relative data dir: scripts run elsewhere, so the agent must not care
 	args := []string{"agent", "--id", "pa", "--ip", "127.0.0.21", "--data-dir", "agent-data"}
+	s.Enrol(t, "pa", "127.0.0.21", filepath.Join(dir, "agent-data"), "")
 	a := startProc(t, dir, env, args...)
 	s.WaitAgent(t, "pa")
 

@@ -49,6 +49,7 @@ func (s *Surface) Register(e *echo.Echo) {
 	g.GET("/agents", s.listAgents, auth)
 	g.GET("/deadletters", s.listDeadLetters, auth)
 	s.registerAccounts(g)
+	s.registerEnrol(g)
 }
 
 // SubmitRequest is the body of POST /v1/jobs.

@@ -37,6 +37,7 @@ type Config struct {
 	Simulate simulateConfig `koanf:"simulate"`
 	Topology topologyConfig `koanf:"topology"`
 	Outbound outboundConfig `koanf:"outbound"`
+	Enrol    enrolConfig    `koanf:"enrol"`
 }
 
 type outboundConfig struct {
@@ -159,6 +160,9 @@ var settings = []setting{
 	{"simulate.pool", "", "sim", "with --simulate: the task pool and id prefix of the simulated agents"},
 	{"simulate.first_ip", "", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow"},
 	{"outbound.allow", "FLEETJOB_OUTBOUND_ALLOW", "", "comma-separated internal prefixes (10.1.0.0/16, 127.0.0.1/32) that callbacks may go to; every other loopback, link-local, private or reserved address is refused"},
+	{"enrol.url", "FLEETJOB_ENROL_URL", "", "enrol this agent at this API URL first (http(s)://host:port), with an enrolment token"},
+	{"enrol.token", "FLEETJOB_ENROL_TOKEN", "", "the one-use enrolment token an admin made (fleetjob enrolment create)"},
+	{"enrol.only", "", false, "enrol, store the credentials and exit"},
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
@@ -191,6 +195,7 @@ var roleFlags = map[role][]flagKey{
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},
 		{"data-dir", "agent.data_dir"}, {"metrics-addr", "metrics.addr"},
 		{"simulate", "simulate.agents"}, {"sim-pool", "simulate.pool"}, {"sim-first-ip", "simulate.first_ip"},
+		{"enrol", "enrol.url"}, {"token", "enrol.token"}, {"enrol-only", "enrol.only"},
 	},
 }
 

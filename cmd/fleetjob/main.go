@@ -38,11 +38,14 @@ func newRoot(environ []string) *cobra.Command {
 	pf := root.PersistentFlags()
 	bindFlags(pf, "", rootFlags)
 	pf.String("config", "", "YAML file of settings; the environment and flags override it (env "+configEnv+")")
+	agentCmd := roleCmd(roleAgent, "Run the agent of this host (needs only NATS_URL; --enrol <api-url> --token <t> enrols it first)", environ, runAgent)
+	agentCmd.AddCommand(revokeCmd(environ))
 	root.AddCommand(
 		roleCmd(roleServe, "Run everything in one process: embedded NATS JetStream, API, workers and an agent for this machine", environ, runServe),
 		roleCmd(roleAPI, "Serve the HTTP API (joins NATS_URL and REDIS_URL)", environ, runAPI),
 		roleCmd(roleWorker, "Run workers that drive jobs (joins NATS_URL and REDIS_URL)", environ, runWorker),
-		roleCmd(roleAgent, "Run the agent of this host (needs only NATS_URL)", environ, runAgent),
+		agentCmd,
+		enrolmentCmd(environ),
 		natsdCmd(),
 		accountCmd(environ),
 	)

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/internal/roles"
@@ -31,13 +33,14 @@ func agentSettings(cfg Config, dir string, top schemas.Topology) agent.Config {
 
 // apiSettings is the API's configuration, with the admin token in force.
 func apiSettings(cfg Config, token string) roles.APIConfig {
-	return roles.APIConfig{Token: token, CompatToken: string(cfg.API.CompatToken), RiskRules: cfg.API.RiskRules}
+	return roles.APIConfig{Token: token, CompatToken: string(cfg.API.CompatToken), RiskRules: cfg.API.RiskRules,
+		AgentNATSURLs: strings.Split(cfg.NATS.URL, ",")}
 }
 
 // joinPlumbing connects a separate role to the configured NATS and, when
 // it needs one, Redis.
-func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
-	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log)
+func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger, opts ...nats.Option) (roles.Plumbing, func(), error) {
+	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, opts...)
 	if err != nil {
 		return roles.Plumbing{}, nil, err
 	}
@@ -91,7 +94,20 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer unlock()
 	}
-	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
+	if cfg.Enrol.URL != "" {
+		if err := enrolAgent(ctx, cfg, log); err != nil {
+			return err
+		}
+		if cfg.Enrol.Only {
+			fmt.Printf("agent %s enrolled; its keys and credentials are in %s\n", enrolledAgentID(cfg), cfg.Agent.DataDir)
+			return nil
+		}
+	}
+	creds, err := agentCreds(cfg.Agent.DataDir)
+	if err != nil {
+		return err
+	}
+	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log, creds...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
+	"github.com/fleetjob/fleetjob/schemas"
 )
 
 // runServe runs everything in one process on cfg.DataDir, which it holds
@@ -64,11 +65,20 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
 	acfg := agentSettings(cfg, agentDir, top)
+	if !cfg.Agent.Disabled {
+		// enrolled like any agent, so the registry accepts its host
+		err := p.EnrolLocal(ctx, nil, []string{natsURL}, roles.LocalAgent{ID: acfg.ID, Host: schemas.Host{CloudID: acfg.CloudID, IP: acfg.IP}, HostID: acfg.HostID,
+			Hostname: acfg.Hostname, DataDir: agentDir, Slots: acfg.Slots})
+		if err != nil {
+			return err
+		}
+	}
 	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
 	g, gctx := errgroup.WithContext(ctx)
 	apiCfg := apiSettings(cfg, token)
 	apiCfg.SealKeyFile = filepath.Join(cfg.DataDir, "keys", "api-curve.xk") // seals sensitive values to agents
+	apiCfg.AgentNATSURLs = []string{natsURL}
 	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiCfg) })
 	g.Go(func() error { return roles.RunWorkers(gctx, p, cfg.Workers.Count, "serve-"+hostname()) })
 	if !cfg.Agent.Disabled {

@@ -200,6 +200,7 @@ func (c *Config) validate(r role) error {
 		p.required("redis.url", string(c.Redis.URL))
 		p.atLeast("workers.count", c.Workers.Count, 1)
 	case roleAgent:
+		c.validateEnrol(p)
 		if c.Simulate.Agents == 0 {
 			p.required("agent.data_dir", c.Agent.DataDir)
 			c.validateAgent(p)

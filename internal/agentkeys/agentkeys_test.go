@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
 
@@ -39,5 +40,51 @@ func TestKeysAreMadeOnceAndKeptPrivate(t *testing.T) {
 	}
 	if got, err := k1.Curve.Open(sealed, k2.CurvePublic()); err != nil || string(got) != "s3cret" {
 		t.Fatalf("open: %q %v", got, err)
+	}
+}
+
+// The creds file holds the issued JWT and the user seed, 0600, and is
+// what nats.UserCredentials reads.
+func TestCredsAreStoredPrivate(t *testing.T) {
+	dir := t.TempDir()
+	if p, err := Creds(dir); p != "" || err != nil {
+		t.Fatalf("creds before enrolment: %q %v", p, err)
+	}
+	k, err := LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, _ := nkeys.CreateAccount()
+	uc := jwt.NewUserClaims(k.UserPublic())
+	token, err := uc.Encode(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteCreds(dir, "not a jwt", k); err == nil {
+		t.Fatal("stored creds for a bad JWT")
+	}
+	if err := WriteCreds(dir, token, k); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Creds(dir)
+	if err != nil || p == "" {
+		t.Fatalf("creds: %q %v", p, err)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("creds are %v", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(p)
+	got, err := jwt.ParseDecoratedJWT(b)
+	if err != nil || got != token {
+		t.Fatalf("creds JWT %q %v", got, err)
+	}
+	kp, err := jwt.ParseDecoratedUserNKey(b)
+	if err != nil || public(kp) != k.UserPublic() {
+		t.Fatalf("creds seed: %v", err)
+	}
+	_ = os.Chmod(p, 0o644)
+	if _, err := Creds(dir); err == nil {
+		t.Fatal("world-readable creds accepted")
 	}
 }

@@ -69,7 +69,13 @@ func (p Plumbing) Registry(ctx context.Context) (*registry.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agents bucket: %w", err)
 	}
-	return registry.New(kv, AgentTTL), nil
+	enrolled, err := p.JS.KeyValue(ctx, schemas.BucketEnrolled)
+	if err != nil {
+		return nil, fmt.Errorf("enrolled bucket: %w", err)
+	}
+	r := registry.New(kv, enrolled, AgentTTL, p.Log)
+	r.Register(p.Reg)
+	return r, nil
 }
 
 // RunWorkers runs n workers and one log indexer until ctx ends.
@@ -128,6 +134,11 @@ type APIConfig struct {
 	// seals sensitive values to agents; empty uses a key of this process's
 	// own (agents learn the sender's public key with each sealed value).
 	SealKeyFile string
+	// Issuer signs enrolled agents' NATS credentials; nil issues none
+	// (NATS without authentication) but still prepares their consumers.
+	Issuer api.AgentIssuer
+	// AgentNATSURLs are the NATS URLs enrolled agents are told to join.
+	AgentNATSURLs []string
 }
 
 // RunAPI serves the HTTP API on ln until ctx ends.
@@ -170,13 +181,17 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return err
 	}
+	enroller, err := p.Enroller(ctx, cfg.Issuer, cfg.AgentNATSURLs)
+	if err != nil {
+		return err
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
 	core := api.NewCore(cfg.Token, api.Deps{
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
-		Agents: dir, Risk: risk, Registry: p.Reg, Log: p.Log, Accounts: accounts,
+		Agents: dir, Risk: risk, Enrol: enroller, Registry: p.Reg, Log: p.Log, Accounts: accounts,
 		SealKey: sealKey, Enrolments: enrolled,
 	})
 	srv := api.New(p.Log, p.Reg, map[string]api.Checker{

@@ -292,14 +292,12 @@ func (s *System) StartWorkers(t testing.TB, n int) func() {
 }
 
 // StartAgent runs an agent in-process (real agent code, real bash),
-// enrolled with no scope unless it already is, and waits until it is
-// registered; the returned function stops it.
+// enrolled through the API with no scope unless it already is, and waits
+// until it is registered; the returned function stops it.
 func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 	t.Helper()
-	if kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled); err != nil {
-		t.Fatal(err)
-	} else if _, err := kv.Get(context.Background(), id); err != nil {
-		s.enrol(t, id, ip, schemas.Scope{}) // not enrolled yet: no scope
+	if !s.enrolled(t, id) {
+		s.Enrol(t, id, ip, s.agentDir(id), "")
 	}
 	cfg := agent.Config{
 		ID: id, IP: ip, Version: "test", DataDir: s.agentDir(id),
@@ -313,37 +311,89 @@ func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 }
 
 // StartAgentScoped starts an agent enrolled in scope ("biz:2"; "" for
-// none) for its host; the returned function stops it.
+// none) for its host, unless it is enrolled already; the returned
+// function stops it.
 func (s *System) StartAgentScoped(t testing.TB, id, ip, scope string) func() {
 	t.Helper()
-	var sc schemas.Scope
-	if scope != "" {
-		var err error
-		if sc, err = schemas.ParseScope(scope); err != nil {
-			t.Fatal(err)
-		}
+	if !s.enrolled(t, id) {
+		s.Enrol(t, id, ip, s.agentDir(id), scope)
 	}
-	s.enrol(t, id, ip, sc)
 	return s.StartAgent(t, id, ip)
 }
 
-// enrol writes the enrolment of agent id for its host in scope sc, with
-// the public keys kept in the agent's data directory.
-func (s *System) enrol(t testing.TB, id, ip string, sc schemas.Scope) {
+func (s *System) enrolled(t testing.TB, id string) bool {
 	t.Helper()
-	keys, err := agentkeys.LoadOrCreate(s.agentDir(id))
-	if err != nil {
-		t.Fatal(err)
-	}
 	kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(schemas.Enrolment{Agent: id, Scope: sc, Hosts: []schemas.Host{{IP: ip}},
-		NKey: keys.UserPublic(), XKey: keys.CurvePublic(), Enrolled: time.Now()})
-	if _, err := kv.Put(context.Background(), id, b); err != nil {
+	_, err = kv.Get(context.Background(), id)
+	return err == nil
+}
+
+// EnrolResult is what the API answered an enrolment.
+type EnrolResult struct {
+	Agent    string   `json:"agent"`
+	JWT      string   `json:"jwt"`
+	NATSURLs []string `json:"nats_urls"`
+}
+
+// Enrol enrols agent id for host ip (cloud 0) in scope ("" for none) the
+// way a real agent does: an admin makes an enrolment token, and the agent
+// sends its public keys (made in dataDir, where an agent process started
+// with --data-dir dataDir finds them, with the credentials it is issued)
+// with it.
+func (s *System) Enrol(t testing.TB, id, ip, dataDir, scope string) EnrolResult {
+	t.Helper()
+	return s.EnrolGrant(t, id, dataDir, map[string]any{"scope": scope, "hosts": []string{ip}})
+}
+
+// EnrolGrant is Enrol with a token for grant (the body of POST
+// /v1/enrolments; its agent is id).
+func (s *System) EnrolGrant(t testing.TB, id, dataDir string, grant map[string]any) EnrolResult {
+	t.Helper()
+	grant["agent"] = id
+	if grant["ttl"] == nil {
+		grant["ttl"] = "1m"
+	}
+	tok := s.EnrolToken(t, grant)
+	keys, err := agentkeys.LoadOrCreate(dataDir)
+	if err != nil {
 		t.Fatal(err)
 	}
+	res := s.EnrolWith(t, tok, id, keys)
+	if res.JWT != "" {
+		if err := agentkeys.WriteCreds(dataDir, res.JWT, keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+// EnrolToken makes an enrolment token through the API (admin).
+func (s *System) EnrolToken(t testing.TB, req map[string]any) string {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+	}
+	if code, b := s.Do(t, "POST", "/v1/enrolments", req, nil); code != http.StatusCreated {
+		t.Fatalf("create enrolment token: %d %s", code, b)
+	} else if err := json.Unmarshal(b, &out); err != nil || out.Token == "" {
+		t.Fatalf("enrolment token answer %s: %v", b, err)
+	}
+	return out.Token
+}
+
+// EnrolWith uses an enrolment token for agent id with keys, failing the
+// test unless the API enrols it.
+func (s *System) EnrolWith(t testing.TB, tok, id string, keys *agentkeys.Keys) EnrolResult {
+	t.Helper()
+	var out EnrolResult
+	body := map[string]any{"agent": id, "nkey": keys.UserPublic(), "xkey": keys.CurvePublic()}
+	if code := s.JSON(t, "POST", "/v1/enrol", body, map[string]string{"Authorization": "Bearer " + tok}, &out); code != http.StatusCreated {
+		t.Fatalf("enrol %s: %d", id, code)
+	}
+	return out
 }
 
 func (s *System) agentDir(id string) string { return filepath.Join(s.Dir, "agent-"+id) }
@@ -438,7 +488,21 @@ func (s *System) CommandCount(t testing.TB) uint64 {
 // the test process and waits until the last one is registered.
 func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) func() {
 	t.Helper()
-	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: netip.MustParseAddr(first), Topology: s.P.Top, Version: "test"}
+	firstIP := netip.MustParseAddr(first)
+	if !s.enrolled(t, pool) {
+		last := firstIP
+		for range n - 1 {
+			last = last.Next()
+		}
+		tok := s.EnrolToken(t, map[string]any{"agent": pool, "simulator": true, "hosts": []string{},
+			"ranges": []map[string]any{{"cloud_id": 0, "first": first, "last": last.String()}}, "ttl": "1m"})
+		keys, err := agentkeys.LoadOrCreate(s.agentDir(pool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.EnrolWith(t, tok, pool, keys)
+	}
+	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: firstIP, Topology: s.P.Top, Version: "test"}
 	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, s.P, cfg) })
 	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
 	return stop

@@ -54,6 +54,7 @@ func startAgents(b *testing.B, s *testenv.System, prefix string, n int, ip func(
 			DataDir: filepath.Join(s.Dir, fmt.Sprintf("agent-%s%d", prefix, i)),
 			Slots:   64, ShutdownGrace: 2 * time.Second, Topology: s.P.Top,
 		}
+		s.Enrol(b, cfg.ID, ips[i], cfg.DataDir, "")
 		p := s.P
 		if !shared {
 			nc, err := nats.Connect(s.NATSURL, nats.Name("agent "+cfg.ID), nats.MaxReconnects(-1))

@@ -80,6 +80,7 @@ func startBKAgent(t *testing.T, s *testenv.System, id, ip string, hostID int64) 
 	t.Helper()
 	p := s.P
 	p.Reg = prometheus.NewRegistry()
+	s.EnrolGrant(t, id, filepath.Join(s.Dir, "agent-"+id), map[string]any{"hosts": []string{ip}, "host_ids": []int64{hostID}})
 	cfg := agent.Config{ID: id, IP: ip, HostID: hostID, Version: "test", DataDir: filepath.Join(s.Dir, "agent-"+id),
 		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top}
 	ctx, cancel := context.WithCancel(context.Background())

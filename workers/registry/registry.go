@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -28,15 +30,29 @@ import (
 // from then to be heard again, as Nomad resets its heartbeat timers after
 // a leader election. Without this, a worker whose watch stalled for a TTL
 // marked the hosts of live agents interrupted.
+//
+// An agent's record is only its claim: the registry serves an agent for a
+// host only when the agent's Enrolment (the enrolled bucket, which only
+// the API writes) allows that host and is not revoked. Refused claims are
+// counted and logged, and a revocation takes effect as soon as the watch
+// delivers it.
 type Registry struct {
-	kv    jetstream.KeyValue
-	ttl   time.Duration
-	probe string // this registry's probe key
+	kv       jetstream.KeyValue
+	enrolled jetstream.KeyValue
+	ttl      time.Duration
+	probe    string // this registry's probe key
+	log      *slog.Logger
+	refused  *prometheus.CounterVec
 
-	mu     sync.RWMutex
-	agents map[string]schemas.AgentInfo
-	byHost map[schemas.Host][]string
-	ready  chan struct{}
+	mu sync.RWMutex
+	// claims are every agent record as written; agents are the accepted
+	// ones, indexed by host in byHost.
+	claims     map[string]schemas.AgentInfo
+	enrolments map[string]schemas.Enrolment
+	refusing   map[string]string // agent id → why its claim is refused (logged once)
+	agents     map[string]schemas.AgentInfo
+	byHost     map[schemas.Host][]string
+	ready      chan struct{}
 	// heard is when the watch last delivered anything; resumed is when it
 	// was first heard again after a stall (or when the registry started).
 	heard, resumed time.Time
@@ -53,26 +69,43 @@ const (
 // dots).
 const probePrefix = "probe."
 
-// New returns a registry; an agent counts as online when it was heard from
-// within ttl.
-func New(kv jetstream.KeyValue, ttl time.Duration) *Registry {
+// New returns a registry of the agents bucket kv, judging claims by the
+// enrolled bucket; an agent counts as online when it was heard from within
+// ttl. log may be nil.
+func New(kv, enrolled jetstream.KeyValue, ttl time.Duration, log *slog.Logger) *Registry {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	now := time.Now()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Registry{
-		kv: kv, ttl: ttl, probe: probePrefix + hex.EncodeToString(b),
-		agents: map[string]schemas.AgentInfo{},
-		byHost: map[schemas.Host][]string{},
-		ready:  make(chan struct{}),
-		heard:  now, resumed: now,
+		kv: kv, enrolled: enrolled, ttl: ttl, probe: probePrefix + hex.EncodeToString(b),
+		log:     log.With("component", "registry"),
+		refused: newRefused(),
+		claims:  map[string]schemas.AgentInfo{}, enrolments: map[string]schemas.Enrolment{},
+		refusing: map[string]string{},
+		agents:   map[string]schemas.AgentInfo{},
+		byHost:   map[schemas.Host][]string{},
+		ready:    make(chan struct{}),
+		heard:    now, resumed: now,
 	}
 }
 
 // TTL is how long an agent stays online without a heartbeat.
 func (r *Registry) TTL() time.Duration { return r.ttl }
 
-// Run follows the bucket, and writes the probe, until ctx ends.
+// Run follows the buckets, and writes the probe, until ctx ends. The
+// enrolments are loaded before the first claim is judged.
 func (r *Registry) Run(ctx context.Context) error {
+	ew, err := r.enrolled.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch enrolments: %w", err)
+	}
+	defer ew.Stop()
+	if err := r.loadEnrolments(ctx, ew); err != nil {
+		return err
+	}
 	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch agents: %w", err)
@@ -84,6 +117,13 @@ func (r *Registry) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case e, ok := <-ew.Updates():
+			if !ok {
+				return nil
+			}
+			if e != nil {
+				r.applyEnrolment(e)
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil
@@ -135,19 +175,17 @@ func (r *Registry) apply(ctx context.Context, e jetstream.KeyValueEntry, at time
 		}
 		return
 	}
-	if old, ok := r.agents[id]; ok {
-		r.unindex(old)
-		delete(r.agents, id)
+	delete(r.claims, id)
+	if e.Operation() == jetstream.KeyValuePut {
+		var a schemas.AgentInfo
+		if json.Unmarshal(e.Value(), &a) == nil {
+			if a.ID != id {
+				a.ID = "" // a record under another agent's key is nobody's claim
+			}
+			r.claims[id] = a
+		}
 	}
-	if e.Operation() != jetstream.KeyValuePut {
-		return
-	}
-	var a schemas.AgentInfo
-	if json.Unmarshal(e.Value(), &a) != nil {
-		return
-	}
-	r.agents[id] = a
-	r.byHost[a.Host()] = append(r.byHost[a.Host()], id)
+	r.judge(id)
 }
 
 func (r *Registry) unindex(a schemas.AgentInfo) {

@@ -40,8 +40,9 @@ func TestGoneOnlyWhenTheViewIsFresh(t *testing.T) {
 	host := schemas.Host{IP: "10.0.0.1"}
 	const ttl = 10 * time.Second
 
-	fresh := New(nil, ttl)
+	fresh := New(nil, nil, ttl, nil)
 	fresh.heard, fresh.resumed = t0, t0
+	fresh.enrolments["a1"] = schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{host}}
 	fresh.apply(ctx, agentEntry("a1", host.IP, t0), t0)
 	for at := t0; !at.After(t0.Add(ttl)); at = at.Add(probeEvery) {
 		fresh.apply(ctx, entry{key: fresh.probe, at: at}, at)
@@ -54,8 +55,9 @@ func TestGoneOnlyWhenTheViewIsFresh(t *testing.T) {
 		t.Fatal("silent for 12 s with a fresh view (TTL 10 s): not gone")
 	}
 
-	stalled := New(nil, ttl)
+	stalled := New(nil, nil, ttl, nil)
 	stalled.heard, stalled.resumed = t0, t0
+	stalled.enrolments["a1"] = schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{host}}
 	stalled.apply(ctx, agentEntry("a1", host.IP, t0), t0)
 	// the watch delivers nothing for 20 s (a failover)
 	if stalled.Gone(host, t0.Add(20*time.Second)) {

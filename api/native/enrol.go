@@ -1,0 +1,77 @@
+package native
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/fleetjob/fleetjob/api"
+)
+
+// admin is the check of the routes only an admin may use: today the
+// admin bearer token.
+func (s *Surface) admin() echo.MiddlewareFunc { return api.Bearer(s.token) }
+
+// registerEnrol adds the enrolment routes: tokens and revocation for
+// admins, and POST /v1/enrol, which an agent authenticates with its
+// enrolment token alone.
+func (s *Surface) registerEnrol(g *echo.Group) {
+	if s.core.Enrol == nil {
+		return
+	}
+	g.POST("/enrolments", s.createEnrolToken, s.admin())
+	g.POST("/enrol", s.enrol)
+	g.POST("/agents/:id/revoke", s.revokeAgent, s.admin())
+	g.GET("/agents/:id/enrolment", s.agentEnrolment, s.admin())
+}
+
+func (s *Surface) createEnrolToken(c echo.Context) error {
+	var req api.TokenRequest
+	if err := api.DecodeStrict(c, &req); err != nil {
+		return err
+	}
+	resp, err := s.core.Enrol.CreateToken(c.Request().Context(), req, "admin", time.Now())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, resp)
+}
+
+// enrol checks the enrolment token before it reads the body.
+func (s *Surface) enrol(c echo.Context) error {
+	ctx := c.Request().Context()
+	tok, _ := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+	g, err := s.core.Enrol.Check(ctx, tok, time.Now())
+	if err != nil {
+		return err
+	}
+	var req api.EnrolRequest
+	if err := api.DecodeStrict(c, &req); err != nil {
+		return err
+	}
+	resp, err := s.core.Enrol.Enrol(ctx, g, req, time.Now())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, resp)
+}
+
+func (s *Surface) revokeAgent(c echo.Context) error {
+	rec, err := s.core.Enrol.Revoke(c.Request().Context(), c.Param("id"), "admin", time.Now())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rec)
+}
+
+func (s *Surface) agentEnrolment(c echo.Context) error {
+	rec, err := s.core.Enrol.Enrolment(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rec)
+}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/internal/agentkeys"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -379,20 +378,9 @@ func TestSensitiveOutputOfInterruptedScript(t *testing.T) {
 	dir := t.TempDir()
 	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
 	args := []string{"agent", "--id", "pz", "--ip", "127.0.0.22", "--data-dir", "agent-data"}
+	s.Enrol(t, "pz", "127.0.0.22", filepath.Join(dir, "agent-data"), "") // its keys, its enrolment
 	a := startProc(t, dir, env, args...)
 	s.WaitAgent(t, "pz")
-	keys, err := agentkeys.LoadOrCreate(filepath.Join(dir, "agent-data")) // the agent made them at start
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := s.JS.KeyValue(context.Background(), schemas.BucketEnrolled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(schemas.Enrolment{Agent: "pz", Hosts: []schemas.Host{{IP: "127.0.0.22"}}, XKey: keys.CurvePublic(), Enrolled: time.Now()})
-	if _, err := kv.Put(context.Background(), "pz", b); err != nil {
-		t.Fatal(err)
-	}
 
 	l := newLedger(t)
 	argM, envM := marker(t, "arg"), marker(t, "env")

@@ -38,6 +38,10 @@ const (
 	// BucketEnrolled holds each agent's Enrolment, by agent id; only the
 	// API writes it.
 	BucketEnrolled = "enrolled"
+	// BucketIdentities holds the API's credentials (users' tokens,
+	// BlueKing apps), by kind and id, secrets only as hashes; only the API
+	// reads or writes it.
+	BucketIdentities = "identities"
 )
 
 // Subjects.
@@ -295,6 +299,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketActive, "jobs not yet final"),
 		kv(BucketDeadLetters, "messages that failed for good"),
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
+		kv(BucketIdentities, "API credentials: tokens and BlueKing apps, secrets hashed"),
 		leases,
 	}
 }

@@ -60,7 +60,9 @@ type redisConfig struct {
 
 type apiConfig struct {
 	Token       secret `koanf:"token"`
-	CompatToken secret `koanf:"compat_token"`
+	OctansAllow string `koanf:"octans_allow"` // comma-separated network grants
+	Rate        int    `koanf:"rate"`
+	Burst       int    `koanf:"burst"`
 	RiskRules   string `koanf:"risk_rules"`
 }
 
@@ -142,7 +144,9 @@ var settings = []setting{
 	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
 	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
 	{"api.token", "FLEETJOB_TOKEN", "", "admin bearer token of /v1 (serve generates one into the data dir when empty)"},
-	{"api.compat_token", "FLEETJOB_COMPAT_TOKEN", "", "when set, the octans routes require this bearer token"},
+	{"api.octans_allow", "FLEETJOB_OCTANS_ALLOW", "", "comma-separated source networks whose octans clients may call without a token, each as an operator of the scopes after '=' (10.1.0.0/16=biz:2+biz:3); nothing is open by default"},
+	{"api.rate", "FLEETJOB_API_RATE", 100, "requests per second each credential may make (0: no limit); the admin token is exempt"},
+	{"api.burst", "FLEETJOB_API_BURST", 200, "requests a credential may make at once above its rate"},
 	{"api.risk_rules", "FLEETJOB_RISK_RULES", "", "JSON file of high-risk command rules that replaces the shipped ones"},
 	{"workers.count", "", 1, "workers in this process"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
@@ -183,8 +187,9 @@ var roleFlags = map[role][]flagKey{
 		{"agent-cloud-id", "agent.cloud_id"}, {"agent-host-id", "agent.host_id"}, {"agent-label", "agent.labels"},
 		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
 		{"outbound-allow", "outbound.allow"},
+		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 	},
-	roleAPI:    {{"http-addr", "http.addr"}},
+	roleAPI:    {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
 	roleAgent: {
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
@@ -270,6 +275,9 @@ func loadConfig(r role, fs *pflag.FlagSet, environ []string) (Config, error) {
 		if s.env != "" {
 			envKeys[s.env] = s.key
 		}
+	}
+	if lookupEnv(environ, "FLEETJOB_COMPAT_TOKEN") != "" {
+		return Config{}, fmt.Errorf("FLEETJOB_COMPAT_TOKEN was removed: octans clients send a bearer token (fleetjob token create) or call from a network listed in --octans-allow")
 	}
 	path, _ := fs.GetString("config")
 	if path == "" {

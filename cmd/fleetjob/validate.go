@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -182,6 +183,13 @@ func (c *Config) validate(r role) error {
 			p.add("outbound.allow", "%v", err)
 		}
 	}
+	if r == roleServe || r == roleAPI {
+		if _, err := parseGrants(c.API.OctansAllow); err != nil {
+			p.add("api.octans_allow", "%v", err)
+		}
+		p.atLeast("api.rate", c.API.Rate, 0)
+		p.atLeast("api.burst", c.API.Burst, 1)
+	}
 	switch r {
 	case roleServe:
 		p.required("data_dir", c.DataDir)
@@ -274,6 +282,22 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%q is not an address or a prefix such as 10.1.0.0/16", f)
 		}
 		out = append(out, pr.Masked())
+	}
+	return out, nil
+}
+
+// parseGrants reads the octans network grants, comma-separated.
+func parseGrants(s string) ([]api.NetworkGrant, error) {
+	var out []api.NetworkGrant
+	for _, g := range strings.Split(s, ",") {
+		if strings.TrimSpace(g) == "" {
+			continue
+		}
+		ng, err := api.ParseNetworkGrant(g)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ng)
 	}
 	return out, nil
 }

@@ -158,6 +158,9 @@ func (c *Core) AuthenticateBearer(ctx context.Context, token string) (Principal,
 		return Principal{}, fmt.Errorf("missing or wrong bearer token: %w", ErrUnauthorized)
 	}
 	cr, err := c.auth.Identities.Verify(ctx, KindBearer, "", token)
+	if errors.Is(err, ErrNoCredential) {
+		return Principal{}, fmt.Errorf("missing, wrong or revoked bearer token: %w", ErrUnauthorized)
+	}
 	if err != nil {
 		return Principal{}, err
 	}

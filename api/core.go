@@ -149,7 +149,7 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 	if err := c.checkRisk(spec); err != nil {
 		return 0, false, err
 	}
-	if err := c.checkTargets(ctx, spec); err != nil {
+	if err := c.checkTargets(ctx, p, spec); err != nil {
 		return 0, false, err
 	}
 	if cl.key != "" {

@@ -37,6 +37,11 @@ type Config struct {
 	Simulate simulateConfig `koanf:"simulate"`
 	Topology topologyConfig `koanf:"topology"`
 	Outbound outboundConfig `koanf:"outbound"`
+	Client   clientConfig   `koanf:"client"`
+}
+
+type clientConfig struct {
+	APIURL string `koanf:"api_url"`
 }
 
 type outboundConfig struct {
@@ -163,6 +168,7 @@ var settings = []setting{
 	{"simulate.pool", "", "sim", "with --simulate: the task pool and id prefix of the simulated agents"},
 	{"simulate.first_ip", "", "10.200.0.1", "with --simulate: the IP of the first simulated agent; the others follow"},
 	{"outbound.allow", "FLEETJOB_OUTBOUND_ALLOW", "", "comma-separated internal prefixes (10.1.0.0/16, 127.0.0.1/32) that callbacks may go to; every other loopback, link-local, private or reserved address is refused"},
+	{"client.api_url", "FLEETJOB_API_URL", "http://127.0.0.1:8080", "the API the token and bk-app commands call (with the admin token)"},
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
@@ -191,6 +197,7 @@ var roleFlags = map[role][]flagKey{
 	},
 	roleAPI:    {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
+	roleClient: {{"api-url", "client.api_url"}, {"data-dir", "data_dir"}},
 	roleAgent: {
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -204,6 +205,10 @@ func (c *Config) validate(r role) error {
 		p.addr("http.addr", c.HTTP.Addr, 0)
 		p.required("redis.url", string(c.Redis.URL))
 		p.required("api.token", string(c.API.Token))
+	case roleClient:
+		if u, err := url.Parse(c.Client.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("client.api_url", "%q is not an http(s) URL", c.Client.APIURL)
+		}
 	case roleWorker:
 		p.required("redis.url", string(c.Redis.URL))
 		p.atLeast("workers.count", c.Workers.Count, 1)

@@ -391,6 +391,13 @@ func TestScopesIsolateCallers(t *testing.T) {
 	if a := call(t, s.APIURL, "POST", "/v1/jobs/"+other+"/stop", nil, bearer(bob)); a.code != 202 {
 		t.Errorf("bob stops his job: %s", a)
 	}
+	// one caller's Idempotency-Key never answers another caller's job
+	ka, kb := bearer(alice), bearer(bob)
+	ka["Idempotency-Key"], kb["Idempotency-Key"] = "deploy-1", "deploy-1"
+	first := jobID(t, call(t, s.APIURL, "POST", "/v1/jobs", nativeScript("true", "", "10.0.2.1"), ka))
+	if second := jobID(t, call(t, s.APIURL, "POST", "/v1/jobs", nativeScript("true", "", "10.0.3.1"), kb)); second == first {
+		t.Errorf("bob's submission with alice's key answered alice's job %d", first)
+	}
 }
 
 func loadSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec {

@@ -87,6 +87,9 @@ func WriteProblem(c echo.Context, log *slog.Logger, err error) {
 		p.Status, p.Detail = http.StatusInternalServerError, "internal error"
 	}
 	p.Title = http.StatusText(p.Status)
+	if p.Status == http.StatusUnauthorized {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="fleetjob"`)
+	}
 	b, _ := json.Marshal(p)
 	_ = c.Blob(p.Status, "application/problem+json", b)
 }

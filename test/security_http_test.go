@@ -157,8 +157,8 @@ func TestHTTPNoCredentialsRefused(t *testing.T) {
 	run := script("true", "10.0.0.1")
 	for _, h := range []map[string]string{nil, bearer("nope"), bearer("")} {
 		a := call(t, s.APIURL, "POST", "/v1/jobs", run, h)
-		if a.code != 401 || a.hdr.Get("Content-Type") != "application/problem+json" {
-			t.Errorf("native %v: %s", h, a)
+		if a.code != 401 || a.hdr.Get("Content-Type") != "application/problem+json" || !strings.HasPrefix(a.hdr.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("native %v: %s %v", h, a, a.hdr)
 		}
 		a = call(t, s.APIURL, "POST", "/api/run", map[string]any{"nodes": []string{"10.0.0.1"}, "name": "x", "tasks": "true"}, h)
 		if a.code != 401 || a.json(t)["code"] != -1.0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,38 +47,83 @@ type Auditor interface {
 	Record(ctx context.Context, rec AuditRecord)
 }
 
-// EventAuditor publishes audit records to the EVENTS stream without
-// waiting for the ack on the request path; a failed publish is logged.
+// EventAuditor publishes audit records to the EVENTS stream off the
+// request path: Record queues the record (waiting, never dropping, when
+// the queue is full) and Run publishes queued records in batches and
+// awaits their acks; a record that cannot be stored is logged.
 type EventAuditor struct {
-	Events *events.Publisher
-	Log    interface {
-		Warn(msg string, args ...any)
-	}
+	events *events.Publisher
+	log    *slog.Logger
+	queue  chan AuditRecord
 }
 
-// NewEventAuditor publishes on js as source.
-func NewEventAuditor(js jetstream.JetStream, source string, log interface{ Warn(string, ...any) }) EventAuditor {
-	return EventAuditor{Events: events.NewPublisher(js, source), Log: log}
+// auditBatch bounds the records published before their acks are awaited.
+const auditBatch = 256
+
+// NewEventAuditor publishes on js as source; run it with Run.
+func NewEventAuditor(js jetstream.JetStream, source string, log *slog.Logger) *EventAuditor {
+	return &EventAuditor{events: events.NewPublisher(js, source), log: log.With("component", "audit"),
+		queue: make(chan AuditRecord, 8192)}
 }
 
 // Record implements Auditor.
-func (a EventAuditor) Record(_ context.Context, rec AuditRecord) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	futs, err := a.Events.PublishAsync(events.Event{Kind: rec.Action, Subject: rec.Object, ID: hex.EncodeToString(b[:]),
-		Time: rec.Time, Data: rec})
-	if err != nil {
-		a.Log.Warn("audit event not published", "action", rec.Action, "object", rec.Object, "actor", rec.Actor, "err", err)
-		return
+func (a *EventAuditor) Record(ctx context.Context, rec AuditRecord) {
+	select {
+	case a.queue <- rec:
+	case <-ctx.Done():
+		a.log.Warn("audit event not queued", "action", rec.Action, "object", rec.Object, "actor", rec.Actor, "err", ctx.Err())
 	}
-	for _, f := range futs {
-		go func() {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				a.Log.Warn("audit event not stored", "action", rec.Action, "object", rec.Object, "actor", rec.Actor, "err", err)
+}
+
+// Run publishes queued records until ctx ends, then those still queued
+// (for at most five seconds).
+func (a *EventAuditor) Run(ctx context.Context) error {
+	for {
+		select {
+		case rec := <-a.queue:
+			a.publish(ctx, rec)
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			for {
+				select {
+				case rec := <-a.queue:
+					a.publish(dctx, rec)
+				default:
+					return nil
+				}
 			}
-		}()
+		}
+	}
+}
+
+// publish sends rec and whatever else is queued, up to auditBatch, and
+// awaits their acks.
+func (a *EventAuditor) publish(ctx context.Context, first AuditRecord) {
+	batch := []AuditRecord{first}
+	for len(batch) < auditBatch {
+		select {
+		case rec := <-a.queue:
+			batch = append(batch, rec)
+			continue
+		default:
+		}
+		break
+	}
+	evs := make([]events.Event, 0, len(batch))
+	for _, rec := range batch {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		evs = append(evs, events.Event{Kind: rec.Action, Subject: rec.Object, ID: hex.EncodeToString(b[:]), Time: rec.Time, Data: rec})
+	}
+	futs, err := a.events.PublishAsync(evs...)
+	if err == nil {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = events.Await(actx, futs)
+		cancel()
+	}
+	if err != nil {
+		a.log.Warn("audit events not stored", "events", len(batch), "first_action", first.Action, "first_object", first.Object, "err", err)
 	}
 }
 

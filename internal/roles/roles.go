@@ -170,9 +170,10 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 		return fmt.Errorf("enrolled bucket: %w", err)
 	}
 	batcher := statuscache.NewBatcher(cache, 8192)
+	auditor := api.NewEventAuditor(p.JS, "fleetjob/api", p.Log)
 	core := api.NewCore(cfg.Token, api.Deps{
 		Auth:       api.Auth{Identities: api.IdentityStore{KV: idents}, Networks: cfg.OctansAllow, Rate: cfg.Rate, Burst: cfg.Burst},
-		Enrolments: api.KVEnrolments{KV: enrolled}, Audit: api.NewEventAuditor(p.JS, "fleetjob/api", p.Log),
+		Enrolments: api.KVEnrolments{KV: enrolled}, Audit: auditor,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
@@ -190,6 +191,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	g.Go(func() error { return dir.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return batcher.Run(gctx) })
+	g.Go(func() error { return auditor.Run(gctx) })
 	return g.Wait()
 }
 

@@ -3,12 +3,12 @@ package api
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -42,17 +42,25 @@ type Deps struct {
 	Enrol    *Enroller
 	Registry prometheus.Registerer
 	Log      *slog.Logger
-
-	// SealKey is the API's curve key, and Enrolments the agents enrolled
-	// for each host: sensitive values are sealed to those agents with it
-	// (seal.go). Without them a job with sensitive values is refused.
-	SealKey    nkeys.KeyPair
+	// Auth configures authentication; NewCore's token is its admin token.
+	Auth Auth
+	// Enrolments read agents' enrolments: their scopes, and the agents
+	// enrolled for each host. Sensitive values are sealed with SealKey to
+	// those agents (seal.go); without both a job with sensitive values is
+	// refused, and only jobs of no scope (admins') may target hosts.
 	Enrolments EnrolmentReader
+	SealKey    nkeys.KeyPair
+	// Audit records every write; nil records nothing.
+	Audit Auditor
 }
 
 // Core is the command core every surface shares: it submits, stops and
 // operates jobs (one JetStream command each, after the checks every
 // surface needs) and hands the surfaces the readers they answer from.
+//
+// Its readers (Jobs, Search, Logs, Callbacks, DeadLetters) answer only what
+// the request's principal may see: a job outside the caller's scopes is
+// not found, whichever surface asks.
 type Core struct {
 	Jobs        JobReader
 	Search      JobSearch
@@ -65,28 +73,28 @@ type Core struct {
 	Log   *slog.Logger
 
 	deps      Deps
-	token     string
+	auth      Auth
+	limits    *limiter
 	submitted *prometheus.CounterVec
+	limited   *prometheus.CounterVec
 }
 
 // NewCore builds the core. token is the admin credential (compared by
 // Admin); its metrics register on deps.Registry.
 func NewCore(token string, deps Deps) *Core {
+	deps.Auth.Token = token
 	c := &Core{
-		Jobs: deps.Jobs, Search: deps.Search, Logs: deps.Logs, Callbacks: deps.Callbacks,
-		DeadLetters: deps.DeadLetters, Agents: deps.Agents, Enrol: deps.Enrol, Log: deps.Log.With("component", "api"),
-		deps: deps, token: token,
+		Agents: deps.Agents, Enrol: deps.Enrol, Log: deps.Log.With("component", "api"),
+		deps: deps, auth: deps.Auth, limits: newLimiter(deps.Auth.Rate, deps.Auth.Burst),
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_api_jobs_submitted_total",
 			Help: "Jobs accepted by the API, by surface."}, []string{"surface"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetjob_api_rate_limited_total",
+			Help: "Requests refused by a credential's rate limit, by surface."}, []string{"surface"}),
 	}
-	deps.Registry.MustRegister(c.submitted)
+	c.Jobs, c.Search, c.Logs = scopedJobs{deps.Jobs}, scopedSearch{deps.Search}, scopedLogs{deps.Logs, deps.Jobs}
+	c.Callbacks, c.DeadLetters = scopedCallbacks{deps.Callbacks, deps.Jobs}, adminDeadLetters{deps.DeadLetters}
+	deps.Registry.MustRegister(c.submitted, c.limited)
 	return c
-}
-
-// Admin reports whether secret is the admin credential (in constant time);
-// an empty secret never is.
-func (c *Core) Admin(secret string) bool {
-	return c.token != "" && secret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(c.token)) == 1
 }
 
 // Claim is how a submission is made unique: a key in the names bucket and
@@ -142,6 +150,10 @@ const claimWait = 2 * time.Second
 // publishes it as one submit command. With a claim, a repeat answers the
 // first job's id (dup true), or ErrConflict when the claim is strict.
 func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id int64, dup bool, err error) {
+	p, err := c.submitter(ctx, spec)
+	if err != nil {
+		return 0, false, err
+	}
 	if err := spec.Normalize(); err != nil {
 		return 0, false, err
 	}
@@ -149,6 +161,9 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 		return 0, false, err
 	}
 	if err := c.checkRisk(spec); err != nil {
+		return 0, false, err
+	}
+	if err := c.checkTargets(ctx, p, spec); err != nil {
 		return 0, false, err
 	}
 	if err := c.seal(ctx, spec); err != nil {
@@ -185,6 +200,7 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 		}
 	}
 	if !dup {
+		c.audit(ctx, p, AuditSubmit, strconv.FormatInt(id, 10), spec.Scope, nil)
 		c.submitted.WithLabelValues(spec.Surface).Inc()
 		if c.deps.Queued != nil {
 			c.deps.Queued.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC()))
@@ -263,6 +279,14 @@ var ErrFinished = schemas.Conflict("the job has already finished")
 
 // Stop publishes a stop command for a job that exists and has not ended.
 func (c *Core) Stop(ctx context.Context, id int64, by string) error {
+	spec, _, err := c.Jobs.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := Require(ctx, RoleOperator, spec.Scope, true); err != nil {
+		return err
+	}
+	by = actorOr(ctx, by)
 	sum, err := c.Jobs.Job(ctx, id)
 	if err != nil {
 		return err
@@ -274,16 +298,21 @@ func (c *Core) Stop(ctx context.Context, id int64, by string) error {
 	if _, _, err := c.deps.Publisher.Publish(ctx, schemas.SubjStop, body, ""); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
+	c.audit(ctx, nil, AuditStop, strconv.FormatInt(id, 10), spec.Scope, nil)
 	return nil
 }
 
 // Operate checks an operation on a step (0-based) against the job's
 // current state and publishes it; the worker checks again when it applies it.
 func (c *Core) Operate(ctx context.Context, id int64, step int, op, by string) error {
-	_, st, err := c.Jobs.Load(ctx, id)
+	spec, st, err := c.Jobs.Load(ctx, id)
 	if err != nil {
 		return err
 	}
+	if err := Require(ctx, RoleOperator, spec.Scope, true); err != nil {
+		return err
+	}
+	by = actorOr(ctx, by)
 	if err := jobstate.CheckOp(st, op, step); err != nil {
 		return err
 	}
@@ -291,5 +320,6 @@ func (c *Core) Operate(ctx context.Context, id int64, step int, op, by string) e
 	if _, _, err := c.deps.Publisher.Publish(ctx, schemas.SubjOp, body, ""); err != nil {
 		return fmt.Errorf("operate: %w", err)
 	}
+	c.audit(ctx, nil, AuditOperate, strconv.FormatInt(id, 10), spec.Scope, map[string]any{"step": step, "op": op})
 	return nil
 }

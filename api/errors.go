@@ -32,6 +32,10 @@ func StatusOf(err error) int {
 		return he.Code
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrKeyReused):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrTooLarge):
@@ -83,12 +87,18 @@ func WriteProblem(c echo.Context, log *slog.Logger, err error) {
 		p.Status, p.Detail = http.StatusInternalServerError, "internal error"
 	}
 	p.Title = http.StatusText(p.Status)
+	if p.Status == http.StatusUnauthorized {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="fleetjob"`)
+	}
 	b, _ := json.Marshal(p)
 	_ = c.Blob(p.Status, "application/problem+json", b)
 }
 
-// Bearer requires "Authorization: Bearer <token>". Deny by default: an
-// empty token (a misconfiguration) lets no request through.
+// Bearer requires "Authorization: Bearer <token>" to be exactly token. Deny
+// by default: an empty token (a misconfiguration) lets no request through.
+//
+// Deprecated: routes authenticate through the core (Core.BearerAuth,
+// Core.RequireAdmin), which knows every identity and sets the principal.
 func Bearer(token string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -96,6 +106,9 @@ func Bearer(token string) echo.MiddlewareFunc {
 			if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 				return fmt.Errorf("missing or wrong bearer token: %w", ErrUnauthorized)
 			}
+			p := &Principal{Actor: "admin", Role: RoleAdmin, Kind: KindAdminToken, Surface: "native", Source: sourceOf(c),
+				CorrelationID: c.Request().Header.Get("X-Correlation-ID")}
+			c.SetRequest(c.Request().WithContext(WithPrincipal(c.Request().Context(), p)))
 			return next(c)
 		}
 	}

@@ -13,19 +13,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
-
-// EnrolmentReader finds the agents enrolled for hosts.
-type EnrolmentReader interface {
-	// Enrolled returns, for each of hosts that has any, the enrolments
-	// that allow it (revoked ones left out).
-	Enrolled(ctx context.Context, hosts map[schemas.Host]bool) (map[schemas.Host][]schemas.Enrolment, error)
-}
 
 // seal seals the sensitive values of every script step to the agents
 // enrolled for its hosts (see schemas.Script.Seal). A host with no
@@ -93,9 +87,6 @@ func (c *Core) seal(ctx context.Context, spec *schemas.JobSpec) error {
 	return fe.Err()
 }
 
-// KVEnrolments reads the enrolled bucket.
-type KVEnrolments struct{ KV jetstream.KeyValue }
-
 // Enrolled implements EnrolmentReader. It reads the whole bucket (one
 // ordered consumer, not a get per agent): only jobs with sensitive values
 // ask.
@@ -127,6 +118,13 @@ func (k KVEnrolments) Enrolled(ctx context.Context, hosts map[schemas.Host]bool)
 		for _, h := range e.Hosts {
 			if hosts[h] {
 				out[h] = append(out[h], e)
+			}
+		}
+		if len(e.Ranges) > 0 { // a simulator pool's: by range
+			for h := range hosts {
+				if !slices.Contains(e.Hosts, h) && e.Allows(h) {
+					out[h] = append(out[h], e)
+				}
 			}
 		}
 	}

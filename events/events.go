@@ -30,6 +30,13 @@ const (
 	HostFinished = "host.finished"
 	AgentOnline  = "agent.online"
 	AgentOffline = "agent.offline"
+	// Audit events: one per write through the API, with its actor, scope,
+	// source address, surface and correlation id.
+	AuditSubmit           = "audit.submit"
+	AuditStop             = "audit.stop"
+	AuditOperate          = "audit.operate"
+	AuditCredentialCreate = "audit.credential_create"
+	AuditCredentialRevoke = "audit.credential_revoke"
 )
 
 // TypePrefix prefixes every CloudEvents type.

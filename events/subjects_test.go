@@ -22,7 +22,8 @@ func TestSubjectsAgreeWithTopology(t *testing.T) {
 	}
 	callbacks := top.CallbackConsumer().FilterSubject
 	kinds := []string{JobCreated, JobStarted, JobStopping, JobFinished, StepStarted, StepFinished, StepWaiting,
-		StepOperated, HostStarted, HostFinished, AgentOnline, AgentOffline}
+		StepOperated, HostStarted, HostFinished, AgentOnline, AgentOffline,
+		AuditSubmit, AuditStop, AuditOperate, AuditCredentialCreate, AuditCredentialRevoke}
 	for _, kind := range kinds {
 		subj := Subject(kind, "42")
 		inStream := false

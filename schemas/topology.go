@@ -41,6 +41,10 @@ const (
 	// BucketAccounts maps execution account aliases to OS users, by
 	// AccountKey(scope, alias); only the API writes it.
 	BucketAccounts = "accounts"
+	// BucketIdentities holds the API's credentials (users' tokens,
+	// BlueKing apps), by kind and id, secrets only as hashes; only the API
+	// reads or writes it.
+	BucketIdentities = "identities"
 )
 
 // Subjects.
@@ -302,6 +306,7 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
 		kv(BucketAccounts, "execution account aliases per scope"),
 		tokens,
+		kv(BucketIdentities, "API credentials: tokens and BlueKing apps, secrets hashed"),
 		leases,
 	}
 }

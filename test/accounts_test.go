@@ -197,7 +197,7 @@ func bkHeader(s *testenv.System) map[string]string {
 		"Authorization": ""}
 }
 
-func bkScript(scope, alias, content, ip string) map[string]any {
+func bkAliasScript(scope, alias, content, ip string) map[string]any {
 	b := map[string]any{"bk_scope_type": "biz", "bk_scope_id": scope, "script_language": 1,
 		"script_content": base64.StdEncoding.EncodeToString([]byte(content)),
 		"target_server":  map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": ip}}}}
@@ -256,7 +256,7 @@ func TestUnknownAliasRefusedOnEverySurface(t *testing.T) {
 		t.Errorf("octans unknown user: %d %+v", code, oct)
 	}
 
-	code, env := bkCall(t, s, "fast_execute_script", bkScript("2", "ghost", "echo hi", "127.0.0.1"))
+	code, env := bkCall(t, s, "fast_execute_script", bkAliasScript("2", "ghost", "echo hi", "127.0.0.1"))
 	bkRefused(t, code, env, "account_alias", "ghost")
 	code, env = bkCall(t, s, "fast_transfer_file", map[string]any{"bk_scope_type": "biz", "bk_scope_id": "2", "account_alias": "root",
 		"file_target_path": "/tmp/x", "target_server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.1"}}},
@@ -281,17 +281,17 @@ func TestAliasesArePerScope(t *testing.T) {
 	putAccount(t, s, "biz:2", "root", map[string]any{"deny": true})
 	before := s.CommandCount(t)
 
-	code, env := bkCall(t, s, "fast_execute_script", bkScript("2", "app", "id -u", "127.0.0.73"))
+	code, env := bkCall(t, s, "fast_execute_script", bkAliasScript("2", "app", "id -u", "127.0.0.73"))
 	bkRefused(t, code, env, "account_alias", `unknown account alias "app" in scope biz:2`)
-	code, env = bkCall(t, s, "fast_execute_script", bkScript("2", "root", "id -u", "127.0.0.73"))
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "root", "id -u", "127.0.0.73"))
 	bkRefused(t, code, env, "account_alias", `"root" is forbidden in scope biz:2`)
-	code, env = bkCall(t, s, "fast_execute_script", bkScript("2", "", "id -u", "127.0.0.73")) // account_id only: the default alias
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "", "id -u", "127.0.0.73")) // account_id only: the default alias
 	bkRefused(t, code, env, "account_alias", "forbidden")
 	if after := s.CommandCount(t); after != before {
 		t.Fatalf("refused jobs queued %d commands", after-before)
 	}
 
-	code, env = bkCall(t, s, "fast_execute_script", bkScript("3", "app", "id -u", "127.0.0.73"))
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("3", "app", "id -u", "127.0.0.73"))
 	if code != 200 || env["result"] != true {
 		t.Fatalf("biz:3 with its own alias: %d %v", code, env)
 	}
@@ -325,7 +325,7 @@ func TestAliasesArePerScope(t *testing.T) {
 	if code, _ := s.Do(t, "DELETE", "/v1/accounts/biz:3/app", nil, nil); code != 404 {
 		t.Fatalf("delete again: %d", code)
 	}
-	code, env = bkCall(t, s, "fast_execute_script", bkScript("3", "app", "id -u", "127.0.0.73"))
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("3", "app", "id -u", "127.0.0.73"))
 	bkRefused(t, code, env, "account_alias", "unknown account alias")
 }
 

@@ -81,8 +81,9 @@ func isESBPath(path string) bool { return strings.HasPrefix(path, "/api/c/compap
 // Surface serves the BlueKing routes.
 type Surface struct{ core *api.Core }
 
-// New returns the BlueKing surface. Apps authenticate with the admin
-// credential as bk_app_secret (or access_token).
+// New returns the BlueKing surface. Apps authenticate with their own
+// bk_app_code and bk_app_secret (or access_token), made by an admin
+// (POST /v1/bk-apps); the admin token opens any app code.
 func New(core *api.Core) *Surface { return &Surface{core: core} }
 
 // bkRoots are the path roots of the surface: an unknown API under them is
@@ -205,6 +206,8 @@ func (s *Surface) WriteError(c echo.Context, err error) {
 	switch st := api.StatusOf(err); {
 	case errors.Is(err, api.ErrUnauthorized):
 		status = http.StatusUnauthorized
+	case errors.Is(err, api.ErrRateLimited): // the gateway's own answer
+		status = http.StatusTooManyRequests
 	case st == 0:
 		s.core.Log.Error("bkjob request failed", "path", c.Request().URL.Path, "request_id", bkRequestID(c), "err", err)
 		code, msg = bkCodeInternal, "internal error"
@@ -232,6 +235,10 @@ func bkCodeFor(err error) int {
 		return bkCodeBadRequest
 	case errors.Is(err, api.ErrUnauthorized):
 		return bkCodeAuthFailed
+	case errors.Is(err, api.ErrForbidden):
+		return bkCodePermissionDenied
+	case errors.Is(err, api.ErrRateLimited):
+		return bkCodeUnavailable
 	case errors.Is(err, api.ErrMalformed):
 		return bkCodeBadRequest
 	case errors.Is(err, api.ErrTooLarge):
@@ -292,15 +299,25 @@ type bkCredentials struct {
 }
 
 // bkCaller is who made an authenticated request: the app and the user the
-// job belongs to (bk_username, or the app code when no user is named).
+// job belongs to (bk_username for an app trusted to assert users, else the
+// app itself).
 type bkCaller struct {
 	app, user string
 }
 
-// bkAuthenticate accepts an app whose bk_app_secret (or access_token) is
-// the admin token; params are the request's parameters as JSON, read for
-// credentials on ESB paths when the header is absent.
-func (s *Surface) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error) {
+// bkCodePermissionDenied is BlueKing's unified permission error
+// (BK_PERMISSION_DENIED), answered HTTP 200 like bk-job's other errors.
+const bkCodePermissionDenied = 9900403
+
+// bkAuthenticate is the surface's authentication step: the app's
+// credentials from the X-Bkapi-Authorization header or, on ESB paths
+// without it, from the request's parameters (params, read only then). An
+// app's secret is checked against the identities store (the admin token
+// opens any app code). The app is the actor; bk_username becomes the
+// acting user only for an app an admin marked trusted to assert users, as
+// BlueKing's gateway does for apps exempted from user auth: any other app
+// naming another user is refused.
+func (s *Surface) bkAuthenticate(c echo.Context, params func() ([]byte, error)) (bkCaller, error) {
 	var cred bkCredentials
 	h := c.Request().Header.Get(bkHeaderAuthorization)
 	switch {
@@ -308,8 +325,13 @@ func (s *Surface) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error
 		if err := json.Unmarshal([]byte(h), &cred); err != nil {
 			return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "%s is not a JSON object of credentials", bkHeaderAuthorization)
 		}
-	case isESBPath(c.Request().URL.Path) && len(params) > 0:
-		_ = json.Unmarshal(params, &cred) // only the credentials matter here; the parameters are checked later
+	case isESBPath(c.Request().URL.Path):
+		if b, err := params(); err == nil && len(b) > 0 {
+			_ = json.Unmarshal(b, &cred) // only the credentials matter here; the parameters are checked later
+		}
+		if cred.AppCode == "" && cred.AppSecret == "" && cred.AccessToken == "" {
+			return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "missing %s header", bkHeaderAuthorization)
+		}
 	default:
 		return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "missing %s header", bkHeaderAuthorization)
 	}
@@ -317,31 +339,58 @@ func (s *Surface) bkAuthenticate(c echo.Context, params []byte) (bkCaller, error
 	if secret == "" {
 		secret = cred.AccessToken
 	}
-	if !s.core.Admin(secret) {
-		return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "app authentication failed: wrong or missing bk_app_secret")
+	app := strings.TrimSpace(cred.AppCode)
+	p, trusted, err := s.core.AuthenticateApp(c.Request().Context(), app, secret)
+	if err != nil {
+		if errors.Is(err, api.ErrUnauthorized) {
+			return bkCaller{}, bkErrorf(bkCodeAuthFailed, api.ErrUnauthorized, "app authentication failed: wrong or missing bk_app_code or bk_app_secret")
+		}
+		return bkCaller{}, err
 	}
 	user := strings.TrimSpace(cred.Username)
-	if user == "" {
-		user = strings.TrimSpace(cred.AppCode)
+	switch {
+	case user == "" || user == app:
+		user = app
+	case !trusted:
+		return bkCaller{}, bkErrorf(bkCodePermissionDenied, api.ErrForbidden,
+			"app %s is not allowed to act as user %s (only apps trusted to assert users may)", app, user)
+	default:
+		p.Actor, p.App = user, app
 	}
 	if user == "" {
 		user = "admin"
+		p.Actor = user
 	}
-	return bkCaller{app: strings.TrimSpace(cred.AppCode), user: user}, nil
+	if err := s.core.Admit(c, p, bkSurface); err != nil {
+		return bkCaller{}, err
+	}
+	return bkCaller{app: app, user: p.Actor}, nil
 }
 
 // bkBind authenticates a request and decodes its parameters into v
 // strictly: the JSON body, or the query string of a GET (or of a POST that
-// has no body). Authentication comes first, so a caller without
-// credentials learns nothing about the parameters.
+// has no body). Authentication comes first, and reads the body only on
+// ESB paths without the header, so a caller without credentials learns
+// nothing about the parameters.
 func (s *Surface) bkBind(c echo.Context, v any) (bkCaller, error) {
-	params, perr := bkParams(c)
-	caller, err := s.bkAuthenticate(c, params)
+	var (
+		params []byte
+		perr   error
+		read   bool
+	)
+	get := func() ([]byte, error) {
+		if !read {
+			params, perr, read = nil, nil, true
+			params, perr = bkParams(c)
+		}
+		return params, perr
+	}
+	caller, err := s.bkAuthenticate(c, get)
 	if err != nil {
 		return caller, err
 	}
-	if perr != nil {
-		return caller, perr
+	if _, err := get(); err != nil {
+		return caller, err
 	}
 	return caller, decodeParams(params, v)
 }

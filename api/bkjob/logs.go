@@ -381,11 +381,11 @@ func hostNotInStep(h schemas.Host, l *bkStepLogs) error {
 }
 
 func (s *Surface) bkGetJobInstanceIPLog(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req bkIPLogRequest
 	if _, err := s.bkBind(c, &req); err != nil {
 		return err
 	}
+	ctx := c.Request().Context() // after authentication: it carries the principal
 	var v bkInvalid
 	sc := req.scope(&v)
 	id := bkJobID(req.JobInstanceID, &v)
@@ -458,11 +458,11 @@ func (s *Surface) bkGetJobInstanceIPLog(c echo.Context) error {
 }
 
 func (s *Surface) bkBatchGetJobInstanceIPLog(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req bkBatchLogRequest
 	if _, err := s.bkBind(c, &req); err != nil {
 		return err
 	}
+	ctx := c.Request().Context() // after authentication: it carries the principal
 	var v bkInvalid
 	sc := req.scope(&v)
 	id := bkJobID(req.JobInstanceID, &v)

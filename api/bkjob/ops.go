@@ -88,12 +88,12 @@ type bkOperateStepRequest struct {
 }
 
 func (s *Surface) bkOperateStepInstance(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req bkOperateStepRequest
 	caller, err := s.bkBind(c, &req)
 	if err != nil {
 		return err
 	}
+	ctx := c.Request().Context() // after authentication: it carries the principal
 	var v bkInvalid
 	sc := req.scope(&v)
 	id := bkJobID(req.JobInstanceID, &v)

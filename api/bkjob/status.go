@@ -188,11 +188,11 @@ type bkStatusData struct {
 }
 
 func (s *Surface) bkGetJobInstanceStatus(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req bkStatusRequest
 	if _, err := s.bkBind(c, &req); err != nil {
 		return err
 	}
+	ctx := c.Request().Context() // after authentication: it carries the principal
 	var v bkInvalid
 	sc := req.scope(&v)
 	id := bkJobID(req.JobInstanceID, &v)
@@ -427,11 +427,11 @@ func (s *Surface) bkListQuery(req *bkListRequest, v *bkInvalid) bkListFilter {
 }
 
 func (s *Surface) bkGetJobInstanceList(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req bkListRequest
 	if _, err := s.bkBind(c, &req); err != nil {
 		return err
 	}
+	ctx := c.Request().Context() // after authentication: it carries the principal
 	var v bkInvalid
 	f := s.bkListQuery(&req, &v)
 	start, length := int(req.Start.V), bkDefaultListLength

@@ -12,13 +12,8 @@ import (
 // Execution account aliases: admins map, per scope ("global" for the
 // scope-less set), the aliases jobs name to OS users.
 
-// adminOnly is the check every account route passes: the admin
-// credential. (One place, so the identities of issue 10 can replace it.)
-func (s *Surface) adminOnly() echo.MiddlewareFunc { return api.Bearer(s.token) }
-
 // registerAccounts adds the /v1/accounts routes.
-func (s *Surface) registerAccounts(g *echo.Group) {
-	admin := s.adminOnly()
+func (s *Surface) registerAccounts(g *echo.Group, admin echo.MiddlewareFunc) {
 	g.GET("/accounts", s.listAccounts, admin)
 	g.GET("/accounts/:scope", s.listScopeAccounts, admin)
 	g.PUT("/accounts/:scope/:alias", s.putAccount, admin)

@@ -10,21 +10,17 @@ import (
 	"github.com/fleetjob/fleetjob/api"
 )
 
-// admin is the check of the routes only an admin may use: today the
-// admin bearer token.
-func (s *Surface) admin() echo.MiddlewareFunc { return api.Bearer(s.token) }
-
 // registerEnrol adds the enrolment routes: tokens and revocation for
 // admins, and POST /v1/enrol, which an agent authenticates with its
 // enrolment token alone.
-func (s *Surface) registerEnrol(g *echo.Group) {
+func (s *Surface) registerEnrol(g *echo.Group, admin echo.MiddlewareFunc) {
 	if s.core.Enrol == nil {
 		return
 	}
-	g.POST("/enrolments", s.createEnrolToken, s.admin())
+	g.POST("/enrolments", s.createEnrolToken, admin)
 	g.POST("/enrol", s.enrol)
-	g.POST("/agents/:id/revoke", s.revokeAgent, s.admin())
-	g.GET("/agents/:id/enrolment", s.agentEnrolment, s.admin())
+	g.POST("/agents/:id/revoke", s.revokeAgent, admin)
+	g.GET("/agents/:id/enrolment", s.agentEnrolment, admin)
 }
 
 func (s *Surface) createEnrolToken(c echo.Context) error {

@@ -25,8 +25,9 @@ type Surface struct {
 	token string
 }
 
-// New returns the native surface; every route needs token as a bearer
-// token.
+// New returns the native surface. Every route authenticates a bearer
+// token through the core (the admin token or a stored one); token is the
+// admin token, kept for routes that take nothing else.
 func New(core *api.Core, token string) *Surface { return &Surface{core: core, token: token} }
 
 // WriteError answers an RFC 9457 problem.
@@ -36,7 +37,8 @@ func (s *Surface) WriteError(c echo.Context, err error) { api.WriteProblem(c, s.
 func (s *Surface) Register(e *echo.Echo) {
 	// Per-route middleware, not a group's: a group with middleware
 	// answers every unknown method 404 instead of 405.
-	auth := api.Bearer(s.token)
+	auth := s.core.BearerAuth("native")
+	admin := s.core.RequireAdmin()
 	g := e.Group("/v1")
 	g.POST("/jobs", s.createJob, auth)
 	g.GET("/jobs", s.listJobs, auth)
@@ -47,9 +49,10 @@ func (s *Surface) Register(e *echo.Echo) {
 	g.POST("/jobs/:id/stop", s.stopJob, auth)
 	g.POST("/jobs/:id/steps/:step/:op", s.operateStep, auth)
 	g.GET("/agents", s.listAgents, auth)
-	g.GET("/deadletters", s.listDeadLetters, auth)
-	s.registerAccounts(g)
-	s.registerEnrol(g)
+	g.GET("/deadletters", s.listDeadLetters, admin)
+	s.registerIdentities(g, admin)
+	s.registerAccounts(g, admin)
+	s.registerEnrol(g, admin)
 }
 
 // SubmitRequest is the body of POST /v1/jobs.
@@ -61,6 +64,9 @@ type SubmitRequest struct {
 	AgentWait     int            `json:"agent_wait"`
 	CorrelationID string         `json:"correlation_id"`
 	CallbackURL   string         `json:"callback_url"`
+	// Scope is the business the job belongs to ("biz:2"); a caller with
+	// one scope may leave it out, admins may submit with none.
+	Scope string `json:"scope"`
 }
 
 // SubmitResponse answers an accepted job.
@@ -77,7 +83,14 @@ func (s *Surface) createJob(c echo.Context) error {
 	spec := &schemas.JobSpec{
 		Name: req.Name, Steps: req.Steps, Targets: req.Targets, Concurrency: req.Concurrency,
 		AgentWait: req.AgentWait, CorrelationID: req.CorrelationID, Surface: "native", CallbackURL: req.CallbackURL,
-		Owner: "admin", Source: c.Request().Header.Get("X-Source"),
+		Source: c.Request().Header.Get("X-Source"),
+	}
+	if req.Scope != "" {
+		sc, err := schemas.ParseScope(req.Scope)
+		if err != nil {
+			return schemas.Invalid("scope", "%v", err)
+		}
+		spec.Scope = &sc
 	}
 	if spec.CorrelationID == "" {
 		spec.CorrelationID = c.Request().Header.Get("X-Correlation-ID")
@@ -85,6 +98,9 @@ func (s *Surface) createJob(c echo.Context) error {
 	key := c.Request().Header.Get("Idempotency-Key")
 	if len(key) > 256 {
 		return schemas.Invalid("Idempotency-Key", "longer than 256 characters")
+	}
+	if p := api.PrincipalOf(c.Request().Context()); key != "" && !p.Admin() {
+		key = p.Actor + ":" + key // one caller's key never answers another's job
 	}
 	id, _, err := s.core.Submit(c.Request().Context(), spec, api.IdempotencyClaim(key, api.Fingerprint(req)))
 	if err != nil {
@@ -304,7 +320,7 @@ func (s *Surface) stopJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.core.Stop(c.Request().Context(), id, "admin"); err != nil {
+	if err := s.core.Stop(c.Request().Context(), id, ""); err != nil {
 		return err
 	}
 	c.Response().Header().Set("Location", "/v1/jobs/"+strconv.FormatInt(id, 10))
@@ -332,9 +348,13 @@ func (s *Surface) listAgents(c echo.Context) error {
 	if err := qp.fe.Err(); err != nil {
 		return err
 	}
+	agents, err := s.core.VisibleAgents(c.Request().Context())
+	if err != nil {
+		return err
+	}
 	now := time.Now()
 	all := []AgentView{}
-	for _, a := range s.core.Agents.All() {
+	for _, a := range agents {
 		v := AgentView{AgentInfo: a, Online: a.Online(now, s.core.Agents.TTL())}
 		if (online != "" && strconv.FormatBool(v.Online) != online) || (hasLabel && a.Labels[label] != value) {
 			continue
@@ -374,7 +394,7 @@ func (s *Surface) operateStep(c echo.Context) error {
 	if !ok {
 		return schemas.Invalid("op", "unknown operation %q (want confirm, skip, retry-failed, retry-all or ignore-error)", c.Param("op"))
 	}
-	if err := s.core.Operate(c.Request().Context(), id, step, op, "admin"); err != nil {
+	if err := s.core.Operate(c.Request().Context(), id, step, op, ""); err != nil {
 		var refused *jobstate.Refusal
 		if errors.As(err, &refused) { // in the URL's words
 			return schemas.Conflict("%s on step %d: %s", c.Param("op"), step, refused.Reason)

@@ -3,7 +3,10 @@
 // {code, content, message} envelope. As the original, every answer is
 // HTTP 200 and code says what happened (0 success, -1 failure); only a
 // missing or wrong token (when one is configured) is 401, and a path or
-// method that is no API 404 or 405.
+// method that is no API 404 or 405. Callers authenticate with a bearer
+// token; clients that cannot send one are admitted only from the networks
+// an admin listed (--octans-allow), each such request logged. A role that
+// may not do what is asked is 403, a rate limit 429, in the same envelope.
 package octans
 
 import (
@@ -36,25 +39,42 @@ const octansLogLines = 1000
 
 // Surface serves the octans routes under /api.
 type Surface struct {
-	core  *api.Core
-	token string
+	core *api.Core
 }
 
-// New returns the octans surface. Its clients send no credentials; a
-// non-empty token is then required as a bearer token.
-func New(core *api.Core, token string) *Surface { return &Surface{core: core, token: token} }
+// New returns the octans surface.
+func New(core *api.Core) *Surface { return &Surface{core: core} }
+
+// authenticate is the surface's authentication step, before any body is
+// read: a bearer token when the request sends one (a wrong one is refused,
+// never retried as a network), else a network grant for its source
+// address; nothing is open by default.
+func (s *Surface) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	bearer := s.core.BearerAuth(surfaceName)(next)
+	return func(c echo.Context) error {
+		if c.Request().Header.Get("Authorization") != "" {
+			return bearer(c)
+		}
+		p, ok := s.core.AuthenticateNetwork(c)
+		if !ok {
+			return fmt.Errorf("a bearer token is required (or a source network an admin allowed): %w", api.ErrUnauthorized)
+		}
+		if err := s.core.Admit(c, p, surfaceName); err != nil {
+			return err
+		}
+		s.core.Log.Info("octans request admitted by source network", "source", api.PrincipalOf(c.Request().Context()).Source,
+			"network", p.Actor, "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-CORRELATION-ID"))
+		return next(c)
+	}
+}
+
+const surfaceName = "octans"
 
 // Register adds the five octans routes.
 func (s *Surface) Register(e *echo.Echo) {
 	// Per-route middleware, not a group's: a group with middleware
 	// answers every unknown method 404 instead of 405.
-	auth := api.Bearer(s.token)
-	if s.token == "" {
-		// The octans document's clients send no credentials, so without a
-		// compat token the routes stay open as they always were; issue 10
-		// closes them (allowed networks, the admin token).
-		auth = func(next echo.HandlerFunc) echo.HandlerFunc { return next }
-	}
+	auth := s.authenticate
 	g := e.Group("/api")
 	g.POST("/run", func(c echo.Context) error { return s.octansRun(c, false) }, auth)
 	g.POST("/parallel_run", func(c echo.Context) error { return s.octansRun(c, true) }, auth)
@@ -94,7 +114,7 @@ func (s *Surface) WriteError(c echo.Context, err error) {
 	status := http.StatusOK
 	var he *echo.HTTPError
 	switch code := api.StatusOf(err); {
-	case errors.Is(err, api.ErrUnauthorized), errors.As(err, &he):
+	case errors.Is(err, api.ErrUnauthorized), errors.Is(err, api.ErrForbidden), errors.Is(err, api.ErrRateLimited), errors.As(err, &he):
 		status = code
 	case code == 0:
 		s.core.Log.Error("octans request failed", "path", c.Request().URL.Path, "correlation_id", c.Request().Header.Get("X-CORRELATION-ID"), "err", err)
@@ -239,7 +259,7 @@ func (s *Surface) octansStop(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.core.Stop(c.Request().Context(), id, "octans"); err != nil {
+	if err := s.core.Stop(c.Request().Context(), id, ""); err != nil {
 		return err
 	}
 	return octansOK(c, struct{}{})

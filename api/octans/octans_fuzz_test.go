@@ -52,7 +52,7 @@ func FuzzOctansRequest(f *testing.F) {
 		}
 	}
 	core, rec := fuzzcore.Core(f)
-	h := fuzzcore.Handler(core, New(core, fuzzcore.Token))
+	h := fuzzcore.Handler(core, New(core))
 	hdr := http.Header{"Authorization": {"Bearer " + fuzzcore.Token}}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		path := routes[int(route)%len(routes)]

@@ -38,6 +38,11 @@ type Config struct {
 	Topology topologyConfig `koanf:"topology"`
 	Outbound outboundConfig `koanf:"outbound"`
 	Enrol    enrolConfig    `koanf:"enrol"`
+	Client   clientConfig   `koanf:"client"`
+}
+
+type clientConfig struct {
+	APIURL string `koanf:"api_url"`
 }
 
 type outboundConfig struct {
@@ -61,7 +66,9 @@ type redisConfig struct {
 
 type apiConfig struct {
 	Token       secret `koanf:"token"`
-	CompatToken secret `koanf:"compat_token"`
+	OctansAllow string `koanf:"octans_allow"` // comma-separated network grants
+	Rate        int    `koanf:"rate"`
+	Burst       int    `koanf:"burst"`
 	RiskRules   string `koanf:"risk_rules"`
 }
 
@@ -143,7 +150,9 @@ var settings = []setting{
 	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
 	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
 	{"api.token", "FLEETJOB_TOKEN", "", "admin bearer token of /v1 (serve generates one into the data dir when empty)"},
-	{"api.compat_token", "FLEETJOB_COMPAT_TOKEN", "", "when set, the octans routes require this bearer token"},
+	{"api.octans_allow", "FLEETJOB_OCTANS_ALLOW", "", "comma-separated source networks whose octans clients may call without a token, each as an operator of the scopes after '=' (10.1.0.0/16=biz:2+biz:3); nothing is open by default"},
+	{"api.rate", "FLEETJOB_API_RATE", 100, "requests per second each credential may make (0: no limit); the admin token is exempt"},
+	{"api.burst", "FLEETJOB_API_BURST", 200, "requests a credential may make at once above its rate"},
 	{"api.risk_rules", "FLEETJOB_RISK_RULES", "", "JSON file of high-risk command rules that replaces the shipped ones"},
 	{"workers.count", "", 1, "workers in this process"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
@@ -163,6 +172,7 @@ var settings = []setting{
 	{"enrol.url", "FLEETJOB_ENROL_URL", "", "enrol this agent at this API URL first (http(s)://host:port), with an enrolment token"},
 	{"enrol.token", "FLEETJOB_ENROL_TOKEN", "", "the one-use enrolment token an admin made (fleetjob enrolment create)"},
 	{"enrol.only", "", false, "enrol, store the credentials and exit"},
+	{"client.api_url", "FLEETJOB_API_URL", "http://127.0.0.1:8080", "the API the token and bk-app commands call (with the admin token)"},
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
@@ -187,9 +197,11 @@ var roleFlags = map[role][]flagKey{
 		{"agent-cloud-id", "agent.cloud_id"}, {"agent-host-id", "agent.host_id"}, {"agent-label", "agent.labels"},
 		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
 		{"outbound-allow", "outbound.allow"},
+		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 	},
-	roleAPI:    {{"http-addr", "http.addr"}},
+	roleAPI:    {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
+	roleClient: {{"api-url", "client.api_url"}, {"data-dir", "data_dir"}},
 	roleAgent: {
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},
@@ -275,6 +287,9 @@ func loadConfig(r role, fs *pflag.FlagSet, environ []string) (Config, error) {
 		if s.env != "" {
 			envKeys[s.env] = s.key
 		}
+	}
+	if lookupEnv(environ, "FLEETJOB_COMPAT_TOKEN") != "" {
+		return Config{}, fmt.Errorf("FLEETJOB_COMPAT_TOKEN was removed: octans clients send a bearer token (fleetjob token create) or call from a network listed in --octans-allow")
 	}
 	path, _ := fs.GetString("config")
 	if path == "" {

@@ -86,7 +86,7 @@ func TestConfigEnvironment(t *testing.T) {
 	environ := []string{
 		"FLEETJOB_LOG_LEVEL=debug", "FLEETJOB_DATA_DIR=/srv/fj", "FLEETJOB_HTTP_ADDR=0.0.0.0:80",
 		"FLEETJOB_NATS_ADDR=0.0.0.0:4222", "NATS_URL=nats://n1:4222,nats://n2:4222", "REDIS_URL=redis://r:6379/1",
-		"FLEETJOB_TOKEN=admin", "FLEETJOB_COMPAT_TOKEN=compat", "FLEETJOB_RISK_RULES=/etc/rules.json",
+		"FLEETJOB_TOKEN=admin", "FLEETJOB_OCTANS_ALLOW=10.1.0.0/16=biz:2", "FLEETJOB_API_RATE=7", "FLEETJOB_API_BURST=9", "FLEETJOB_RISK_RULES=/etc/rules.json",
 		"FLEETJOB_AGENT_DIR=/var/lib/fj-agent", "FLEETJOB_REPLICAS=3", "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_TASK_ACK_WAIT=4s",
 		"UNRELATED=1",
 	}
@@ -94,7 +94,7 @@ func TestConfigEnvironment(t *testing.T) {
 	want := mustLoad(t, roleAgent, nil)
 	want.LogLevel, want.DataDir, want.HTTP.Addr = "debug", "/srv/fj", "0.0.0.0:80"
 	want.NATS.Addr, want.NATS.URL, want.Redis.URL = "0.0.0.0:4222", "nats://n1:4222,nats://n2:4222", "redis://r:6379/1"
-	want.API = apiConfig{Token: "admin", CompatToken: "compat", RiskRules: "/etc/rules.json"}
+	want.API = apiConfig{Token: "admin", OctansAllow: "10.1.0.0/16=biz:2", Rate: 7, Burst: 9, RiskRules: "/etc/rules.json"}
 	want.Agent.DataDir = "/var/lib/fj-agent"
 	want.Topology = topologyConfig{Replicas: 3, AckWait: 3 * time.Second, TaskAckWait: 4 * time.Second}
 	if diff := cmp.Diff(got, want); diff != "" {
@@ -161,7 +161,7 @@ func TestConfigFile(t *testing.T) {
 log_level: error
 nats: {url: "nats://a:4222", sync: 2m, sync_always: true}
 redis: {url: "redis://r:6379/2"}
-api: {token: tok, compat_token: ctok, risk_rules: /etc/r.json}
+api: {token: tok, octans_allow: "10.2.0.0/16", rate: 5, burst: 6, risk_rules: /etc/r.json}
 metrics: {addr: ":9100"}
 agent:
   id: box
@@ -178,7 +178,7 @@ topology: {replicas: 3, ack_wait: 45s, task_ack_wait: 50s}
 	want.LogLevel = "error"
 	want.NATS.URL, want.NATS.Sync, want.NATS.SyncAlways = "nats://a:4222", 2*time.Minute, true
 	want.Redis.URL, want.Metrics.Addr = "redis://r:6379/2", ":9100"
-	want.API = apiConfig{Token: "tok", CompatToken: "ctok", RiskRules: "/etc/r.json"}
+	want.API = apiConfig{Token: "tok", OctansAllow: "10.2.0.0/16", Rate: 5, Burst: 6, RiskRules: "/etc/r.json"}
 	want.Agent = agentConfig{ID: "box", IP: "10.1.2.3", CloudID: 4, Labels: []string{"zone=a", "rack=7"}, Slots: 16,
 		ShutdownGrace: 20 * time.Second, DataDir: "/var/lib/box"}
 	want.Topology = topologyConfig{Replicas: 3, AckWait: 45 * time.Second, TaskAckWait: 50 * time.Second}
@@ -200,6 +200,8 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"replicas not a number", roleWorker, []string{"FLEETJOB_REPLICAS=three", "REDIS_URL=redis://r"}, nil, "",
 			[]string{`topology.replicas (FLEETJOB_REPLICAS): "three" is not a whole number`}},
+		{"octans networks", roleAPI, []string{"FLEETJOB_OCTANS_ALLOW=10.1.0.0/16=biz:2, office", "REDIS_URL=redis://r", "NATS_URL=nats://n", "FLEETJOB_TOKEN=t"}, nil, "",
+			[]string{`api.octans_allow (--octans-allow, FLEETJOB_OCTANS_ALLOW): "office" is not a network`}},
 		{"outbound allow-list", roleWorker, []string{"FLEETJOB_OUTBOUND_ALLOW=10.1.0.0/16, office", "REDIS_URL=redis://r"}, nil, "",
 			[]string{`outbound.allow (--outbound-allow, FLEETJOB_OUTBOUND_ALLOW): "office" is not an address or a prefix such as 10.1.0.0/16`}},
 		{"replicas out of range", roleAgent, []string{"FLEETJOB_REPLICAS=7"}, nil, "",

@@ -48,6 +48,8 @@ func newRoot(environ []string) *cobra.Command {
 		enrolmentCmd(environ),
 		natsdCmd(),
 		accountCmd(environ),
+		tokenCmd(environ),
+		bkAppCmd(environ),
 	)
 	return root
 }

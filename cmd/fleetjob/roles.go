@@ -33,8 +33,9 @@ func agentSettings(cfg Config, dir string, top schemas.Topology) agent.Config {
 
 // apiSettings is the API's configuration, with the admin token in force.
 func apiSettings(cfg Config, token string) roles.APIConfig {
-	return roles.APIConfig{Token: token, CompatToken: string(cfg.API.CompatToken), RiskRules: cfg.API.RiskRules,
-		AgentNATSURLs: strings.Split(cfg.NATS.URL, ",")}
+	grants, _ := parseGrants(cfg.API.OctansAllow) // validated by loadConfig
+	return roles.APIConfig{Token: token, OctansAllow: grants, Rate: float64(cfg.API.Rate), Burst: cfg.API.Burst,
+		RiskRules: cfg.API.RiskRules, AgentNATSURLs: strings.Split(cfg.NATS.URL, ",")}
 }
 
 // joinPlumbing connects a separate role to the configured NATS and, when

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 
+	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -182,6 +184,13 @@ func (c *Config) validate(r role) error {
 			p.add("outbound.allow", "%v", err)
 		}
 	}
+	if r == roleServe || r == roleAPI {
+		if _, err := parseGrants(c.API.OctansAllow); err != nil {
+			p.add("api.octans_allow", "%v", err)
+		}
+		p.atLeast("api.rate", c.API.Rate, 0)
+		p.atLeast("api.burst", c.API.Burst, 1)
+	}
 	switch r {
 	case roleServe:
 		p.required("data_dir", c.DataDir)
@@ -196,6 +205,10 @@ func (c *Config) validate(r role) error {
 		p.addr("http.addr", c.HTTP.Addr, 0)
 		p.required("redis.url", string(c.Redis.URL))
 		p.required("api.token", string(c.API.Token))
+	case roleClient:
+		if u, err := url.Parse(c.Client.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("client.api_url", "%q is not an http(s) URL", c.Client.APIURL)
+		}
 	case roleWorker:
 		p.required("redis.url", string(c.Redis.URL))
 		p.atLeast("workers.count", c.Workers.Count, 1)
@@ -275,6 +288,22 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%q is not an address or a prefix such as 10.1.0.0/16", f)
 		}
 		out = append(out, pr.Masked())
+	}
+	return out, nil
+}
+
+// parseGrants reads the octans network grants, comma-separated.
+func parseGrants(s string) ([]api.NetworkGrant, error) {
+	var out []api.NetworkGrant
+	for _, g := range strings.Split(s, ",") {
+		if strings.TrimSpace(g) == "" {
+			continue
+		}
+		ng, err := api.ParseNetworkGrant(g)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ng)
 	}
 	return out, nil
 }

@@ -124,9 +124,13 @@ type APIConfig struct {
 	// Token is the admin credential: the native API's bearer token and
 	// the BlueKing apps' bk_app_secret.
 	Token string
-	// CompatToken, when set, is required (as a bearer token) by the
-	// octans surface, whose clients send no credentials.
-	CompatToken string
+	// OctansAllow admits octans clients that send no token from these
+	// source networks, each as an operator of the grant's scopes.
+	OctansAllow []api.NetworkGrant
+	// Rate and Burst bound each credential's requests per second (0: no
+	// limit); the admin token is exempt.
+	Rate  float64
+	Burst int
 	// RiskRules is a rule file (JSON) that replaces the shipped high-risk
 	// command rules; empty keeps the defaults.
 	RiskRules string
@@ -185,14 +189,21 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return err
 	}
+	idents, err := p.JS.KeyValue(ctx, schemas.BucketIdentities)
+	if err != nil {
+		return fmt.Errorf("identities bucket: %w", err)
+	}
 	batcher := statuscache.NewBatcher(cache, 8192)
+	auditor := api.NewEventAuditor(p.JS, "fleetjob/api", p.Log)
 	core := api.NewCore(cfg.Token, api.Deps{
+		Auth:       api.Auth{Identities: api.IdentityStore{KV: idents}, Networks: cfg.OctansAllow, Rate: cfg.Rate, Burst: cfg.Burst},
+		Enrolments: enrolled, Audit: auditor,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
 		Claims:    api.KVClaims{KV: names},
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
 		Agents: dir, Risk: risk, Enrol: enroller, Registry: p.Reg, Log: p.Log, Accounts: accounts,
-		SealKey: sealKey, Enrolments: enrolled,
+		SealKey: sealKey,
 	})
 	srv := api.New(p.Log, p.Reg, map[string]api.Checker{
 		"nats": func(ctx context.Context) error {
@@ -200,11 +211,12 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 			return err
 		},
 		"redis": func(ctx context.Context) error { return p.RDB.Ping(ctx).Err() },
-	}, native.New(core, cfg.Token), octans.New(core, cfg.CompatToken), bkjob.New(core))
+	}, native.New(core, cfg.Token), octans.New(core), bkjob.New(core))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dir.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return batcher.Run(gctx) })
+	g.Go(func() error { return auditor.Run(gctx) })
 	return g.Wait()
 }
 

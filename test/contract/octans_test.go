@@ -20,7 +20,7 @@ type octansAnswer struct {
 
 func octans(t *testing.T, s *testenv.System, path string, body any, headers map[string]string) (int, octansAnswer) {
 	t.Helper()
-	h := map[string]string{"Authorization": "", "X-CORRELATION-ID": "1-1", "X-RESOURCE": "orion"}
+	h := map[string]string{"X-CORRELATION-ID": "1-1", "X-RESOURCE": "orion"} // with the admin bearer token: octans is closed by default
 	for k, v := range headers {
 		h[k] = v
 	}
@@ -230,7 +230,7 @@ func TestSeed001Examples(t *testing.T) {
 	ex := examples(t, "seed001_octans.json")
 	call := func(what, path string, body any) map[string]any {
 		t.Helper()
-		code, b := s.Do(t, "POST", path, body, map[string]string{"Authorization": "", "X-CORRELATION-ID": "1-1", "X-RESOURCE": "orion"})
+		code, b := s.Do(t, "POST", path, body, map[string]string{"X-CORRELATION-ID": "1-1", "X-RESOURCE": "orion"}) // with the admin bearer token: octans is closed by default
 		if code != http.StatusOK {
 			t.Errorf("%s: HTTP %d %s, the document answers 200", what, code, b)
 		}

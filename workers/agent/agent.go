@@ -293,7 +293,7 @@ func (a *Agent) recover(ctx context.Context) error {
 // resumeLog publishes the lines of an interrupted execution's spool file
 // that the LOGS stream does not have yet, and returns the line count.
 func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
-	subject := schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt)
+	subject := a.logSubject(t)
 	st, err := a.js.Stream(ctx, schemas.StreamLogs)
 	if err != nil {
 		return 0, err
@@ -311,12 +311,18 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, err
 	}
-	logs := newLogStream(a.js, t, nil)
+	logs := newLogStream(a.js, subject, t, nil)
 	logs.skip = stored
 	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.lineBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("spool of an interrupted execution", "exec", t.ExecID, "err", err)
 	}
 	return logs.Close(ctx)
+}
+
+// logSubject is the subject of t's output, which carries this agent's id.
+func (a *Agent) logSubject(t *schemas.Task) string {
+	return schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,
+		Pool: schemas.DefaultPool, Agent: a.cfg.ID}.Subject()
 }
 
 func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
@@ -329,7 +335,7 @@ func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
 // publish sends a report and waits for the stream's ack, retrying briefly.
 func (a *Agent) publish(ctx context.Context, r *schemas.Report) error {
 	b, _ := json.Marshal(r)
-	m := nats.NewMsg(schemas.ResultSubject(r.JobID))
+	m := nats.NewMsg(schemas.ResultSubject(schemas.DefaultPool, a.cfg.ID, r.JobID))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, r.ExecID+"."+r.Kind)
 	var err error
@@ -463,7 +469,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 			}
 		}
 	}()
-	logs := newLogStream(a.js, t, func(n int) { a.m.LogBytes.Add(float64(n)) })
+	logs := newLogStream(a.js, a.logSubject(t), t, func(n int) { a.m.LogBytes.Add(float64(n)) })
 	var o outcome
 	switch t.Kind {
 	case schemas.StepScript:

@@ -48,9 +48,10 @@ type logStream struct {
 	attempt time.Duration
 }
 
-func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *logStream {
+// newLogStream streams t's output on subject (its agent's log subject of t).
+func newLogStream(js jetstream.JetStream, subject string, t *schemas.Task, onBytes func(int)) *logStream {
 	l := &logStream{
-		js: js, subject: schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt),
+		js: js, subject: subject,
 		exec: t.ExecID, onBytes: onBytes, attempt: schemas.PublishAsyncTimeout,
 	}
 	if sc := t.Script; sc != nil && sc.Sensitive {

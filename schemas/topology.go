@@ -53,6 +53,18 @@ const (
 	subjEvAll   = SubjEventPrefix + ">"
 )
 
+// Subjects that match whole families, for permissions.
+const (
+	// SubjCommands matches every command subject.
+	SubjCommands = subjCmdAll
+	// SubjTasks matches every task subject.
+	SubjTasks = subjTaskAll
+	// SubjControls matches every agent's control subject.
+	SubjControls = "fleetjob.ctl.>"
+	// SubjSweeperResults matches the sweeper's kicks.
+	SubjSweeperResults = resultSubjectPrefix + sweeperToken + ".*"
+)
+
 // subjCmdPrefix starts every command subject.
 const subjCmdPrefix = "fleetjob.cmd."
 
@@ -474,4 +486,25 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("ensure object store %s: %w", oc.Bucket, err)
 	}
 	return nil
+}
+
+// Missing names the first stream, bucket or object store that does not
+// exist or cannot be read ("" when all do). Processes that may not create
+// them (every identity but the admin's) wait for them with it. It reads
+// stream infos only.
+func (t Topology) Missing(ctx context.Context, js jetstream.JetStream) string {
+	for _, sc := range t.Streams() {
+		if _, err := js.Stream(ctx, sc.Name); err != nil {
+			return sc.Name
+		}
+	}
+	for _, kc := range t.Buckets() {
+		if _, err := js.Stream(ctx, "KV_"+kc.Bucket); err != nil {
+			return kc.Bucket
+		}
+	}
+	if _, err := js.Stream(ctx, "OBJ_"+t.Artifacts().Bucket); err != nil {
+		return t.Artifacts().Bucket
+	}
+	return ""
 }

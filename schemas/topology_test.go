@@ -13,12 +13,12 @@ import (
 // connects to it; both end when the test does.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
+	nc, err := nats.Connect(s.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}

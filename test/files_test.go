@@ -187,7 +187,8 @@ func TestLargeFileToThreeHosts(t *testing.T) {
 	ips := []string{"127.0.0.71", "127.0.0.72", "127.0.0.73", "127.0.0.74"}
 	procs := map[string]*proc{}
 	for i, ip := range ips {
-		procs[ip] = startProc(t, "", env, "agent", "--id", fmt.Sprintf("big%d", i), "--ip", ip, "--data-dir", t.TempDir())
+		id, dir := fmt.Sprintf("big%d", i), t.TempDir()
+		procs[ip] = startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+s.AgentCredsFile(t, id, dir)), "agent", "--id", id, "--ip", ip, "--data-dir", dir)
 		s.WaitAgent(t, fmt.Sprintf("big%d", i))
 	}
 	src := filepath.Join(t.TempDir(), "big.bin")

@@ -52,6 +52,7 @@ type natsConfig struct {
 	Addr       string        `koanf:"addr"`
 	Sync       time.Duration `koanf:"sync"`
 	SyncAlways bool          `koanf:"sync_always"`
+	Creds      string        `koanf:"creds"`
 }
 
 type redisConfig struct {
@@ -138,6 +139,7 @@ var settings = []setting{
 	{"http.addr", "FLEETJOB_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address of the API (it serves /metrics too)"},
 	{"nats.url", "NATS_URL", "nats://127.0.0.1:4222", "NATS to join, comma-separated URLs for a cluster"},
 	{"nats.addr", "FLEETJOB_NATS_ADDR", "127.0.0.1:4233", "embedded NATS listen address; remote agents and workers join here"},
+	{"nats.creds", "FLEETJOB_NATS_CREDS", "", "NATS credentials file (JWT and nkey seed) of this process's identity: `fleetjob nats-auth init` writes the services', enrolment an agent's"},
 	{"nats.sync", "", time.Duration(0), "JetStream fsync interval (0: the server's default, 2m)"},
 	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
 	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
@@ -184,9 +186,10 @@ var roleFlags = map[role][]flagKey{
 		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
 		{"outbound-allow", "outbound.allow"},
 	},
-	roleAPI:    {{"http-addr", "http.addr"}},
-	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
+	roleAPI:    {{"http-addr", "http.addr"}, {"nats-creds", "nats.creds"}},
+	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"}},
 	roleAgent: {
+		{"nats-creds", "nats.creds"},
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},
 		{"data-dir", "agent.data_dir"}, {"metrics-addr", "metrics.addr"},

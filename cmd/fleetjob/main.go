@@ -44,6 +44,7 @@ func newRoot(environ []string) *cobra.Command {
 		roleCmd(roleWorker, "Run workers that drive jobs (joins NATS_URL and REDIS_URL)", environ, runWorker),
 		roleCmd(roleAgent, "Run the agent of this host (needs only NATS_URL)", environ, runAgent),
 		natsdCmd(),
+		natsAuthCmd(),
 	)
 	return root
 }

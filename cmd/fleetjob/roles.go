@@ -7,13 +7,20 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
 )
+
+// agentCredsFile is where, in its data dir, an enrolled agent keeps its
+// NATS credentials when --nats-creds does not name them.
+const agentCredsFile = "nats.creds"
 
 // agentSettings is the agent.Config of cfg's agent, journaling in dir.
 func agentSettings(cfg Config, dir string, top schemas.Topology) agent.Config {
@@ -36,16 +43,36 @@ func apiSettings(cfg Config, token string) roles.APIConfig {
 
 // joinPlumbing connects a separate role to the configured NATS and, when
 // it needs one, Redis.
+// Each role connects with its own credentials (nats.creds); agents and
+// simulators with the inbox prefix their permissions allow. Streams are
+// the admin's to create: the API and workers wait for them.
 func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
-	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log)
+	creds := cfg.NATS.Creds
+	if creds == "" && r == roleAgent {
+		creds = filepath.Join(cfg.Agent.DataDir, agentCredsFile) // where enrolment keeps them
+	}
+	if _, err := os.Stat(creds); creds == "" || err != nil {
+		return roles.Plumbing{}, nil, fmt.Errorf("no NATS credentials for the %s role (%q): pass --nats-creds or FLEETJOB_NATS_CREDS (fleetjob nats-auth init writes the services'; an agent gets its own by enrolling)", r, creds)
+	}
+	auth := []nats.Option{nats.UserCredentials(creds)}
+	if r == roleAgent {
+		prefix := natsauth.AgentInboxPrefix(agentSettings(cfg, cfg.Agent.DataDir, cfg.topology()).ID)
+		if cfg.Simulate.Agents > 0 {
+			prefix = natsauth.SimulatorInboxPrefix(cfg.Simulate.Pool)
+		}
+		auth = append(auth, nats.CustomInboxPrefix(prefix))
+	}
+	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, auth...)
 	if err != nil {
 		return roles.Plumbing{}, nil, err
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log, OutboundAllow: allow}
-	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
-		nc.Close()
-		return roles.Plumbing{}, nil, err
+	if r != roleAgent { // an agent may read no stream's info
+		if err := awaitTopology(ctx, js, p.Top, log); err != nil {
+			nc.Close()
+			return roles.Plumbing{}, nil, err
+		}
 	}
 	closeRedis := func() {}
 	if needRedis {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
 )
@@ -30,22 +31,46 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer unlockAgent()
 	}
+	auth, err := natsauth.LoadOrCreate(filepath.Join(cfg.DataDir, "nats-auth"))
+	if err != nil {
+		return err
+	}
+	sa, err := auth.ServerAuth()
+	if err != nil {
+		return err
+	}
 	ns, err := natsrv.Start(natsrv.Config{
 		Addr: cfg.NATS.Addr, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 		SyncInterval: cfg.NATS.Sync, SyncAlways: cfg.NATS.SyncAlways, Name: "fleetjob-" + hostname(),
+		Auth: sa,
 	})
 	if err != nil {
 		return fmt.Errorf("embedded nats on %s (choose another with --nats-addr): %w", cfg.NATS.Addr, err)
 	}
 	defer ns.Shutdown()
 	natsURL := ns.ClientURL()
-	nc, js, err := connectNATS(natsURL, "fleetjob-serve", log)
+	// each role its own identity and connection, made in memory
+	conns := &serveConns{auth: auth, url: natsURL, log: log}
+	defer conns.close()
+	adm, err := conns.service(natsauth.RoleAdmin)
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
 	top := cfg.topology()
-	if err := ensureTopology(ctx, js, top, log); err != nil {
+	if err := ensureTopology(ctx, adm.JS, top, log); err != nil {
+		return err
+	}
+	sys, err := conns.service(natsauth.RoleSystem)
+	if err != nil {
+		return err
+	}
+	auth.UsePushConnection(sys.NC)
+	api, err := conns.service(natsauth.RoleAPI)
+	if err != nil {
+		return err
+	}
+	wrk, err := conns.service(natsauth.RoleWorker)
+	if err != nil {
 		return err
 	}
 	rdb, closeRedis, err := openRedis(string(cfg.Redis.URL), log)
@@ -62,15 +87,28 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen %s (choose another with --http-addr): %w", cfg.HTTP.Addr, err)
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
-	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
+	p := roles.Plumbing{RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
+	apiP, wrkP, agentP := p, p, p
+	apiP.NC, apiP.JS = api.NC, api.JS
+	wrkP.NC, wrkP.JS = wrk.NC, wrk.JS
 	acfg := agentSettings(cfg, agentDir, top)
+	if !cfg.Agent.Disabled {
+		if err := natsauth.PrepareAgent(ctx, adm.JS, top, acfg.ID, acfg.Slots); err != nil {
+			return err
+		}
+		ag, err := conns.agent(acfg.ID, agentDir)
+		if err != nil {
+			return err
+		}
+		agentP.NC, agentP.JS = ag.NC, ag.JS
+	}
 	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiSettings(cfg, token)) })
-	g.Go(func() error { return roles.RunWorkers(gctx, p, cfg.Workers.Count, "serve-"+hostname()) })
+	g.Go(func() error { return roles.RunAPI(gctx, apiP, ln, apiSettings(cfg, token)) })
+	g.Go(func() error { return roles.RunWorkers(gctx, wrkP, cfg.Workers.Count, "serve-"+hostname()) })
 	if !cfg.Agent.Disabled {
-		g.Go(func() error { return roles.RunAgent(gctx, p, acfg, nil) })
+		g.Go(func() error { return roles.RunAgent(gctx, agentP, acfg, nil) })
 	}
 	err = g.Wait()
 	log.Info("fleetjob stopped")

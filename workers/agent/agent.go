@@ -74,7 +74,6 @@ type Agent struct {
 	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	kv      jetstream.KeyValue
 	m       *Metrics
 	log     *slog.Logger
 	journal *journal
@@ -132,9 +131,6 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 // interrupted, and marks the agent stopping in the registry.
 func (a *Agent) Run(ctx context.Context) error {
 	var err error
-	if a.kv, err = a.js.KeyValue(ctx, schemas.BucketAgents); err != nil {
-		return fmt.Errorf("agents bucket: %w", err)
-	}
 	if a.journal, err = openJournal(a.cfg.DataDir, a.cfg.ID); err != nil {
 		return err
 	}
@@ -160,9 +156,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("control subscription: %w", err)
 	}
 	defer sub.Unsubscribe()
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, schemas.StreamTasks, a.cfg.Topology.AgentConsumerConfig(a.cfg.ID, a.cfg.Slots))
+	// the consumer is made when the agent is enrolled (natsauth.PrepareAgent):
+	// an agent's credentials create no consumer
+	cons, err := a.js.Consumer(ctx, schemas.StreamTasks, schemas.AgentConsumer(a.cfg.ID))
 	if err != nil {
-		return fmt.Errorf("task consumer: %w", err)
+		return fmt.Errorf("task consumer %s (made at enrolment): %w", schemas.AgentConsumer(a.cfg.ID), err)
 	}
 	cc, err := cons.Consume(a.onTask, jetstream.PullMaxMessages(a.cfg.Slots))
 	if err != nil {
@@ -235,7 +233,9 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 		StartedAt: a.started, LastSeen: time.Now().UTC(), Stopping: stopping,
 	}
 	b, _ := json.Marshal(info)
-	if _, err := a.kv.Put(ctx, a.cfg.ID, b); err != nil {
+	// a put on its own key's subject: the agent may write no other key
+	// and needs no bucket lookup
+	if _, err := a.js.Publish(ctx, schemas.KVSubject(schemas.BucketAgents, a.cfg.ID), b); err != nil {
 		return fmt.Errorf("register agent: %w", err)
 	}
 	return nil
@@ -294,12 +294,8 @@ func (a *Agent) recover(ctx context.Context) error {
 // that the LOGS stream does not have yet, and returns the line count.
 func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 	subject := a.logSubject(t)
-	st, err := a.js.Stream(ctx, schemas.StreamLogs)
-	if err != nil {
-		return 0, err
-	}
 	stored := 0
-	last, err := st.GetLastMsgForSubject(ctx, subject)
+	last, err := a.lastLogChunk(ctx, subject)
 	switch {
 	case err == nil:
 		first, _ := strconv.Atoi(last.Header.Get(schemas.HdrFirstLine))
@@ -309,7 +305,9 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 			return stored, nil // the whole log made it before the agent died
 		}
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, err
+		// no direct get (a replicated LOGS stream without it): resend
+		// the whole spool; readers take each line once however chunks overlap
+		a.log.Warn("stored output of an interrupted execution not readable; resending all of it", "exec", t.ExecID, "err", err)
 	}
 	logs := newLogStream(a.js, subject, t, nil)
 	logs.skip = stored

@@ -21,12 +21,12 @@ import (
 // subscriber that never answers; the stream appears once two publishes
 // are lost; Close has 20 s.
 func TestCloseResendsWithBoundedAttempts(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(srv.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}

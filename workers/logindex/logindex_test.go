@@ -48,12 +48,12 @@ func publishLog(t *testing.T, js jetstream.JetStream, ref schemas.LogRef, chunks
 }
 
 func TestReadWithoutRedis(t *testing.T) {
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
-	nc, _ := nats.Connect(s.ClientURL())
+	nc, _ := nats.Connect(s.ClientURL(), user.Option())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()

@@ -340,7 +340,7 @@ func TestChaosWorkerKilledAroundAck(t *testing.T) {
 			}
 			s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 2 * time.Second})
 			env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
-		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
+				"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 			doomed := startProc(t, "", append(env, fmt.Sprintf("FLEETJOB_FAILPOINTS=%s=%d", c.point, c.hit)), "worker")
 			runs, out := newLedger(t), newLedger(t)
 			body := script(runs.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(5, "0.04"), ips...)

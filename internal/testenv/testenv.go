@@ -197,6 +197,10 @@ type System struct {
 	P        roles.Plumbing
 	Dir      string
 
+	// WorkerMetrics is the metrics registry of the workers StartWorkers
+	// started last.
+	WorkerMetrics *prometheus.Registry
+
 	agentMetrics *agent.Metrics
 	mu           sync.Mutex
 	agents       map[string]func()
@@ -288,6 +292,7 @@ func (s *System) run(t testing.TB, name string, f func(ctx context.Context) erro
 func (s *System) StartWorkers(t testing.TB, n int) func() {
 	p := s.rolePlumbing(t, natsauth.RoleWorker)
 	p.Reg = prometheus.NewRegistry()
+	s.WorkerMetrics = p.Reg
 	return s.run(t, "workers", func(ctx context.Context) error { return roles.RunWorkers(ctx, p, n, "test") })
 }
 
@@ -350,6 +355,10 @@ func (s *System) enrol(t testing.TB, id, ip string, sc schemas.Scope) {
 }
 
 func (s *System) agentDir(id string) string { return filepath.Join(s.Dir, "agent-"+id) }
+
+// AgentDir is the data directory of the in-process agent id (its journal
+// and its keys).
+func (s *System) AgentDir(id string) string { return s.agentDir(id) }
 
 // WaitAgent waits until an agent is registered and online.
 func (s *System) WaitAgent(t testing.TB, id string) {

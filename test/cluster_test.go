@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -29,6 +30,9 @@ import (
 type natsCluster struct {
 	t     *testing.T
 	nodes []*natsNode
+	// auth is the authority every node trusts (nats-auth init's snippet,
+	// included by each node's configuration)
+	auth *natsauth.Authority
 }
 
 type natsNode struct {
@@ -42,7 +46,11 @@ type natsNode struct {
 func startCluster(t *testing.T, n int) *natsCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &natsCluster{t: t}
+	auth, err := natsauth.LoadOrCreate(filepath.Join(dir, "nats-auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &natsCluster{t: t, auth: auth}
 	var routes []string
 	clusterPorts := make([]int, n)
 	for i := range n {
@@ -52,7 +60,15 @@ func startCluster(t *testing.T, n int) *natsCluster {
 	for i := range n {
 		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), port: testenv.FreePort(t)}
 		nd.conf = filepath.Join(dir, nd.name+".conf")
+		snippet, err := auth.ServerConfig(filepath.Join(dir, nd.name+"-accounts"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, nd.name+"-auth.conf"), []byte(snippet), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		conf := fmt.Sprintf(`server_name: %s
+include %q
 listen: 127.0.0.1:%d
 max_payload: 8MB
 jetstream { store_dir: %q }
@@ -61,7 +77,7 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [ %s ]
 }
-`, nd.name, nd.port, filepath.Join(dir, nd.name), clusterPorts[i], strings.Join(routes, ", "))
+`, nd.name, nd.name+"-auth.conf", nd.port, filepath.Join(dir, nd.name), clusterPorts[i], strings.Join(routes, ", "))
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -108,10 +124,20 @@ func (c *natsCluster) node(name string) int {
 	return -1
 }
 
-// connect opens a client connection to the cluster.
+// admin is a connect option with a new admin identity.
+func (c *natsCluster) admin() nats.Option {
+	c.t.Helper()
+	cr, err := c.auth.ServiceCreds(natsauth.RoleAdmin, "test-admin")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cr.Option()
+}
+
+// connect opens a client connection to the cluster, as the admin.
 func (c *natsCluster) connect() (*nats.Conn, jetstream.JetStream) {
 	c.t.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(c.URL(), c.admin(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -134,7 +160,7 @@ func (c *natsCluster) waitReady() {
 				continue
 			default:
 			}
-			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), nats.NoReconnect())
+			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), c.admin(), nats.NoReconnect())
 			if err != nil {
 				return false
 			}
@@ -178,17 +204,28 @@ func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 func clusterSystem(t *testing.T, c *natsCluster, agents map[string]string) *testenv.System {
 	t.Helper()
 	_, js := c.connect()
-	s := &testenv.System{Token: "cluster", JS: js, NATSURL: c.URL(), RedisURL: testenv.Redis(t)}
+	n := &testenv.NATSServer{URL: c.URL(), Auth: c.auth}
+	s := &testenv.System{Token: "cluster", JS: js, NATS: n, NATSURL: c.URL(), RedisURL: testenv.Redis(t)}
+	// the admin makes the topology; no other identity may
+	top := schemas.DefaultTopology()
+	top.Replicas = 3
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return top.Ensure(ctx, js) == nil
+	}, "the topology created with three replicas")
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_REPLICAS=3",
 		"FLEETJOB_TOKEN=cluster", "FLEETJOB_LOG_LEVEL=warn", "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_TASK_ACK_WAIT=3s"}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	s.APIURL = "http://" + addr
-	startProc(t, "", env, "api", "--http-addr", addr)
+	startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleAPI)), "api", "--http-addr", addr)
 	s.WaitReady(t, 60*time.Second)
-	startProc(t, "", env, "worker", "--workers", "2")
-	startProc(t, "", env, "worker", "--workers", "2")
+	workers := append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleWorker))
+	startProc(t, "", workers, "worker", "--workers", "2")
+	startProc(t, "", workers, "worker", "--workers", "2")
 	for id, ip := range agents {
-		startProc(t, "", env, "agent", "--id", id, "--ip", ip, "--data-dir", t.TempDir())
+		dir := t.TempDir()
+		startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.AgentCredsFile(t, js, id, dir)), "agent", "--id", id, "--ip", ip, "--data-dir", dir)
 		s.WaitAgent(t, id)
 	}
 	return s

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -117,7 +118,7 @@ func natsAuthCmd() *cobra.Command {
 	sim.Flags().StringVar(&dir, "dir", "./nats-auth", "directory of the keys")
 	sim.Flags().StringVar(&pool, "pool", "sim", "the simulator's pool")
 	sim.Flags().StringVar(&out, "out", "simulator.creds", "creds file to write (0600)")
-	cmd.AddCommand(initCmd, sim, setupCmd())
+	cmd.AddCommand(initCmd, sim, setupCmd(), agentCredsCmd())
 	return cmd
 }
 
@@ -144,5 +145,58 @@ func setupCmd() *cobra.Command {
 	cmd.Flags().StringVar(&url, "url", "nats://127.0.0.1:4222", "NATS to set up, comma-separated URLs for a cluster")
 	cmd.Flags().StringVar(&creds, "creds", "./nats-auth/creds/admin.creds", "the admin's creds file")
 	cmd.Flags().IntVar(&replicas, "replicas", 1, "stream and bucket replicas (3 in a cluster)")
+	return cmd
+}
+
+// agentCredsCmd issues an agent's credentials where the authority's keys
+// and the agent's data dir are both at hand (a compose file's init step, a
+// test): the agent's key is made in its data dir and never leaves it, the
+// creds go to <data-dir>/nats.creds, and its task consumer is made with
+// the admin's credentials. Remote agents enrol instead (agent --enrol).
+func agentCredsCmd() *cobra.Command {
+	var dir, id, dataDir, url, creds string
+	var slots int
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Issue an agent's NATS credentials into its data dir and make its task consumer (for agents next to the keys)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := natsauth.LoadOrCreate(dir)
+			if err != nil {
+				return err
+			}
+			keys, err := agentkeys.LoadOrCreate(dataDir)
+			if err != nil {
+				return err
+			}
+			tok, err := a.AgentJWT(id, keys.UserPublic())
+			if err != nil {
+				return err
+			}
+			seed, _ := keys.User.Seed()
+			if err := natsauth.WriteCreds(filepath.Join(dataDir, agentCredsFile), natsauth.Creds{JWT: tok, Seed: seed}); err != nil {
+				return err
+			}
+			log := newLogger("info")
+			nc, js, err := connectNATS(url, "fleetjob-nats-auth", log, nats.UserCredentials(creds))
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var perr error
+			for i := 0; i < 60; i++ { // the streams may not exist yet
+				if perr = natsauth.PrepareAgent(cmd.Context(), js, schemas.DefaultTopology(), id, slots); perr == nil {
+					return nil
+				}
+				time.Sleep(time.Second)
+			}
+			return perr
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "./nats-auth", "directory of the keys")
+	cmd.Flags().StringVar(&id, "id", "", "the agent's id")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "./data/agent", "the agent's data dir")
+	cmd.Flags().StringVar(&url, "url", "nats://127.0.0.1:4222", "NATS, comma-separated URLs for a cluster")
+	cmd.Flags().StringVar(&creds, "creds", "./nats-auth/creds/admin.creds", "the admin's creds file")
+	cmd.Flags().IntVar(&slots, "slots", 64, "tasks the agent runs at once")
 	return cmd
 }

@@ -133,7 +133,7 @@ func banner(httpAddr, natsURL, token string, generated, configured bool, dataDir
 	return fmt.Sprintf(`
 fleetjob is running
   API             http://%[1]s      (GET /healthz, /readyz, /metrics)
-  NATS            %[2]s   (remote agents: NATS_URL=%[2]s fleetjob agent)
+  NATS            %[2]s   (authenticated; keys in %[7]s, remote agents enrol)
   admin token     %[3]s
   agent           %[4]s
 
@@ -143,5 +143,6 @@ Try:
     -d '{"name":"hello","targets":["%[6]s"],"steps":[{"script":{"content":"echo hello from $(hostname)"}}]}'
   curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/v1/jobs
 
-`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP)
+`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP,
+		filepath.Join(dataDir, "nats-auth"))
 }

@@ -25,7 +25,10 @@ func simulatorInboxPrefix(pool string) string { return "_INBOX_SIM." + pool }
 // and metadata's subjects, and the ordered consumer a download reads
 // chunks with. The store's chunk subjects ($O.artifacts.C.<nuid>) carry
 // no job or agent, so these cannot be narrowed per object: an agent can
-// read every stored artifact (see the README's security model).
+// read every stored artifact and write objects of any name (a download
+// checks each file's SHA-256 against the manifest the workers recorded, so
+// a replaced object fails the transfer rather than landing). See the
+// README's security model.
 func objectStoreSubjects() []string {
 	stream := "OBJ_" + schemas.BucketArtifacts
 	return []string{
@@ -38,7 +41,8 @@ func objectStoreSubjects() []string {
 		"$JS.FC." + stream + ".>",
 		"$O." + schemas.BucketArtifacts + ".C.>",
 		"$O." + schemas.BucketArtifacts + ".M.>",
-		"$JS.API.STREAM.PURGE." + stream,
+		// no purge: it could empty the whole store; chunks of a failed or
+		// replaced upload age out with the store's TTL instead
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
 	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -365,4 +366,53 @@ func postJob(client *http.Client, s *testenv.System, body any, key string) (int,
 		}
 	}
 	return resp.StatusCode, out.ID
+}
+
+// A revocation pushed to one node of a cluster cuts the agent's
+// connection on another: the full resolvers share account updates.
+func TestClusterRevocationReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	_, js := c.connect()
+	n := &testenv.NATSServer{URL: c.URL(), Auth: c.auth}
+	dir := t.TempDir()
+	creds := n.AgentCredsFile(t, js, "rc1", dir)
+	closed := make(chan struct{})
+	agentConn, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[2].port), nats.UserCredentials(creds),
+		nats.CustomInboxPrefix(natsauth.AgentInboxPrefix("rc1")), nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentConn.Close()
+	sysCreds, err := c.auth.ServiceCreds(natsauth.RoleSystem, "test-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[0].port), sysCreds.Option())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	c.auth.UsePushConnection(sys)
+	keys, err := agentkeys.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.auth.Revoke(ctx, keys.UserPublic()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the agent revoked on node 1 is still connected to node 3 (%v)", agentConn.Status())
+	}
+	for _, nd := range c.nodes {
+		if again, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), nats.UserCredentials(creds), nats.NoReconnect()); err == nil {
+			again.Close()
+			t.Errorf("the revoked agent connected again to %s", nd.name)
+		}
+	}
 }

@@ -28,6 +28,8 @@ type serveConns struct {
 	url   string
 	log   *slog.Logger
 	conns []*nats.Conn
+	// inProcess, when set, is the server to connect to in process.
+	inProcess nats.InProcessConnProvider
 }
 
 func (s *serveConns) service(r natsauth.Role) (conn, error) {
@@ -53,7 +55,13 @@ func (s *serveConns) agent(id, dir string) (conn, error) {
 }
 
 func (s *serveConns) connect(name string, opts ...nats.Option) (conn, error) {
-	nc, js, err := connectNATS(s.url, name, s.log, opts...)
+	url := s.url
+	if s.inProcess != nil {
+		// no URL: a tls:// one would have the client start TLS on the pipe
+		url = ""
+		opts = append(opts, nats.InProcessServer(s.inProcess))
+	}
+	nc, js, err := connectNATS(url, name, s.log, opts...)
 	if err != nil {
 		return conn{}, err
 	}

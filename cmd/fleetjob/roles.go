@@ -55,6 +55,12 @@ func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *
 		return roles.Plumbing{}, nil, fmt.Errorf("no NATS credentials for the %s role (%q): pass --nats-creds or FLEETJOB_NATS_CREDS (fleetjob nats-auth init writes the services'; an agent gets its own by enrolling)", r, creds)
 	}
 	auth := []nats.Option{nats.UserCredentials(creds)}
+	if cfg.NATS.TLSCA != "" {
+		auth = append(auth, nats.RootCAs(cfg.NATS.TLSCA))
+	}
+	if cfg.NATS.TLSCert != "" {
+		auth = append(auth, nats.ClientCert(cfg.NATS.TLSCert, cfg.NATS.TLSKey))
+	}
 	if r == roleAgent {
 		prefix := natsauth.AgentInboxPrefix(agentSettings(cfg, cfg.Agent.DataDir, cfg.topology()).ID)
 		if cfg.Simulate.Agents > 0 {

@@ -42,7 +42,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ns, err := natsrv.Start(natsrv.Config{
 		Addr: cfg.NATS.Addr, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 		SyncInterval: cfg.NATS.Sync, SyncAlways: cfg.NATS.SyncAlways, Name: "fleetjob-" + hostname(),
-		Auth: sa,
+		Auth: sa, TLS: natsrv.TLSFiles{Cert: cfg.NATS.TLSCert, Key: cfg.NATS.TLSKey, CA: cfg.NATS.TLSCA},
 	})
 	if err != nil {
 		return fmt.Errorf("embedded nats on %s (choose another with --nats-addr): %w", cfg.NATS.Addr, err)
@@ -51,6 +51,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	natsURL := ns.ClientURL()
 	// each role its own identity and connection, made in memory
 	conns := &serveConns{auth: auth, url: natsURL, log: log}
+	if cfg.NATS.TLSCert != "" {
+		// with TLS (and perhaps mTLS) on, serve's own roles connect in
+		// process: no certificate of their own, no network
+		conns.inProcess = ns
+	}
 	defer conns.close()
 	adm, err := conns.service(natsauth.RoleAdmin)
 	if err != nil {

@@ -29,7 +29,14 @@ type Config struct {
 	Name         string
 	// Auth is required: there is no mode without authentication.
 	Auth *Auth
+	// TLS, when it names a certificate, makes clients connect with TLS;
+	// with a CA too, every client must present a certificate it signed
+	// (mTLS).
+	TLS TLSFiles
 }
+
+// TLSFiles are PEM files: a certificate, its key and a CA.
+type TLSFiles struct{ Cert, Key, CA string }
 
 // Auth is the server's side of decentralized JWT auth.
 type Auth struct {
@@ -89,6 +96,17 @@ func Start(cfg Config) (*server.Server, error) {
 		TrustedOperators: []*jwt.OperatorClaims{op},
 		SystemAccount:    cfg.Auth.SystemAccount,
 		AccountResolver:  res,
+	}
+	if cfg.TLS.Cert != "" || cfg.TLS.Key != "" || cfg.TLS.CA != "" {
+		if cfg.TLS.Cert == "" || cfg.TLS.Key == "" {
+			return nil, errors.New("nats tls: a certificate needs its key, and a CA a certificate")
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
+			CaFile: cfg.TLS.CA, Verify: cfg.TLS.CA != "", Timeout: 2})
+		if err != nil {
+			return nil, fmt.Errorf("nats tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLS.CA != "", 2
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

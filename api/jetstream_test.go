@@ -15,12 +15,12 @@ import (
 // A command larger than the NATS servers accept is refused as too large
 // (413), not as unavailable (503), which clients would retry forever.
 func TestPublishTooLargeIs413(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir(), MaxPayload: 64 << 10})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir(), MaxPayload: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(srv.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}

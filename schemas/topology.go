@@ -60,6 +60,18 @@ const (
 	subjEvAll   = SubjEventPrefix + ">"
 )
 
+// Subjects that match whole families, for permissions.
+const (
+	// SubjCommands matches every command subject.
+	SubjCommands = subjCmdAll
+	// SubjTasks matches every task subject.
+	SubjTasks = subjTaskAll
+	// SubjControls matches every agent's control subject.
+	SubjControls = "fleetjob.ctl.>"
+	// SubjSweeperResults matches the sweeper's kicks.
+	SubjSweeperResults = resultSubjectPrefix + sweeperToken + ".*"
+)
+
 // subjCmdPrefix starts every command subject.
 const subjCmdPrefix = "fleetjob.cmd."
 
@@ -126,16 +138,69 @@ func TaskPurgeSubject(job int64) string {
 	return taskSubjectPrefix + "*.*." + strconv.FormatInt(job, 10)
 }
 
-// ResultSubject is where reports about one job are published.
-func ResultSubject(job int64) string { return "fleetjob.result." + strconv.FormatInt(job, 10) }
+// Result subjects carry who reports: an agent's reports are on
+// fleetjob.result.<pool>.<agent>.<job>, which its credentials allow for its
+// own pool and id only; the workers' sweeper kicks a job on
+// fleetjob.result.sweeper.<job>, one token shorter, a shape no agent can
+// publish on.
+const (
+	resultSubjectPrefix = "fleetjob.result."
+	sweeperToken        = "sweeper"
+)
+
+// ResultSubject is where an agent (of a pool) publishes reports about one job.
+func ResultSubject(pool, agent string, job int64) string {
+	return resultSubjectPrefix + pool + "." + agent + "." + strconv.FormatInt(job, 10)
+}
+
+// SweeperResultSubject is where the workers' sweeper kicks one job.
+func SweeperResultSubject(job int64) string {
+	return resultSubjectPrefix + sweeperToken + "." + strconv.FormatInt(job, 10)
+}
+
+// AgentResultSubjects matches every report an agent of pool may publish:
+// with agent "*", any agent of the pool (a simulator's).
+func AgentResultSubjects(pool, agent string) string {
+	return resultSubjectPrefix + pool + "." + agent + ".*"
+}
+
+// ResultFrom says who published on a result subject, read back from it.
+type ResultFrom struct {
+	Job int64
+	// Pool and Agent are the reporting agent's; both empty for the sweeper.
+	Pool, Agent string
+	// Sweeper is true for the workers' own kicks.
+	Sweeper bool
+}
+
+// ParseResultSubject reads a result subject back.
+func ParseResultSubject(subj string) (ResultFrom, error) {
+	rest, ok := strings.CutPrefix(subj, resultSubjectPrefix)
+	if !ok {
+		return ResultFrom{}, fmt.Errorf("%q is not a result subject", subj)
+	}
+	p := strings.Split(rest, ".")
+	var f ResultFrom
+	switch {
+	case len(p) == 2 && p[0] == sweeperToken:
+		f.Sweeper = true
+	case len(p) == 3 && p[0] != "" && ValidAgentID(p[1]):
+		f.Pool, f.Agent = p[0], p[1]
+	default:
+		return ResultFrom{}, fmt.Errorf("%q is not a result subject", subj)
+	}
+	id, err := strconv.ParseInt(p[len(p)-1], 10, 64)
+	if err != nil {
+		return ResultFrom{}, fmt.Errorf("%q is not a result subject: %w", subj, err)
+	}
+	f.Job = id
+	return f, nil
+}
 
 // JobOfResultSubject reads the job id back from a result subject.
 func JobOfResultSubject(subj string) (int64, error) {
-	id, ok := strings.CutPrefix(subj, "fleetjob.result.")
-	if !ok {
-		return 0, fmt.Errorf("%q is not a result subject", subj)
-	}
-	return strconv.ParseInt(id, 10, 64)
+	f, err := ParseResultSubject(subj)
+	return f.Job, err
 }
 
 // ControlSubject is the core-NATS subject an agent answers kill requests on.
@@ -144,14 +209,25 @@ func ControlSubject(pool, agent string) string { return "fleetjob.ctl." + pool +
 // PoolControlSubject matches the control subjects of a whole pool.
 func PoolControlSubject(pool string) string { return "fleetjob.ctl." + pool + ".*" }
 
-// LogSubject is the subject of one execution's log chunks.
+// Log subjects carry the agent that writes them:
+// fleetjob.log.job.<pool>.<agent>.<job>.<step>.<unit>.<attempt>. Readers
+// that do not know the agent read with "*" in its place: an execution
+// (job, step, unit, attempt) has one agent.
+
+// LogSubject is the subject of one execution's log chunks, any agent's.
 func LogSubject(job int64, step, host, attempt int) string {
 	return UnitLogSubject(job, step, "", host, attempt)
 }
 
 // UnitLogSubject is LogSubject for a target or an upload unit.
 func UnitLogSubject(job int64, step int, phase string, idx, attempt int) string {
-	return fmt.Sprintf(logSubjectPrefix+"%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)
+	return LogRef{Job: job, Step: step, Phase: phase, Host: idx, Attempt: attempt}.Subject()
+}
+
+// AgentLogSubjects matches every log subject an agent of pool may write
+// (agent "*": any agent of the pool).
+func AgentLogSubjects(pool, agent string) string {
+	return logSubjectPrefix + pool + "." + agent + ".>"
 }
 
 // logSubjectPrefix starts every log subject.
@@ -165,10 +241,22 @@ type LogRef struct {
 	Phase   string
 	Host    int
 	Attempt int
+	// Pool and Agent are the writer's; empty matches any (for reads).
+	Pool, Agent string
 }
 
-// Subject is the subject of the log's chunks.
-func (r LogRef) Subject() string { return UnitLogSubject(r.Job, r.Step, r.Phase, r.Host, r.Attempt) }
+// Subject is the subject of the log's chunks: a wildcard in the agent's
+// place when Pool or Agent are empty.
+func (r LogRef) Subject() string {
+	pool, agent := r.Pool, r.Agent
+	if pool == "" {
+		pool = "*"
+	}
+	if agent == "" {
+		agent = "*"
+	}
+	return fmt.Sprintf(logSubjectPrefix+"%s.%s.%d.%d.%s.%d", pool, agent, r.Job, r.Step, UnitToken(r.Phase, r.Host), r.Attempt)
+}
 
 // LogRefOf reads a log subject back; ok is false for any other subject.
 func LogRefOf(subject string) (LogRef, bool) {
@@ -177,9 +265,11 @@ func LogRefOf(subject string) (LogRef, bool) {
 		return LogRef{}, false
 	}
 	p := strings.Split(rest, ".")
-	if len(p) != 4 {
+	if len(p) != 6 || p[0] == "" || !ValidAgentID(p[1]) {
 		return LogRef{}, false
 	}
+	pool, agent := p[0], p[1]
+	p = p[2:]
 	phase := ""
 	if u, ok := strings.CutPrefix(p[2], "u"); ok {
 		phase, p[2] = PhaseUpload, u
@@ -192,7 +282,7 @@ func LogRefOf(subject string) (LogRef, bool) {
 		}
 		n[i] = v
 	}
-	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3])}, true
+	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3]), Pool: pool, Agent: agent}, true
 }
 
 // AgentConsumer is the durable consumer name of one agent's task queue.
@@ -408,4 +498,25 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("ensure object store %s: %w", oc.Bucket, err)
 	}
 	return nil
+}
+
+// Missing names the first stream, bucket or object store that does not
+// exist or cannot be read ("" when all do). Processes that may not create
+// them (every identity but the admin's) wait for them with it. It reads
+// stream infos only.
+func (t Topology) Missing(ctx context.Context, js jetstream.JetStream) string {
+	for _, sc := range t.Streams() {
+		if _, err := js.Stream(ctx, sc.Name); err != nil {
+			return sc.Name
+		}
+	}
+	for _, kc := range t.Buckets() {
+		if _, err := js.Stream(ctx, "KV_"+kc.Bucket); err != nil {
+			return kc.Bucket
+		}
+	}
+	if _, err := js.Stream(ctx, "OBJ_"+t.Artifacts().Bucket); err != nil {
+		return t.Artifacts().Bucket
+	}
+	return ""
 }

@@ -13,12 +13,12 @@ import (
 // connects to it; both end when the test does.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
+	nc, err := nats.Connect(s.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,8 @@ func TestSubjectsReadBack(t *testing.T) {
 		{"operation", SubjOp, true, ""},
 		{"task", TaskSubject(DefaultPool, "web-1", 42), false, "web-1"},
 		{"simulated task", TaskSubject("sim", "sim-0007", 3), false, "sim-0007"},
-		{"result", ResultSubject(42), false, ""},
+		{"result", ResultSubject(DefaultPool, "web-1", 42), false, ""},
+		{"sweeper's kick", SweeperResultSubject(42), false, ""},
 		{"log", LogSubject(42, 0, 1, 1), false, ""},
 		{"not fleetjob's", "fleetjob.task.a.web-1", false, ""},
 	} {
@@ -105,5 +106,27 @@ func TestKVSubjectIsAPut(t *testing.T) {
 	}
 	if got := string(e.Value()); got != "stored" {
 		t.Errorf("value: got %q, want %q", got, "stored")
+	}
+}
+
+// Result subjects say who reported: an agent of a pool, or the sweeper in
+// a shape no agent's subject can take.
+func TestParseResultSubject(t *testing.T) {
+	for subj, want := range map[string]ResultFrom{
+		ResultSubject(DefaultPool, "web-1", 42):  {Job: 42, Pool: DefaultPool, Agent: "web-1"},
+		ResultSubject("sim", "sim-7", 3):         {Job: 3, Pool: "sim", Agent: "sim-7"},
+		SweeperResultSubject(9):                  {Job: 9, Sweeper: true},
+		ResultSubject(DefaultPool, "sweeper", 9): {Job: 9, Pool: DefaultPool, Agent: "sweeper"},
+	} {
+		got, err := ParseResultSubject(subj)
+		if err != nil || got != want {
+			t.Errorf("ParseResultSubject(%q): got %+v %v, want %+v", subj, got, err, want)
+		}
+	}
+	for _, bad := range []string{"fleetjob.result.42", "fleetjob.result.a.web-1", "fleetjob.result.a.web-1.x",
+		"fleetjob.result.a.b.c.1", "fleetjob.result.a.*.1", "fleetjob.log.job.a.w.1.0.0.1"} {
+		if f, err := ParseResultSubject(bad); err == nil {
+			t.Errorf("ParseResultSubject(%q) accepted: %+v", bad, f)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -214,7 +215,8 @@ func TestChaosWorkerPausedPastAckWait(t *testing.T) {
 		agents, ips = append(agents, fmt.Sprintf("p%d=%s", i, ip)), append(ips, ip)
 	}
 	s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 2 * time.Second})
-	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error"}
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
+		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 	m1, m2 := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	// The first worker freezes itself (SIGSTOP, a failpoint) holding the
 	// new state computed from its first report, before committing it: the
@@ -278,7 +280,8 @@ func TestChaosAgentKilledMidTask(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
 	dir := t.TempDir()
-	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
+	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn",
+		"FLEETJOB_NATS_CREDS=" + s.AgentCredsFile(t, "c3", dir)}
 	args := []string{"agent", "--id", "c3", "--ip", "127.0.1.203", "--data-dir", dir}
 	s.Enrol(t, "c3", "127.0.1.203", dir, "")
 	a := startProc(t, "", env, args...)
@@ -337,7 +340,8 @@ func TestChaosWorkerKilledAroundAck(t *testing.T) {
 				agents, ips = append(agents, fmt.Sprintf("k%d%d=%s", n, i, ip)), append(ips, ip)
 			}
 			s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 2 * time.Second})
-			env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error"}
+			env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
+				"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 			doomed := startProc(t, "", append(env, fmt.Sprintf("FLEETJOB_FAILPOINTS=%s=%d", c.point, c.hit)), "worker")
 			runs, out := newLedger(t), newLedger(t)
 			body := script(runs.append("$FLEETJOB_EXEC_ID")+"; "+out.noisy(5, "0.04"), ips...)

@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -29,6 +31,9 @@ import (
 type natsCluster struct {
 	t     *testing.T
 	nodes []*natsNode
+	// auth is the authority every node trusts (nats-auth init's snippet,
+	// included by each node's configuration)
+	auth *natsauth.Authority
 }
 
 type natsNode struct {
@@ -42,7 +47,11 @@ type natsNode struct {
 func startCluster(t *testing.T, n int) *natsCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &natsCluster{t: t}
+	auth, err := natsauth.LoadOrCreate(filepath.Join(dir, "nats-auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &natsCluster{t: t, auth: auth}
 	var routes []string
 	clusterPorts := make([]int, n)
 	for i := range n {
@@ -52,7 +61,15 @@ func startCluster(t *testing.T, n int) *natsCluster {
 	for i := range n {
 		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), port: testenv.FreePort(t)}
 		nd.conf = filepath.Join(dir, nd.name+".conf")
+		snippet, err := auth.ServerConfig(filepath.Join(dir, nd.name+"-accounts"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, nd.name+"-auth.conf"), []byte(snippet), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		conf := fmt.Sprintf(`server_name: %s
+include %q
 listen: 127.0.0.1:%d
 max_payload: 8MB
 jetstream { store_dir: %q }
@@ -61,7 +78,7 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [ %s ]
 }
-`, nd.name, nd.port, filepath.Join(dir, nd.name), clusterPorts[i], strings.Join(routes, ", "))
+`, nd.name, nd.name+"-auth.conf", nd.port, filepath.Join(dir, nd.name), clusterPorts[i], strings.Join(routes, ", "))
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -108,10 +125,20 @@ func (c *natsCluster) node(name string) int {
 	return -1
 }
 
-// connect opens a client connection to the cluster.
+// admin is a connect option with a new admin identity.
+func (c *natsCluster) admin() nats.Option {
+	c.t.Helper()
+	cr, err := c.auth.ServiceCreds(natsauth.RoleAdmin, "test-admin")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cr.Option()
+}
+
+// connect opens a client connection to the cluster, as the admin.
 func (c *natsCluster) connect() (*nats.Conn, jetstream.JetStream) {
 	c.t.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(c.URL(), c.admin(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -134,7 +161,7 @@ func (c *natsCluster) waitReady() {
 				continue
 			default:
 			}
-			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), nats.NoReconnect())
+			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), c.admin(), nats.NoReconnect())
 			if err != nil {
 				return false
 			}
@@ -178,19 +205,31 @@ func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 func clusterSystem(t *testing.T, c *natsCluster, agents map[string]string) *testenv.System {
 	t.Helper()
 	_, js := c.connect()
-	s := &testenv.System{Token: "cluster", JS: js, NATSURL: c.URL(), RedisURL: testenv.Redis(t)}
+	n := &testenv.NATSServer{URL: c.URL(), Auth: c.auth}
+	s := &testenv.System{Token: "cluster", JS: js, NATS: n, NATSURL: c.URL(), RedisURL: testenv.Redis(t)}
+	// the admin makes the topology; no other identity may
+	top := schemas.DefaultTopology()
+	top.Replicas = 3
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return top.Ensure(ctx, js) == nil
+	}, "the topology created with three replicas")
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_REPLICAS=3",
 		"FLEETJOB_TOKEN=cluster", "FLEETJOB_LOG_LEVEL=warn", "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_TASK_ACK_WAIT=3s"}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	s.APIURL = "http://" + addr
-	startProc(t, "", env, "api", "--http-addr", addr)
+	startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleAPI)), "api", "--http-addr", addr)
 	s.WaitReady(t, 60*time.Second)
-	startProc(t, "", env, "worker", "--workers", "2")
-	startProc(t, "", env, "worker", "--workers", "2")
+	workers := append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleWorker))
+	startProc(t, "", workers, "worker", "--workers", "2")
+	startProc(t, "", workers, "worker", "--workers", "2")
 	for id, ip := range agents {
 		dir := t.TempDir()
+		// enrolled through the API process (which holds no NATS authority
+		// here, so it issues no credentials); its creds come from the test's
 		s.Enrol(t, id, ip, dir, "")
-		startProc(t, "", env, "agent", "--id", id, "--ip", ip, "--data-dir", dir)
+		startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.AgentCredsFile(t, js, id, dir)), "agent", "--id", id, "--ip", ip, "--data-dir", dir)
 		s.WaitAgent(t, id)
 	}
 	return s
@@ -330,4 +369,53 @@ func postJob(client *http.Client, s *testenv.System, body any, key string) (int,
 		}
 	}
 	return resp.StatusCode, out.ID
+}
+
+// A revocation pushed to one node of a cluster cuts the agent's
+// connection on another: the full resolvers share account updates.
+func TestClusterRevocationReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	_, js := c.connect()
+	n := &testenv.NATSServer{URL: c.URL(), Auth: c.auth}
+	dir := t.TempDir()
+	creds := n.AgentCredsFile(t, js, "rc1", dir)
+	closed := make(chan struct{})
+	agentConn, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[2].port), nats.UserCredentials(creds),
+		nats.CustomInboxPrefix(natsauth.AgentInboxPrefix("rc1")), nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentConn.Close()
+	sysCreds, err := c.auth.ServiceCreds(natsauth.RoleSystem, "test-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[0].port), sysCreds.Option())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	c.auth.UsePushConnection(sys)
+	keys, err := agentkeys.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.auth.Revoke(ctx, keys.UserPublic()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the agent revoked on node 1 is still connected to node 3 (%v)", agentConn.Status())
+	}
+	for _, nd := range c.nodes {
+		if again, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", nd.port), nats.UserCredentials(creds), nats.NoReconnect()); err == nil {
+			again.Close()
+			t.Errorf("the revoked agent connected again to %s", nd.name)
+		}
+	}
 }

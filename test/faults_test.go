@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -72,7 +73,8 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		agents, ips = append(agents, fmt.Sprintf("w%d=%s", i, ip)), append(ips, ip)
 	}
 	s := testenv.Start(t, testenv.Options{Agents: agents, AckWait: 3 * time.Second})
-	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_LOG_LEVEL=warn"}
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_LOG_LEVEL=warn",
+		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 	w1 := startProc(t, "", env, "worker", "--workers", "2")
 	w2 := startProc(t, "", env, "worker", "--workers", "2")
 	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 2)
@@ -95,7 +97,8 @@ func TestAgentKilledMidTask(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 1, TaskAckWait: 2 * time.Second})
 	dir := t.TempDir()
-	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn"}
+	env := []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_TASK_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=warn",
+		"FLEETJOB_NATS_CREDS=" + s.AgentCredsFile(t, "pa", filepath.Join(dir, "agent-data"))}
 	// a relative data dir: scripts run elsewhere, so the agent must not care
 	args := []string{"agent", "--id", "pa", "--ip", "127.0.0.21", "--data-dir", "agent-data"}
 	s.Enrol(t, "pa", "127.0.0.21", filepath.Join(dir, "agent-data"), "")

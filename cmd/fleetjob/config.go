@@ -58,6 +58,10 @@ type natsConfig struct {
 	Addr       string        `koanf:"addr"`
 	Sync       time.Duration `koanf:"sync"`
 	SyncAlways bool          `koanf:"sync_always"`
+	Creds      string        `koanf:"creds"`
+	TLSCert    string        `koanf:"tls_cert"`
+	TLSKey     string        `koanf:"tls_key"`
+	TLSCA      string        `koanf:"tls_ca"`
 }
 
 type redisConfig struct {
@@ -146,6 +150,10 @@ var settings = []setting{
 	{"http.addr", "FLEETJOB_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address of the API (it serves /metrics too)"},
 	{"nats.url", "NATS_URL", "nats://127.0.0.1:4222", "NATS to join, comma-separated URLs for a cluster"},
 	{"nats.addr", "FLEETJOB_NATS_ADDR", "127.0.0.1:4233", "embedded NATS listen address; remote agents and workers join here"},
+	{"nats.creds", "FLEETJOB_NATS_CREDS", "", "NATS credentials file (JWT and nkey seed) of this process's identity: `fleetjob nats-auth init` writes the services', enrolment an agent's"},
+	{"nats.tls_cert", "FLEETJOB_NATS_TLS_CERT", "", "serve: the embedded NATS server's TLS certificate (PEM), which turns TLS on; other roles: the client certificate they present (mTLS)"},
+	{"nats.tls_key", "FLEETJOB_NATS_TLS_KEY", "", "the key of nats.tls_cert (PEM)"},
+	{"nats.tls_ca", "FLEETJOB_NATS_TLS_CA", "", "serve: the CA whose client certificates the embedded server requires (mTLS); other roles: the CA they trust the servers' certificates by"},
 	{"nats.sync", "", time.Duration(0), "JetStream fsync interval (0: the server's default, 2m)"},
 	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
 	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
@@ -198,11 +206,16 @@ var roleFlags = map[role][]flagKey{
 		{"agent-slots", "agent.slots"}, {"agent-shutdown-grace", "agent.shutdown_grace"},
 		{"outbound-allow", "outbound.allow"},
 		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
+		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},
 	},
-	roleAPI:    {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"}},
-	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}},
+	roleAPI: {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
+		{"nats-creds", "nats.creds"}, {"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
+	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"},
+		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleClient: {{"api-url", "client.api_url"}, {"data-dir", "data_dir"}},
 	roleAgent: {
+		{"nats-creds", "nats.creds"},
+		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},
 		{"id", "agent.id"}, {"ip", "agent.ip"}, {"cloud-id", "agent.cloud_id"}, {"host-id", "agent.host_id"},
 		{"label", "agent.labels"}, {"slots", "agent.slots"}, {"shutdown-grace", "agent.shutdown_grace"},
 		{"data-dir", "agent.data_dir"}, {"metrics-addr", "metrics.addr"},

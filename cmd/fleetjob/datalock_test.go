@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 )
 
@@ -162,7 +165,12 @@ func TestServeRefusesALockedDataDir(t *testing.T) {
 // own data directory.
 func TestAgentRefusesALockedDataDir(t *testing.T) {
 	dir := t.TempDir()
-	env := []string{"NATS_URL=" + testenv.NATS(t)}
+	n := testenv.NATS(t)
+	js, err := jetstream.New(n.Connect(t, natsauth.RoleAdmin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"NATS_URL=" + n.URL, "FLEETJOB_NATS_CREDS=" + n.AgentCredsFile(t, js, "locked", dir)}
 	args := []string{"agent", "--id", "locked", "--ip", "127.0.0.1", "--data-dir", dir}
 	first := startChild(t, env, args...)
 	lock := filepath.Join(dir, lockName)

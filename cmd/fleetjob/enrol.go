@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/fleetjob/fleetjob/api"
@@ -120,16 +119,6 @@ func enrolAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("agent enrolled", "agent", resp.Agent, "scope", resp.Scope, "hosts", len(resp.Hosts),
 		"nats_urls", strings.Join(resp.NATSURLs, ","), "creds", resp.JWT != "")
 	return nil
-}
-
-// agentCreds are the NATS options of an agent with data dir dir: its
-// stored credentials when it has any.
-func agentCreds(dir string) ([]nats.Option, error) {
-	path, err := agentkeys.Creds(dir)
-	if err != nil || path == "" {
-		return nil, err
-	}
-	return []nats.Option{nats.UserCredentials(path)}, nil
 }
 
 // callAPI sends body (JSON) to the API with a bearer token and decodes a

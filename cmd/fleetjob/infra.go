@@ -28,19 +28,24 @@ import (
 )
 
 // connectNATS connects with unbounded reconnects: a NATS restart is an
-// interruption, not the end of the process.
-func connectNATS(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, append([]nats.Option{
+// interruption, not the end of the process. auth are the identity's
+// options (credentials, an agent's inbox prefix): every connection has one.
+func connectNATS(url, name string, log *slog.Logger, auth ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	if len(auth) == 0 {
+		return nil, nil, errors.New("connect nats: no credentials")
+	}
+	nc, err := nats.Connect(url, append(auth,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
-	}, opts...)...)
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats", "err", err) }),
+	)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
 	}
@@ -50,6 +55,25 @@ func connectNATS(url, name string, log *slog.Logger, opts ...nats.Option) (*nats
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// awaitTopology waits until every stream and bucket exists: only the
+// admin identity creates them (serve, or `fleetjob nats-auth setup`).
+func awaitTopology(ctx context.Context, js jetstream.JetStream, top schemas.Topology, log *slog.Logger) error {
+	var missing string
+	for i := 0; i < 60; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		missing = top.Missing(cctx, js)
+		cancel()
+		if missing == "" || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if i%10 == 0 {
+			log.Warn("waiting for streams the admin creates (serve, or fleetjob nats-auth setup)", "missing", missing)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("stream or bucket %s does not exist: create the topology with the admin credentials (fleetjob nats-auth setup)", missing)
 }
 
 // ensureTopology creates streams and buckets, retrying while a cluster

@@ -50,6 +50,7 @@ func newRoot(environ []string) *cobra.Command {
 		accountCmd(environ),
 		tokenCmd(environ),
 		bkAppCmd(environ),
+		natsAuthCmd(),
 	)
 	return root
 }

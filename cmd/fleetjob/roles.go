@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetjob/fleetjob/internal/agentkeys"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
@@ -40,16 +42,45 @@ func apiSettings(cfg Config, token string) roles.APIConfig {
 
 // joinPlumbing connects a separate role to the configured NATS and, when
 // it needs one, Redis.
-func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger, opts ...nats.Option) (roles.Plumbing, func(), error) {
-	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, opts...)
+// Each role connects with its own credentials (nats.creds); agents and
+// simulators with the inbox prefix their permissions allow. Streams are
+// the admin's to create: the API and workers wait for them.
+func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *slog.Logger) (roles.Plumbing, func(), error) {
+	creds := cfg.NATS.Creds
+	if creds == "" && r == roleAgent {
+		var err error // where enrolment keeps them, if only their owner may read them
+		if creds, err = agentkeys.Creds(cfg.Agent.DataDir); err != nil {
+			return roles.Plumbing{}, nil, err
+		}
+	}
+	if _, err := os.Stat(creds); creds == "" || err != nil {
+		return roles.Plumbing{}, nil, fmt.Errorf("no NATS credentials for the %s role (%q): pass --nats-creds or FLEETJOB_NATS_CREDS (fleetjob nats-auth init writes the services'; an agent gets its own by enrolling: fleetjob agent --enrol URL --token T)", r, creds)
+	}
+	auth := []nats.Option{nats.UserCredentials(creds)}
+	if cfg.NATS.TLSCA != "" {
+		auth = append(auth, nats.RootCAs(cfg.NATS.TLSCA))
+	}
+	if cfg.NATS.TLSCert != "" {
+		auth = append(auth, nats.ClientCert(cfg.NATS.TLSCert, cfg.NATS.TLSKey))
+	}
+	if r == roleAgent {
+		prefix := natsauth.AgentInboxPrefix(agentSettings(cfg, cfg.Agent.DataDir, cfg.topology()).ID)
+		if cfg.Simulate.Agents > 0 {
+			prefix = natsauth.SimulatorInboxPrefix(cfg.Simulate.Pool)
+		}
+		auth = append(auth, nats.CustomInboxPrefix(prefix))
+	}
+	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, auth...)
 	if err != nil {
 		return roles.Plumbing{}, nil, err
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log, OutboundAllow: allow}
-	if err := ensureTopology(ctx, js, p.Top, log); err != nil {
-		nc.Close()
-		return roles.Plumbing{}, nil, err
+	if r != roleAgent { // an agent may read no stream's info
+		if err := awaitTopology(ctx, js, p.Top, log); err != nil {
+			nc.Close()
+			return roles.Plumbing{}, nil, err
+		}
 	}
 	closeRedis := func() {}
 	if needRedis {
@@ -104,11 +135,7 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return nil
 		}
 	}
-	creds, err := agentCreds(cfg.Agent.DataDir)
-	if err != nil {
-		return err
-	}
-	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log, creds...)
+	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -31,22 +32,51 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer unlockAgent()
 	}
+	auth, err := natsauth.LoadOrCreate(filepath.Join(cfg.DataDir, "nats-auth"))
+	if err != nil {
+		return err
+	}
+	sa, err := auth.ServerAuth()
+	if err != nil {
+		return err
+	}
 	ns, err := natsrv.Start(natsrv.Config{
 		Addr: cfg.NATS.Addr, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 		SyncInterval: cfg.NATS.Sync, SyncAlways: cfg.NATS.SyncAlways, Name: "fleetjob-" + hostname(),
+		Auth: sa, TLS: natsrv.TLSFiles{Cert: cfg.NATS.TLSCert, Key: cfg.NATS.TLSKey, CA: cfg.NATS.TLSCA},
 	})
 	if err != nil {
 		return fmt.Errorf("embedded nats on %s (choose another with --nats-addr): %w", cfg.NATS.Addr, err)
 	}
 	defer ns.Shutdown()
 	natsURL := ns.ClientURL()
-	nc, js, err := connectNATS(natsURL, "fleetjob-serve", log)
+	// each role its own identity and connection, made in memory
+	conns := &serveConns{auth: auth, url: natsURL, log: log}
+	if cfg.NATS.TLSCert != "" {
+		// with TLS (and perhaps mTLS) on, serve's own roles connect in
+		// process: no certificate of their own, no network
+		conns.inProcess = ns
+	}
+	defer conns.close()
+	adm, err := conns.service(natsauth.RoleAdmin)
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
 	top := cfg.topology()
-	if err := ensureTopology(ctx, js, top, log); err != nil {
+	if err := ensureTopology(ctx, adm.JS, top, log); err != nil {
+		return err
+	}
+	sys, err := conns.service(natsauth.RoleSystem)
+	if err != nil {
+		return err
+	}
+	auth.UsePushConnection(sys.NC)
+	api, err := conns.service(natsauth.RoleAPI)
+	if err != nil {
+		return err
+	}
+	wrk, err := conns.service(natsauth.RoleWorker)
+	if err != nil {
 		return err
 	}
 	rdb, closeRedis, err := openRedis(string(cfg.Redis.URL), log)
@@ -63,15 +93,25 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen %s (choose another with --http-addr): %w", cfg.HTTP.Addr, err)
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
-	p := roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
+	p := roles.Plumbing{RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
+	apiP, wrkP, agentP := p, p, p
+	apiP.NC, apiP.JS = api.NC, api.JS
+	wrkP.NC, wrkP.JS = wrk.NC, wrk.JS
 	acfg := agentSettings(cfg, agentDir, top)
+	issuer := roles.AuthorityIssuer{Auth: auth, JS: api.JS, Top: top}
 	if !cfg.Agent.Disabled {
-		// enrolled like any agent, so the registry accepts its host
-		err := p.EnrolLocal(ctx, nil, []string{natsURL}, roles.LocalAgent{ID: acfg.ID, Host: schemas.Host{CloudID: acfg.CloudID, IP: acfg.IP}, HostID: acfg.HostID,
+		// enrolled like any agent, so the registry accepts its host; its
+		// credentials are issued by serve's NATS authority
+		err := apiP.EnrolLocal(ctx, issuer, []string{natsURL}, roles.LocalAgent{ID: acfg.ID, Host: schemas.Host{CloudID: acfg.CloudID, IP: acfg.IP}, HostID: acfg.HostID,
 			Hostname: acfg.Hostname, DataDir: agentDir, Slots: acfg.Slots})
 		if err != nil {
 			return err
 		}
+		ag, err := conns.agent(acfg.ID, agentDir)
+		if err != nil {
+			return err
+		}
+		agentP.NC, agentP.JS = ag.NC, ag.JS
 	}
 	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
@@ -79,10 +119,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	apiCfg := apiSettings(cfg, token)
 	apiCfg.SealKeyFile = filepath.Join(cfg.DataDir, "keys", "api-curve.xk") // seals sensitive values to agents
 	apiCfg.AgentNATSURLs = []string{natsURL}
-	g.Go(func() error { return roles.RunAPI(gctx, p, ln, apiCfg) })
-	g.Go(func() error { return roles.RunWorkers(gctx, p, cfg.Workers.Count, "serve-"+hostname()) })
+	apiCfg.Issuer = issuer
+	g.Go(func() error { return roles.RunAPI(gctx, apiP, ln, apiCfg) })
+	g.Go(func() error { return roles.RunWorkers(gctx, wrkP, cfg.Workers.Count, "serve-"+hostname()) })
 	if !cfg.Agent.Disabled {
-		g.Go(func() error { return roles.RunAgent(gctx, p, acfg, nil) })
+		g.Go(func() error { return roles.RunAgent(gctx, agentP, acfg, nil) })
 	}
 	err = g.Wait()
 	log.Info("fleetjob stopped")
@@ -107,7 +148,7 @@ func banner(httpAddr, natsURL, token string, generated, configured bool, dataDir
 	return fmt.Sprintf(`
 fleetjob is running
   API             http://%[1]s      (GET /healthz, /readyz, /metrics)
-  NATS            %[2]s   (remote agents: NATS_URL=%[2]s fleetjob agent)
+  NATS            %[2]s   (authenticated; keys in %[7]s, remote agents enrol)
   admin token     %[3]s
   agent           %[4]s
 
@@ -117,5 +158,6 @@ Try:
     -d '{"name":"hello","targets":["%[6]s"],"steps":[{"script":{"content":"echo hello from $(hostname)"}}]}'
   curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/v1/jobs
 
-`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP)
+`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP,
+		filepath.Join(dataDir, "nats-auth"))
 }

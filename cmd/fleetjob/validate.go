@@ -176,6 +176,12 @@ func (c *Config) validate(r role) error {
 	if r != roleServe {
 		p.required("nats.url", c.NATS.URL)
 	}
+	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
+		p.add("nats.tls_cert", "a certificate and its key (nats.tls_key) go together")
+	}
+	if r == roleServe && c.NATS.TLSCA != "" && c.NATS.TLSCert == "" {
+		p.add("nats.tls_ca", "client certificates are checked only with TLS on: set nats.tls_cert and nats.tls_key too")
+	}
 	if c.Metrics.Addr != "" && (r == roleWorker || r == roleAgent) {
 		p.addr("metrics.addr", c.Metrics.Addr, 0)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/api"
 	"github.com/fleetjob/fleetjob/internal/agentkeys"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -123,4 +124,27 @@ func (p Plumbing) EnrolLocal(ctx context.Context, issuer api.AgentIssuer, natsUR
 		return fmt.Errorf("local agent credentials: %w", err)
 	}
 	return agentkeys.WriteCreds(a.DataDir, jwt, keys)
+}
+
+// AuthorityIssuer is the api.AgentIssuer of a NATS with authentication:
+// it signs agents' user JWTs with the NATS authority's account key,
+// revokes them there (pushed to every server) and prepares each agent's
+// task consumer over js.
+type AuthorityIssuer struct {
+	Auth *natsauth.Authority
+	JS   jetstream.JetStream
+	Top  schemas.Topology
+}
+
+// AgentJWT implements api.AgentIssuer.
+func (a AuthorityIssuer) AgentJWT(id, pub string) (string, error) { return a.Auth.AgentJWT(id, pub) }
+
+// Revoke implements api.AgentIssuer.
+func (a AuthorityIssuer) Revoke(ctx context.Context, pub string) error {
+	return a.Auth.Revoke(ctx, pub)
+}
+
+// PrepareAgent implements api.AgentIssuer.
+func (a AuthorityIssuer) PrepareAgent(ctx context.Context, id string, slots int) error {
+	return natsauth.PrepareAgent(ctx, a.JS, a.Top, id, slots)
 }

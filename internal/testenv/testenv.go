@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetjob/fleetjob/internal/agentkeys"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -45,26 +46,34 @@ func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// NATS starts an embedded JetStream server for the test and returns its URL.
-func NATS(t testing.TB) string {
+// NATS starts an embedded JetStream server for the test, with
+// authentication as always (its authority's keys in a temp dir).
+func NATS(t testing.TB) *NATSServer {
 	t.Helper()
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	auth, err := natsauth.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := auth.ServerAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir(), Auth: sa})
 	if err != nil {
 		t.Fatalf("embedded nats: %v", err)
 	}
 	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	n := &NATSServer{URL: s.ClientURL(), Auth: auth}
+	auth.UsePushConnection(n.Connect(t, natsauth.RoleSystem))
+	return n
 }
 
 // JetStream starts an embedded JetStream server for the test and returns
-// a client of it; the connection is closed in cleanup.
+// a client of it with the admin's identity; the connection is closed in
+// cleanup.
 func JetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(NATS(t))
-	if err != nil {
-		t.Fatalf("connect to embedded nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	nc := NATS(t).Connect(t, natsauth.RoleAdmin)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
@@ -176,8 +185,11 @@ type Options struct {
 }
 
 // System is a running fleetjob: embedded NATS, real Redis, API, workers
-// and agents.
+// and agents. NC and JS (and P's) are the admin's: tests inspect and
+// arrange through them; the API, the workers and each agent connect with
+// identities of their own.
 type System struct {
+	NATS     *NATSServer
 	NATSURL  string
 	RedisURL string
 	APIURL   string
@@ -188,6 +200,10 @@ type System struct {
 	P        roles.Plumbing
 	Dir      string
 
+	// WorkerMetrics is the metrics registry of the workers StartWorkers
+	// started last.
+	WorkerMetrics *prometheus.Registry
+
 	agentMetrics *agent.Metrics
 	mu           sync.Mutex
 	agents       map[string]func()
@@ -196,16 +212,10 @@ type System struct {
 // Start brings a system up for the test and tears it down in cleanup.
 func Start(t testing.TB, o Options) *System {
 	t.Helper()
-	s := &System{NATSURL: NATS(t), RedisURL: Redis(t), Token: "test-token", Dir: t.TempDir(), agents: map[string]func(){}}
-	nc, err := nats.Connect(s.NATSURL, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(schemas.PublishAsyncTimeout))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := NATS(t)
+	s := &System{NATS: n, NATSURL: n.URL, RedisURL: Redis(t), Token: "test-token", Dir: t.TempDir(), agents: map[string]func(){}}
+	nc := n.Connect(t, natsauth.RoleAdmin, nats.MaxReconnects(-1))
+	js := newJS(t, nc)
 	rdb, err := roles.RedisClient(s.RedisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -237,9 +247,12 @@ func Start(t testing.TB, o Options) *System {
 		t.Fatal(err)
 	}
 	s.APIURL = "http://" + ln.Addr().String()
+	api := s.rolePlumbing(t, natsauth.RoleAPI)
 	s.run(t, "api", func(ctx context.Context) error {
-		// the System's API keeps its curve key (sealing sensitive values) 0600 in its dir
-		return roles.RunAPI(ctx, s.P, ln, roles.APIConfig{Token: s.Token, SealKeyFile: filepath.Join(s.Dir, "api", "curve.xk")})
+		// the System's API keeps its curve key (sealing sensitive values)
+		// 0600 in its dir, and issues agents' NATS credentials
+		return roles.RunAPI(ctx, api, ln, roles.APIConfig{Token: s.Token, SealKeyFile: filepath.Join(s.Dir, "api", "curve.xk"),
+			Issuer: roles.AuthorityIssuer{Auth: s.NATS.Auth, JS: api.JS, Top: api.Top}, AgentNATSURLs: []string{s.NATSURL}})
 	})
 	if o.Workers > 0 {
 		s.StartWorkers(t, o.Workers)
@@ -286,8 +299,9 @@ func (s *System) run(t testing.TB, name string, f func(ctx context.Context) erro
 
 // StartWorkers runs n workers (and a log indexer) in the test process.
 func (s *System) StartWorkers(t testing.TB, n int) func() {
-	p := s.P
+	p := s.rolePlumbing(t, natsauth.RoleWorker)
 	p.Reg = prometheus.NewRegistry()
+	s.WorkerMetrics = p.Reg
 	return s.run(t, "workers", func(ctx context.Context) error { return roles.RunWorkers(ctx, p, n, "test") })
 }
 
@@ -303,8 +317,11 @@ func (s *System) StartAgent(t testing.TB, id, ip string) func() {
 		ID: id, IP: ip, Version: "test", DataDir: s.agentDir(id),
 		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top,
 	}
+	p := s.P
+	p.NC = s.AgentConn(t, id, nats.MaxReconnects(-1))
+	p.JS = newJS(t, p.NC)
 	stop := s.run(t, "agent "+id, func(ctx context.Context) error {
-		return roles.RunAgent(ctx, s.P, cfg, s.agentMetrics)
+		return roles.RunAgent(ctx, p, cfg, s.agentMetrics)
 	})
 	s.WaitAgent(t, id)
 	return stop
@@ -397,6 +414,10 @@ func (s *System) EnrolWith(t testing.TB, tok, id string, keys *agentkeys.Keys) E
 }
 
 func (s *System) agentDir(id string) string { return filepath.Join(s.Dir, "agent-"+id) }
+
+// AgentDir is the data directory of the in-process agent id (its journal
+// and its keys).
+func (s *System) AgentDir(id string) string { return s.agentDir(id) }
 
 // WaitAgent waits until an agent is registered and online.
 func (s *System) WaitAgent(t testing.TB, id string) {
@@ -503,7 +524,14 @@ func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) 
 		s.EnrolWith(t, tok, pool, keys)
 	}
 	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: firstIP, Topology: s.P.Top, Version: "test"}
-	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, s.P, cfg) })
+	creds, err := s.NATS.Auth.SimulatorCreds(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.P
+	p.NC = s.NATS.connect(t, creds.Option(), nats.CustomInboxPrefix(natsauth.SimulatorInboxPrefix(pool)), nats.MaxReconnects(-1))
+	p.JS = newJS(t, p.NC)
+	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, p, cfg) })
 	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
 	return stop
 }

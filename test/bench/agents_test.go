@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/api/native"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -57,15 +58,16 @@ func startAgents(b *testing.B, s *testenv.System, prefix string, n int, ip func(
 		s.Enrol(b, cfg.ID, ips[i], cfg.DataDir, "")
 		p := s.P
 		if !shared {
-			nc, err := nats.Connect(s.NATSURL, nats.Name("agent "+cfg.ID), nats.MaxReconnects(-1))
-			if err != nil {
-				b.Fatal(err)
-			}
+			// its own identity, as a real agent (AgentConn makes its consumer)
+			nc := s.AgentConn(b, cfg.ID, nats.MaxReconnects(-1))
 			conns = append(conns, nc)
+			var err error
 			if p.JS, err = jetstream.New(nc); err != nil {
 				b.Fatal(err)
 			}
 			p.NC = nc
+		} else if err := natsauth.PrepareAgent(ctx, s.JS, s.P.Top, cfg.ID, cfg.Slots); err != nil {
+			b.Fatal(err)
 		}
 		sem <- struct{}{}
 		wg.Go(func() {

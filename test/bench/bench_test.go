@@ -32,6 +32,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/api/native"
 	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
@@ -378,10 +379,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		rsub, _ := s.NC.Subscribe(inbox, func(*nats.Msg) { replies <- struct{}{} })
 		var conns []*nats.Conn
 		for range 100 {
-			nc, err := nats.Connect(s.NATSURL)
-			if err != nil {
-				b.Fatal(err)
-			}
+			nc := s.NATS.Connect(b, natsauth.RoleAdmin)
 			conns = append(conns, nc)
 			for range n / 100 {
 				nc.Subscribe("bench.fanout", func(m *nats.Msg) { m.Respond([]byte("ok")) })

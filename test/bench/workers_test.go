@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetjob/fleetjob/internal/natsauth"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -24,7 +25,8 @@ func startWorkerProc(b *testing.B, s *testenv.System) int {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(fleetjobBinary(b), "worker", "--workers", "1")
-	cmd.Env = append(os.Environ(), "NATS_URL="+s.NATSURL, "REDIS_URL="+s.RedisURL, "FLEETJOB_LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), "NATS_URL="+s.NATSURL, "REDIS_URL="+s.RedisURL, "FLEETJOB_LOG_LEVEL=warn",
+		"FLEETJOB_NATS_CREDS="+s.NATS.CredsFile(b, natsauth.RoleWorker))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

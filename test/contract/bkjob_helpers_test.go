@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/internal/roles"
@@ -81,6 +83,12 @@ func startBKAgent(t *testing.T, s *testenv.System, id, ip string, hostID int64) 
 	p := s.P
 	p.Reg = prometheus.NewRegistry()
 	s.EnrolGrant(t, id, filepath.Join(s.Dir, "agent-"+id), map[string]any{"hosts": []string{ip}, "host_ids": []int64{hostID}})
+	p.NC = s.AgentConn(t, id, nats.MaxReconnects(-1)) // its own identity; makes its consumer
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.JS = js
 	cfg := agent.Config{ID: id, IP: ip, HostID: hostID, Version: "test", DataDir: filepath.Join(s.Dir, "agent-"+id),
 		Slots: 64, Heartbeat: time.Second, ShutdownGrace: 2 * time.Second, Topology: s.P.Top}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -76,7 +76,6 @@ type Agent struct {
 	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	kv      jetstream.KeyValue
 	m       *Metrics
 	log     *slog.Logger
 	journal *journal
@@ -141,9 +140,6 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 // interrupted, and marks the agent stopping in the registry.
 func (a *Agent) Run(ctx context.Context) error {
 	var err error
-	if a.kv, err = a.js.KeyValue(ctx, schemas.BucketAgents); err != nil {
-		return fmt.Errorf("agents bucket: %w", err)
-	}
 	if a.journal, err = openJournal(a.cfg.DataDir, a.cfg.ID); err != nil {
 		return err
 	}
@@ -169,9 +165,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("control subscription: %w", err)
 	}
 	defer sub.Unsubscribe()
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, schemas.StreamTasks, a.cfg.Topology.AgentConsumerConfig(a.cfg.ID, a.cfg.Slots))
+	// the consumer is made when the agent is enrolled (natsauth.PrepareAgent):
+	// an agent's credentials create no consumer
+	cons, err := a.js.Consumer(ctx, schemas.StreamTasks, schemas.AgentConsumer(a.cfg.ID))
 	if err != nil {
-		return fmt.Errorf("task consumer: %w", err)
+		return fmt.Errorf("task consumer %s (made at enrolment): %w", schemas.AgentConsumer(a.cfg.ID), err)
 	}
 	cc, err := cons.Consume(a.onTask, jetstream.PullMaxMessages(a.cfg.Slots))
 	if err != nil {
@@ -244,7 +242,9 @@ func (a *Agent) register(ctx context.Context, stopping bool) error {
 		StartedAt: a.started, LastSeen: time.Now().UTC(), Stopping: stopping,
 	}
 	b, _ := json.Marshal(info)
-	if _, err := a.kv.Put(ctx, a.cfg.ID, b); err != nil {
+	// a put on its own key's subject: the agent may write no other key
+	// and needs no bucket lookup
+	if _, err := a.js.Publish(ctx, schemas.KVSubject(schemas.BucketAgents, a.cfg.ID), b); err != nil {
 		return fmt.Errorf("register agent: %w", err)
 	}
 	return nil
@@ -302,13 +302,9 @@ func (a *Agent) recover(ctx context.Context) error {
 // resumeLog publishes the lines of an interrupted execution's spool file
 // that the LOGS stream does not have yet, and returns the line count.
 func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
-	subject := schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt)
-	st, err := a.js.Stream(ctx, schemas.StreamLogs)
-	if err != nil {
-		return 0, err
-	}
+	subject := a.logSubject(t)
 	stored := 0
-	last, err := st.GetLastMsgForSubject(ctx, subject)
+	last, err := a.lastLogChunk(ctx, subject)
 	switch {
 	case err == nil:
 		first, _ := strconv.Atoi(last.Header.Get(schemas.HdrFirstLine))
@@ -318,7 +314,9 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 			return stored, nil // the whole log made it before the agent died
 		}
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, err
+		// no direct get (a replicated LOGS stream without it): resend
+		// the whole spool; readers take each line once however chunks overlap
+		a.log.Warn("stored output of an interrupted execution not readable; resending all of it", "exec", t.ExecID, "err", err)
 	}
 	// the journal holds the task sealed: open it, so that the log masks
 	// the sensitive values; output that cannot be masked is not published
@@ -326,12 +324,18 @@ func (a *Agent) resumeLog(ctx context.Context, t *schemas.Task) (int, error) {
 	if err != nil {
 		return stored, fmt.Errorf("output of %s not published, its sensitive values do not open: %w", t.ExecID, err)
 	}
-	logs := newLogStream(a.js, open, nil)
+	logs := newLogStream(a.js, subject, open, nil)
 	logs.skip = stored
 	if err := readSpool(spoolPath(a.spool, t.ExecID), logs.lineBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("spool of an interrupted execution", "exec", t.ExecID, "err", err)
 	}
 	return logs.Close(ctx)
+}
+
+// logSubject is the subject of t's output, which carries this agent's id.
+func (a *Agent) logSubject(t *schemas.Task) string {
+	return schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,
+		Pool: schemas.DefaultPool, Agent: a.cfg.ID}.Subject()
 }
 
 func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
@@ -344,7 +348,7 @@ func (a *Agent) report(t *schemas.Task, kind string) schemas.Report {
 // publish sends a report and waits for the stream's ack, retrying briefly.
 func (a *Agent) publish(ctx context.Context, r *schemas.Report) error {
 	b, _ := json.Marshal(r)
-	m := nats.NewMsg(schemas.ResultSubject(r.JobID))
+	m := nats.NewMsg(schemas.ResultSubject(schemas.DefaultPool, a.cfg.ID, r.JobID))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, r.ExecID+"."+r.Kind)
 	var err error
@@ -488,7 +492,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 			}
 		}
 	}()
-	logs := newLogStream(a.js, t, func(n int) { a.m.LogBytes.Add(float64(n)) })
+	logs := newLogStream(a.js, a.logSubject(t), t, func(n int) { a.m.LogBytes.Add(float64(n)) })
 	var o outcome
 	switch t.Kind {
 	case schemas.StepScript:

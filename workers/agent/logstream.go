@@ -48,9 +48,10 @@ type logStream struct {
 	attempt time.Duration
 }
 
-func newLogStream(js jetstream.JetStream, t *schemas.Task, onBytes func(int)) *logStream {
+// newLogStream streams t's output on subject (its agent's log subject of t).
+func newLogStream(js jetstream.JetStream, subject string, t *schemas.Task, onBytes func(int)) *logStream {
 	l := &logStream{
-		js: js, subject: schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt),
+		js: js, subject: subject,
 		exec: t.ExecID, onBytes: onBytes, attempt: schemas.PublishAsyncTimeout,
 	}
 	if sc := t.Script; sc != nil && sc.Sensitive {
@@ -250,4 +251,23 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// lastLogChunk reads the last stored chunk of one of the agent's own log
+// subjects by a direct get by subject: the one read of the LOGS stream its
+// credentials allow, and only for subjects that carry its id.
+func (a *Agent) lastLogChunk(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := context.WithTimeout(ctx, schemas.PublishAsyncTimeout)
+	defer cancel()
+	m, err := a.nc.RequestWithContext(rctx, "$JS.API.DIRECT.GET."+schemas.StreamLogs+"."+subject, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read back log %s: %w", subject, err)
+	}
+	if st := m.Header.Get("Status"); st == "404" {
+		return nil, jetstream.ErrMsgNotFound
+	} else if st != "" {
+		return nil, fmt.Errorf("read back log %s: %s %s", subject, st, m.Header.Get("Description"))
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	return &jetstream.RawStreamMsg{Subject: m.Header.Get(jetstream.SubjectHeader), Sequence: seq, Header: m.Header, Data: m.Data}, nil
 }

@@ -21,12 +21,12 @@ import (
 // subscriber that never answers; the stream appears once two publishes
 // are lost; Close has 20 s.
 func TestCloseResendsWithBoundedAttempts(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(srv.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,8 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	task := &schemas.Task{JobID: 1, Step: 0, Host: 0, Attempt: 1, ExecID: "1.0.0.1"}
-	subject := schemas.UnitLogSubject(task.JobID, task.Step, task.Phase, task.Host, task.Attempt)
+	subject := schemas.LogRef{Job: task.JobID, Step: task.Step, Phase: task.Phase, Host: task.Host, Attempt: task.Attempt,
+		Pool: schemas.DefaultPool, Agent: "a1"}.Subject()
 	lost := make(chan struct{}, 64)
 	black, err := nc.Subscribe(subject, func(*nats.Msg) { lost <- struct{}{} }) // takes every publish, answers none
 	if err != nil {
@@ -67,7 +68,7 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 		outage <- err
 	}()
 
-	l := newLogStream(js, task, nil)
+	l := newLogStream(js, subject, task, nil)
 	l.attempt = 500 * time.Millisecond
 	for i := range 3 {
 		l.Line(fmt.Sprintf("line %d", i))

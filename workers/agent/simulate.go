@@ -145,7 +145,8 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 		ExecID: t.ExecID, AgentID: agent, Phase: t.Phase, StartedAt: now}
 	finished := base // done at once: no started report (see startedDelay)
 	finished.Kind, finished.Status, finished.ExitCode, finished.EndedAt, finished.Lines = schemas.ReportFinished, schemas.HostSuccess, &code, now, 1
-	logm := nats.NewMsg(schemas.UnitLogSubject(t.JobID, t.Step, t.Phase, t.Host, t.Attempt))
+	logm := nats.NewMsg(schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,
+		Pool: s.cfg.Pool, Agent: agent}.Subject())
 	logm.Data = []byte("simulated " + t.ExecID + " on " + t.Target.IP)
 	logm.Header.Set(schemas.HdrFirstLine, "0")
 	logm.Header.Set(schemas.HdrLineCount, "1")
@@ -153,7 +154,7 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 	logm.Header.Set(nats.MsgIdHdr, t.ExecID+".0.f")
 	msgs := []*nats.Msg{logm}
 	b, _ := json.Marshal(finished)
-	rm := nats.NewMsg(schemas.ResultSubject(t.JobID))
+	rm := nats.NewMsg(schemas.ResultSubject(s.cfg.Pool, agent, t.JobID))
 	rm.Data = b
 	rm.Header.Set(nats.MsgIdHdr, t.ExecID+"."+finished.Kind)
 	msgs = append(msgs, rm)

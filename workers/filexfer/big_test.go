@@ -34,7 +34,8 @@ func TestBigFile(t *testing.T) {
 		sizeMB = n
 	}
 	size := int64(sizeMB) << 20
-	obs := connectStore(t, newStoreProcess(t))
+	url, user := newStoreProcess(t)
+	obs := connectStore(t, url, user)
 	src := filepath.Join(t.TempDir(), "big.bin")
 	wantSum := writeRandom(t, src, size)
 

@@ -51,13 +51,13 @@ func ExampleUpload() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "filexfer-example")
 	defer os.RemoveAll(dir)
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: filepath.Join(dir, "nats")})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: filepath.Join(dir, "nats")})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer srv.Shutdown()
-	nc, _ := nats.Connect(srv.ClientURL())
+	nc, _ := nats.Connect(srv.ClientURL(), user.Option())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	_ = schemas.DefaultTopology().Ensure(ctx, js)

@@ -24,19 +24,19 @@ var (
 // and returns its artifacts object store.
 func newStore(t testing.TB, opts ...jetstream.JetStreamOpt) jetstream.ObjectStore {
 	t.Helper()
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("embedded nats: %v", err)
 	}
 	t.Cleanup(s.Shutdown)
-	return connectStore(t, s.ClientURL(), opts...)
+	return connectStore(t, s.ClientURL(), user, opts...)
 }
 
 // connectStore connects to the server at url and returns its artifacts
 // object store, creating fleetjob's topology first.
-func connectStore(t testing.TB, url string, opts ...jetstream.JetStreamOpt) jetstream.ObjectStore {
+func connectStore(t testing.TB, url string, user natsrv.User, opts ...jetstream.JetStreamOpt) jetstream.ObjectStore {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, user.Option())
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

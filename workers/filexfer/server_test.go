@@ -20,12 +20,12 @@ const serveEnv = "FLEETJOB_FILEXFER_SERVE"
 // serve runs the server, prints its URL, and stops when stdin closes (the
 // test that started it is done, or dead).
 func serve(dir string) int {
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: dir})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: dir})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Println(s.ClientURL())
+	fmt.Println(s.ClientURL(), user.JWT, user.Seed)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	s.Shutdown()
 	return 0
@@ -34,7 +34,7 @@ func serve(dir string) int {
 // newStoreProcess starts the embedded server in a child process and
 // returns a URL to it. Memory tests use it so that the heap they measure
 // is the transfer's alone, as on an agent, not the server's too.
-func newStoreProcess(t testing.TB) string {
+func newStoreProcess(t testing.TB) (string, natsrv.User) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), serveEnv+"="+t.TempDir())
@@ -62,8 +62,9 @@ func newStoreProcess(t testing.TB) string {
 	})
 	url, err := bufio.NewReader(stdout).ReadString('\n')
 	go func() { done <- cmd.Wait() }()
-	if err != nil {
-		t.Fatalf("server process gave no URL: %v", err)
+	f := strings.Fields(url)
+	if err != nil || len(f) != 3 {
+		t.Fatalf("server process gave no URL and user: %q %v", url, err)
 	}
-	return strings.TrimSpace(url)
+	return f[0], natsrv.User{JWT: f[1], Seed: f[2]}
 }

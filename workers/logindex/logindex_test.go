@@ -26,6 +26,7 @@ import (
 func publishLog(t *testing.T, js jetstream.JetStream, ref schemas.LogRef, chunks []int) int {
 	t.Helper()
 	line := 0
+	ref.Pool, ref.Agent = schemas.DefaultPool, "a1" // its writer; readers read with none
 	for i, n := range chunks {
 		m := nats.NewMsg(ref.Subject())
 		var lines []string
@@ -47,12 +48,12 @@ func publishLog(t *testing.T, js jetstream.JetStream, ref schemas.LogRef, chunks
 }
 
 func TestReadWithoutRedis(t *testing.T) {
-	s, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
-	nc, _ := nats.Connect(s.ClientURL())
+	nc, _ := nats.Connect(s.ClientURL(), user.Option())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
@@ -135,15 +136,15 @@ func slogDiscard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func TestRefOf(t *testing.T) {
 	for subj, want := range map[string]schemas.LogRef{
-		"fleetjob.log.job.7.1.3.2":  {Job: 7, Step: 1, Host: 3, Attempt: 2},
-		"fleetjob.log.job.7.1.u3.1": {Job: 7, Step: 1, Phase: schemas.PhaseUpload, Host: 3, Attempt: 1},
+		"fleetjob.log.job.a.web-1.7.1.3.2":    {Job: 7, Step: 1, Host: 3, Attempt: 2, Pool: "a", Agent: "web-1"},
+		"fleetjob.log.job.sim.sim-2.7.1.u3.1": {Job: 7, Step: 1, Phase: schemas.PhaseUpload, Host: 3, Attempt: 1, Pool: "sim", Agent: "sim-2"},
 	} {
 		got, ok := schemas.LogRefOf(subj)
 		if !ok || got != want || got.Subject() != subj {
 			t.Errorf("schemas.LogRefOf(%q) = %+v %v", subj, got, ok)
 		}
 	}
-	for _, bad := range []string{"fleetjob.log.job.7.1.x.1", "fleetjob.log.agent.a", "fleetjob.log.job.7.1.3"} {
+	for _, bad := range []string{"fleetjob.log.job.a.w.7.1.x.1", "fleetjob.log.agent.a", "fleetjob.log.job.a.w.7.1.3", "fleetjob.log.job.7.1.3.2", "fleetjob.log.job.a.*.7.1.3.2"} {
 		if _, ok := schemas.LogRefOf(bad); ok {
 			t.Errorf("schemas.LogRefOf(%q) accepted", bad)
 		}

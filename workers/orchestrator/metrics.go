@@ -27,6 +27,8 @@ type Metrics struct {
 	DeadLetters        *prometheus.CounterVec
 	AgentsOnline       prometheus.Gauge
 	AgentsKnown        prometheus.Gauge
+	// ReportsRefused counts reports dropped unapplied, by reason (see verify).
+	ReportsRefused *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker metrics on reg.
@@ -56,6 +58,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.AgentsKnown = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_registered", Help: "Agents in the registry."})
 	m.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetjob_dead_letters_total", Help: "Messages that failed for good and were recorded as dead letters."}, []string{"stream"})
+	m.ReportsRefused = newRefusedCounter()
+	reg.MustRegister(m.ReportsRefused)
 	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.ProcessSeconds)
 	return m

@@ -248,7 +248,7 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 
 func (w *Worker) kick(id int64, now time.Time) error {
 	b, _ := json.Marshal(schemas.Report{V: schemas.MessageVersion, Kind: schemas.ReportKick, JobID: id})
-	m := nats.NewMsg(schemas.ResultSubject(id))
+	m := nats.NewMsg(schemas.SweeperResultSubject(id))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("kick.%d.%d", id, now.Unix()))
 	if _, err := w.js.PublishMsgAsync(m); err != nil {

@@ -13,12 +13,14 @@ import (
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// Directory answers which online agent serves a host, and whether the
+// Directory answers which online agent serves a host, whether the
 // agents of a host are gone (silent past their TTL while the directory
-// could hear them: not merely unseen during a NATS failover).
+// could hear them: not merely unseen during a NATS failover), and what an
+// agent registered (the host it serves, online or not).
 type Directory interface {
 	Lookup(h schemas.Host, now time.Time) (schemas.AgentInfo, bool)
 	Gone(h schemas.Host, now time.Time) bool
+	Agent(id string) (schemas.AgentInfo, bool)
 }
 
 // routedTask is a task and the agent (and task pool) it goes to.

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,14 @@ type fakeDir map[string]bool
 func (d fakeDir) Gone(h schemas.Host, now time.Time) bool {
 	_, ok := d.Lookup(h, now)
 	return !ok
+}
+
+func (d fakeDir) Agent(id string) (schemas.AgentInfo, bool) {
+	ip, ok := strings.CutPrefix(id, "agent-")
+	if !ok || !d[ip] {
+		return schemas.AgentInfo{}, false
+	}
+	return schemas.AgentInfo{ID: id, IP: ip}, true
 }
 
 func (d fakeDir) Lookup(h schemas.Host, _ time.Time) (schemas.AgentInfo, bool) {

@@ -265,12 +265,13 @@ func (w *Worker) onReports(batch []jetstream.Msg) {
 	groups := map[int64][]jetstream.Msg{}
 	var order []int64
 	for _, m := range batch {
-		id, err := schemas.JobOfResultSubject(m.Subject())
+		from, err := schemas.ParseResultSubject(m.Subject())
 		if err != nil {
-			w.log.Error("report on unexpected subject; dropped", "subject", m.Subject())
+			w.refuse(m.Subject(), refuseSubject, nil)
 			_ = m.Term()
 			continue
 		}
+		id := from.Job
 		if _, ok := groups[id]; !ok {
 			order = append(order, id)
 		}
@@ -287,22 +288,45 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	defer cancel()
 	reports := make([]schemas.Report, 0, len(msgs))
 	redelivered := false
+	applied := msgs[:0:0]
 	for _, m := range msgs {
 		var r schemas.Report
 		if err := json.Unmarshal(m.Data(), &r); err != nil {
-			w.log.Error("bad report; dropped", "subject", m.Subject(), "err", err)
+			w.refuse(m.Subject(), refuseUndecodable, nil)
+			_ = m.Ack()
 			continue
 		}
+		from, _ := schemas.ParseResultSubject(m.Subject()) // onReports parsed it
+		reason, err := w.verify(ctx, from, &r)
+		if err != nil {
+			w.settle(m, err)
+			continue
+		}
+		if reason == refuseUnknown && !lastChance(m) {
+			// this worker's registry may lag the agent's registration by
+			// a moment: ask again before refusing
+			_ = m.NakWithDelay(time.Second)
+			continue
+		}
+		if reason != "" {
+			w.refuse(m.Subject(), reason, &r)
+			_ = m.Ack()
+			continue
+		}
+		applied = append(applied, m)
 		if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
 			redelivered = true
 		}
 		reports = append(reports, r)
 	}
+	if len(applied) == 0 {
+		return
+	}
 	unlock := w.locks.lock(id)
 	err := w.process(ctx, id, reports, nil, nil, redelivered)
 	unlock()
 	failpoint.Hit("report-done")
-	for _, m := range msgs {
+	for _, m := range applied {
 		w.settle(m, err)
 	}
 	if failpoint.Armed("report-acked") {

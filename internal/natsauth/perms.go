@@ -1,0 +1,140 @@
+package natsauth
+
+// This file holds what each identity may publish and subscribe to. The
+// subjects of fleetjob's own messages come from package schemas; the
+// $JS.… ones are JetStream's API.
+
+import (
+	"fmt"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// AgentInboxPrefix is the inbox prefix of an agent's connection: replies
+// to its requests (pulls, publish acks, direct gets) come here, and its
+// permissions let it subscribe to no other inbox.
+func AgentInboxPrefix(agentID string) string { return "_INBOX_AGENT." + agentID }
+
+// simulatorInboxPrefix is a simulator's inbox prefix.
+func simulatorInboxPrefix(pool string) string { return "_INBOX_SIM." + pool }
+
+// objectStoreSubjects are what a client of the artifacts object store
+// uses: the stream's info, direct gets of object metadata, the chunks'
+// and metadata's subjects, and the ordered consumer a download reads
+// chunks with. The store's chunk subjects ($O.artifacts.C.<nuid>) carry
+// no job or agent, so these cannot be narrowed per object: an agent can
+// read every stored artifact and write objects of any name (a download
+// checks each file's SHA-256 against the manifest the workers recorded, so
+// a replaced object fails the transfer rather than landing). See the
+// README's security model.
+func objectStoreSubjects() []string {
+	stream := "OBJ_" + schemas.BucketArtifacts
+	return []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.DELETE." + stream + ".>",
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
+		"$JS.FC." + stream + ".>",
+		"$O." + schemas.BucketArtifacts + ".C.>",
+		"$O." + schemas.BucketArtifacts + ".M.>",
+		// no purge: it could empty the whole store; chunks of a failed or
+		// replaced upload age out with the store's TTL instead
+	}
+}
+
+// AgentPermissions are what agent id may do: pull from its own task
+// consumer and ack it; answer on its own control subject; publish
+// reports and log chunks only on subjects carrying its id; heartbeat only
+// its own registry key; read back only its own log subjects, by direct
+// get by subject; its own inbox. It creates no stream or consumer and
+// reads no KV bucket.
+func AgentPermissions(id string) (jwt.Permissions, error) {
+	if !schemas.ValidAgentID(id) {
+		return jwt.Permissions{}, fmt.Errorf("agent id %q: %w", id, schemas.ErrInvalid)
+	}
+	consumer := schemas.AgentConsumer(id)
+	pool := schemas.DefaultPool
+	var p jwt.Permissions
+	p.Pub.Allow.Add(
+		"$JS.API.CONSUMER.MSG.NEXT."+schemas.StreamTasks+"."+consumer,
+		"$JS.API.CONSUMER.INFO."+schemas.StreamTasks+"."+consumer,
+		"$JS.ACK."+schemas.StreamTasks+"."+consumer+".>",
+		schemas.AgentResultSubjects(pool, id),
+		schemas.AgentLogSubjects(pool, id),
+		"$JS.API.DIRECT.GET."+schemas.StreamLogs+"."+schemas.AgentLogSubjects(pool, id),
+		schemas.KVSubject(schemas.BucketAgents, id),
+	)
+	p.Pub.Allow.Add(objectStoreSubjects()...)
+	p.Sub.Allow.Add(
+		schemas.ControlSubject(pool, id),
+		AgentInboxPrefix(id)+".>",
+	)
+	// answers to kill requests go to the requester's inbox
+	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
+	return p, nil
+}
+
+// simulatorPermissions are an agent's for every identity of one pool: a
+// load simulator acts for all of them. Registry keys of simulated agents
+// ("<pool>-<i>") cannot be told apart by a subject pattern, so it may
+// heartbeat any registry key: simulator credentials are a service's.
+func simulatorPermissions(pool string) jwt.Permissions {
+	consumer := "pool-" + pool
+	var p jwt.Permissions
+	p.Pub.Allow.Add(
+		"$JS.API.CONSUMER.CREATE."+schemas.StreamTasks+"."+consumer+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+schemas.StreamTasks+"."+consumer,
+		"$JS.API.CONSUMER.INFO."+schemas.StreamTasks+"."+consumer,
+		"$JS.ACK."+schemas.StreamTasks+"."+consumer+".>",
+		schemas.AgentResultSubjects(pool, "*"),
+		schemas.AgentLogSubjects(pool, "*"),
+		schemas.KVSubject(schemas.BucketAgents, ">"),
+	)
+	p.Sub.Allow.Add(schemas.PoolControlSubject(pool), simulatorInboxPrefix(pool)+".>")
+	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
+	return p
+}
+
+// SimulatorInboxPrefix is the inbox prefix a simulator of pool connects with.
+func SimulatorInboxPrefix(pool string) string { return simulatorInboxPrefix(pool) }
+
+// servicePermissions are the API's, the workers' and the admin's. Neither
+// the API nor a worker is an agent: neither may publish an agent's report
+// or log, and only the admin changes streams.
+func servicePermissions(role Role) jwt.Permissions {
+	var p jwt.Permissions
+	topology := []string{
+		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
+	}
+	agentWrites := []string{
+		schemas.AgentResultSubjects("*", "*"),
+		schemas.AgentLogSubjects("*", "*"),
+	}
+	switch role {
+	case RoleAdmin:
+		p.Pub.Allow.Add(">")
+		p.Sub.Allow.Add(">")
+	case RoleAPI:
+		// commands; JetStream reads, consumers (KV watches, event
+		// streams, agents' task consumers), KV writes (names, enrolments)
+		p.Pub.Allow.Add(schemas.SubjCommands, "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>")
+		p.Pub.Deny.Add(topology...)
+		p.Pub.Deny.Add(agentWrites...)
+		p.Sub.Allow.Add("_INBOX.>", schemas.SubjEventPrefix+">")
+	case RoleWorker:
+		// consume commands and reports, write state, publish tasks,
+		// events, kicks and kill requests
+		p.Pub.Allow.Add(
+			schemas.SubjTasks, schemas.SubjSweeperResults, schemas.SubjEventPrefix+">", schemas.SubjControls,
+			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>",
+		)
+		p.Pub.Deny.Add(topology...)
+		p.Pub.Deny.Add(agentWrites...)
+		p.Sub.Allow.Add("_INBOX.>", schemas.SubjEventPrefix+">")
+	}
+	return p
+}

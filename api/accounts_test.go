@@ -20,12 +20,12 @@ import (
 // accountsKV is the accounts bucket of a fresh embedded JetStream.
 func accountsKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(srv.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,12 +24,12 @@ import (
 // a curve key), each of which opens them; a host without such an agent is
 // refused and the spec is left as it was.
 func TestSealToEnrolledAgents(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(srv.ClientURL(), user.Option())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,9 @@ type AgentIssuer interface {
 	// AgentJWT signs a user JWT for agentID's public user nkey. An issuer
 	// without NATS credentials answers ErrNoNATSCredentials.
 	AgentJWT(agentID, userPub string) (string, error)
+	// SimulatorJWT signs a user JWT for a load simulator serving pool:
+	// the rights of every agent of its pool.
+	SimulatorJWT(pool, userPub string) (string, error)
 	// Revoke revokes the user key: its connection is cut and it cannot
 	// connect again.
 	Revoke(ctx context.Context, userPub string) error
@@ -286,7 +289,11 @@ func (en *Enroller) Enrol(ctx context.Context, g Grant, req EnrolRequest, now ti
 	}
 	// Signing and the consumer come before the token is used: a failure
 	// here leaves it usable.
-	resp.JWT, err = en.Issuer.AgentJWT(req.Agent, req.NKey)
+	if g.Simulator {
+		resp.JWT, err = en.Issuer.SimulatorJWT(req.Agent, req.NKey)
+	} else {
+		resp.JWT, err = en.Issuer.AgentJWT(req.Agent, req.NKey)
+	}
 	if errors.Is(err, ErrNoNATSCredentials) {
 		resp.JWT, resp.Note = "", ErrNoNATSCredentials.Error()
 	} else if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/internal/agentkeys"
@@ -201,6 +203,14 @@ func runAgent(t *testing.T, s *testenv.System, id, ip, dir string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := s.P
 	p.Reg = prometheus.NewRegistry()
+	// valid NATS credentials of its own (made by the test, not by an
+	// enrolment): what is judged here is the claim
+	p.NC = s.AgentConn(t, id, nats.MaxReconnects(-1))
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.JS = js
 	done := testenv.Go(func() error {
 		return roles.RunAgent(ctx, p, agent.Config{ID: id, IP: ip, Version: "test", DataDir: dir, Slots: 4,
 			Heartbeat: 500 * time.Millisecond, ShutdownGrace: time.Second, Topology: p.Top}, nil)

@@ -234,14 +234,30 @@ func (a *Authority) SimulatorCreds(pool string) (Creds, error) {
 		return Creds{}, fmt.Errorf("create simulator user: %w", err)
 	}
 	seed, _ := kp.Seed()
-	uc := jwt.NewUserClaims(public(kp))
+	tok, err := a.SimulatorJWT(pool, public(kp))
+	if err != nil {
+		return Creds{}, err
+	}
+	return Creds{JWT: tok, Seed: seed}, nil
+}
+
+// SimulatorJWT issues the user JWT of a load simulator serving pool, for
+// its public user nkey userPub (an enrolled simulator's own key).
+func (a *Authority) SimulatorJWT(pool, userPub string) (string, error) {
+	if !nkeys.IsValidPublicUserKey(userPub) {
+		return "", fmt.Errorf("simulator %s: %q is not a user public nkey", pool, userPub)
+	}
+	if !schemas.ValidAgentID(pool) {
+		return "", fmt.Errorf("simulator pool %q: not a valid id", pool)
+	}
+	uc := jwt.NewUserClaims(userPub)
 	uc.Name = "simulator-" + pool
 	uc.Permissions = simulatorPermissions(pool)
 	tok, err := uc.Encode(a.account)
 	if err != nil {
-		return Creds{}, fmt.Errorf("sign simulator user: %w", err)
+		return "", fmt.Errorf("sign simulator user: %w", err)
 	}
-	return Creds{JWT: tok, Seed: seed}, nil
+	return tok, nil
 }
 
 // AgentJWT issues the user JWT of agent agentID, whose user nkey (made on

@@ -121,7 +121,8 @@ func servicePermissions(role Role) jwt.Permissions {
 	case RoleAPI:
 		// commands; JetStream reads, consumers (KV watches, event
 		// streams, agents' task consumers), KV writes (names, enrolments)
-		p.Pub.Allow.Add(schemas.SubjCommands, "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>")
+		// and the audit events of every write it accepts
+		p.Pub.Allow.Add(schemas.SubjCommands, schemas.SubjEventPrefix+"audit.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>")
 		p.Pub.Deny.Add(topology...)
 		p.Pub.Deny.Add(agentWrites...)
 		p.Sub.Allow.Add("_INBOX.>", schemas.SubjEventPrefix+">")

@@ -25,6 +25,10 @@ type noCredentials struct {
 
 func (noCredentials) AgentJWT(string, string) (string, error) { return "", api.ErrNoNATSCredentials }
 
+func (noCredentials) SimulatorJWT(string, string) (string, error) {
+	return "", api.ErrNoNATSCredentials
+}
+
 func (noCredentials) Revoke(context.Context, string) error { return api.ErrNoNATSCredentials }
 
 func (n noCredentials) PrepareAgent(ctx context.Context, agentID string, slots int) error {
@@ -138,6 +142,11 @@ type AuthorityIssuer struct {
 
 // AgentJWT implements api.AgentIssuer.
 func (a AuthorityIssuer) AgentJWT(id, pub string) (string, error) { return a.Auth.AgentJWT(id, pub) }
+
+// SimulatorJWT implements api.AgentIssuer.
+func (a AuthorityIssuer) SimulatorJWT(pool, pub string) (string, error) {
+	return a.Auth.SimulatorJWT(pool, pub)
+}
 
 // Revoke implements api.AgentIssuer.
 func (a AuthorityIssuer) Revoke(ctx context.Context, pub string) error {

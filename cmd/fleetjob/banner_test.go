@@ -17,7 +17,7 @@ func TestBannerShowsTheTokenOnce(t *testing.T) {
 		{"read from the data dir", false, false, false},
 		{"configured", false, true, false},
 	} {
-		b := banner("127.0.0.1:8080", "nats://127.0.0.1:4233", tok, c.generated, c.configured, "./data", "127.0.0.1", false)
+		b := banner("http://127.0.0.1:8080", "nats://127.0.0.1:4233", tok, c.generated, c.configured, "./data", "127.0.0.1", false)
 		if strings.Contains(b, tok) != c.shows {
 			t.Errorf("%s: token shown %v, want %v:\n%s", c.name, !c.shows, c.shows, b)
 		}

@@ -50,7 +50,9 @@ type outboundConfig struct {
 }
 
 type httpConfig struct {
-	Addr string `koanf:"addr"`
+	Addr    string `koanf:"addr"`
+	TLSCert string `koanf:"tls_cert"`
+	TLSKey  string `koanf:"tls_key"`
 }
 
 type natsConfig struct {
@@ -148,6 +150,8 @@ var settings = []setting{
 	{"log_level", "FLEETJOB_LOG_LEVEL", "info", "log level: debug, info, warn, error"},
 	{"data_dir", "FLEETJOB_DATA_DIR", "./data", "JetStream store, the built-in agent's journal (agent/) and the admin token"},
 	{"http.addr", "FLEETJOB_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address of the API (it serves /metrics too)"},
+	{"http.tls_cert", "FLEETJOB_HTTP_TLS_CERT", "", "the API's TLS certificate (PEM): the API then serves HTTPS only"},
+	{"http.tls_key", "FLEETJOB_HTTP_TLS_KEY", "", "the key of http.tls_cert (PEM)"},
 	{"nats.url", "NATS_URL", "nats://127.0.0.1:4222", "NATS to join, comma-separated URLs for a cluster"},
 	{"nats.addr", "FLEETJOB_NATS_ADDR", "127.0.0.1:4233", "embedded NATS listen address; remote agents and workers join here"},
 	{"nats.creds", "FLEETJOB_NATS_CREDS", "", "NATS credentials file (JWT and nkey seed) of this process's identity: `fleetjob nats-auth init` writes the services', enrolment an agent's"},
@@ -200,6 +204,7 @@ var rootFlags = []flagKey{{"log-level", "log_level"}}
 var roleFlags = map[role][]flagKey{
 	roleServe: {
 		{"http-addr", "http.addr"}, {"nats-addr", "nats.addr"}, {"data-dir", "data_dir"},
+		{"http-tls-cert", "http.tls_cert"}, {"http-tls-key", "http.tls_key"},
 		{"workers", "workers.count"}, {"nats-sync", "nats.sync"}, {"nats-sync-always", "nats.sync_always"},
 		{"no-agent", "agent.disabled"}, {"agent-id", "agent.id"}, {"agent-ip", "agent.ip"},
 		{"agent-cloud-id", "agent.cloud_id"}, {"agent-host-id", "agent.host_id"}, {"agent-label", "agent.labels"},
@@ -208,7 +213,7 @@ var roleFlags = map[role][]flagKey{
 		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},
 	},
-	roleAPI: {{"http-addr", "http.addr"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
+	roleAPI: {{"http-addr", "http.addr"}, {"http-tls-cert", "http.tls_cert"}, {"http-tls-key", "http.tls_key"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-creds", "nats.creds"}, {"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -192,4 +193,37 @@ func primaryIP() string {
 func hostname() string {
 	h, _ := os.Hostname()
 	return h
+}
+
+// listenHTTP listens on the API's address; with a certificate configured
+// it serves TLS (1.2 at least) only.
+func listenHTTP(cfg Config) (net.Listener, error) {
+	h := cfg.HTTP
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		return nil, errors.New("http.tls_cert and http.tls_key (--http-tls-cert, --http-tls-key) go together")
+	}
+	var tcfg *tls.Config
+	if h.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(h.TLSCert, h.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("http tls: %w", err)
+		}
+		tcfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", h.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s (choose another with --http-addr): %w", h.Addr, err)
+	}
+	if tcfg != nil {
+		return tls.NewListener(ln, tcfg), nil
+	}
+	return ln, nil
+}
+
+// httpBase is the API's URL as clients reach it.
+func httpBase(cfg Config, ln net.Listener) string {
+	if cfg.HTTP.TLSCert != "" {
+		return "https://" + ln.Addr().String()
+	}
+	return "http://" + ln.Addr().String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -98,9 +97,9 @@ func runAPI(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer closeAll()
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	ln, err := listenHTTP(cfg)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
+		return err
 	}
 	log.Info("api listening", "addr", ln.Addr().String())
 	return roles.RunAPI(ctx, p, ln, apiSettings(cfg, string(cfg.API.Token)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
@@ -88,9 +87,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	ln, err := listenHTTP(cfg)
 	if err != nil {
-		return fmt.Errorf("listen %s (choose another with --http-addr): %w", cfg.HTTP.Addr, err)
+		return err
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow}
@@ -113,7 +112,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		agentP.NC, agentP.JS = ag.NC, ag.JS
 	}
-	printBanner(ln.Addr().String(), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
+	printBanner(httpBase(cfg, ln), natsURL, token, generated, cfg.API.Token != "", cfg.DataDir, acfg.IP, cfg.Agent.Disabled)
 
 	g, gctx := errgroup.WithContext(ctx)
 	apiCfg := apiSettings(cfg, token)
@@ -132,11 +131,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // printBanner says where everything is. The admin token is shown once,
 // the start that generates it; later starts say where it is kept.
-func printBanner(httpAddr, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) {
-	fmt.Print(banner(httpAddr, natsURL, token, generated, configured, dataDir, agentIP, noAgent))
+func printBanner(apiURL, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) {
+	fmt.Print(banner(apiURL, natsURL, token, generated, configured, dataDir, agentIP, noAgent))
 }
 
-func banner(httpAddr, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) string {
+func banner(apiURL, natsURL, token string, generated, configured bool, dataDir, agentIP string, noAgent bool) string {
 	path := filepath.Join(dataDir, "admin.token")
 	tokenLine, export := "kept in "+path+" (0600; shown only when generated)", "$(cat "+path+")"
 	switch {
@@ -147,17 +146,17 @@ func banner(httpAddr, natsURL, token string, generated, configured bool, dataDir
 	}
 	return fmt.Sprintf(`
 fleetjob is running
-  API             http://%[1]s      (GET /healthz, /readyz, /metrics)
+  API             %[1]s      (GET /healthz, /readyz, /metrics)
   NATS            %[2]s   (authenticated; keys in %[7]s, remote agents enrol)
   admin token     %[3]s
   agent           %[4]s
 
 Try:
   export TOKEN=%[5]s
-  curl -s -H "Authorization: Bearer $TOKEN" -X POST http://%[1]s/v1/jobs \
+  curl -s -H "Authorization: Bearer $TOKEN" -X POST %[1]s/v1/jobs \
     -d '{"name":"hello","targets":["%[6]s"],"steps":[{"script":{"content":"echo hello from $(hostname)"}}]}'
-  curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/v1/jobs
+  curl -s -H "Authorization: Bearer $TOKEN" %[1]s/v1/jobs
 
-`, httpAddr, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP,
+`, apiURL, natsURL, tokenLine, map[bool]string{true: "none (--no-agent)", false: "this machine as " + agentIP}[noAgent], export, agentIP,
 		filepath.Join(dataDir, "nats-auth"))
 }

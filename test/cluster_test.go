@@ -219,17 +219,20 @@ func clusterSystem(t *testing.T, c *natsCluster, agents map[string]string) *test
 		"FLEETJOB_TOKEN=cluster", "FLEETJOB_LOG_LEVEL=warn", "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_TASK_ACK_WAIT=3s"}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	s.APIURL = "http://" + addr
-	startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleAPI)), "api", "--http-addr", addr)
+	// the API holds the NATS authority, as a split deployment's does: it
+	// issues enrolling agents their credentials
+	startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleAPI), "FLEETJOB_NATS_AUTH_DIR="+c.auth.Dir()),
+		"api", "--http-addr", addr)
 	s.WaitReady(t, 60*time.Second)
 	workers := append(env, "FLEETJOB_NATS_CREDS="+n.CredsFile(t, natsauth.RoleWorker))
 	startProc(t, "", workers, "worker", "--workers", "2")
 	startProc(t, "", workers, "worker", "--workers", "2")
 	for id, ip := range agents {
 		dir := t.TempDir()
-		// enrolled through the API process (which holds no NATS authority
-		// here, so it issues no credentials); its creds come from the test's
+		// enrolled through the API process, which stores its credentials
+		// in its data dir, where the agent finds them
 		s.Enrol(t, id, ip, dir, "")
-		startProc(t, "", append(env, "FLEETJOB_NATS_CREDS="+n.AgentCredsFile(t, js, id, dir)), "agent", "--id", id, "--ip", ip, "--data-dir", dir)
+		startProc(t, "", env, "agent", "--id", id, "--ip", ip, "--data-dir", dir)
 		s.WaitAgent(t, id)
 	}
 	return s

@@ -64,6 +64,7 @@ type natsConfig struct {
 	TLSCert    string        `koanf:"tls_cert"`
 	TLSKey     string        `koanf:"tls_key"`
 	TLSCA      string        `koanf:"tls_ca"`
+	AuthDir    string        `koanf:"auth_dir"`
 }
 
 type redisConfig struct {
@@ -156,6 +157,7 @@ var settings = []setting{
 	{"nats.addr", "FLEETJOB_NATS_ADDR", "127.0.0.1:4233", "embedded NATS listen address; remote agents and workers join here"},
 	{"nats.creds", "FLEETJOB_NATS_CREDS", "", "NATS credentials file (JWT and nkey seed) of this process's identity: `fleetjob nats-auth init` writes the services', enrolment an agent's"},
 	{"nats.tls_cert", "FLEETJOB_NATS_TLS_CERT", "", "serve: the embedded NATS server's TLS certificate (PEM), which turns TLS on; other roles: the client certificate they present (mTLS)"},
+	{"nats.auth_dir", "FLEETJOB_NATS_AUTH_DIR", "", "api: the NATS authority's directory (fleetjob nats-auth init --dir): with it the API issues enrolling agents their NATS credentials and revokes them; without it agents get theirs from fleetjob nats-auth agent"},
 	{"nats.tls_key", "FLEETJOB_NATS_TLS_KEY", "", "the key of nats.tls_cert (PEM)"},
 	{"nats.tls_ca", "FLEETJOB_NATS_TLS_CA", "", "serve: the CA whose client certificates the embedded server requires (mTLS); other roles: the CA they trust the servers' certificates by"},
 	{"nats.sync", "", time.Duration(0), "JetStream fsync interval (0: the server's default, 2m)"},
@@ -213,7 +215,7 @@ var roleFlags = map[role][]flagKey{
 		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},
 	},
-	roleAPI: {{"http-addr", "http.addr"}, {"http-tls-cert", "http.tls_cert"}, {"http-tls-key", "http.tls_key"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
+	roleAPI: {{"http-addr", "http.addr"}, {"nats-auth-dir", "nats.auth_dir"}, {"http-tls-cert", "http.tls_cert"}, {"http-tls-key", "http.tls_key"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-creds", "nats.creds"}, {"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},

@@ -101,8 +101,28 @@ func runAPI(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("api listening", "addr", ln.Addr().String())
-	return roles.RunAPI(ctx, p, ln, apiSettings(cfg, string(cfg.API.Token)))
+	acfg := apiSettings(cfg, string(cfg.API.Token))
+	if dir := cfg.NATS.AuthDir; dir != "" {
+		// the API holds the authority: it signs enrolling agents' JWTs and
+		// pushes revocations over a system-account connection of its own
+		auth, err := natsauth.Load(dir)
+		if err != nil {
+			return err
+		}
+		sys, err := auth.ServiceCreds(natsauth.RoleSystem, "fleetjob-api-system-"+hostname())
+		if err != nil {
+			return err
+		}
+		snc, _, err := connectNATS(cfg.NATS.URL, "fleetjob-api-system-"+hostname(), log, sys.Option())
+		if err != nil {
+			return err
+		}
+		defer snc.Drain()
+		auth.UsePushConnection(snc)
+		acfg.Issuer = roles.AuthorityIssuer{Auth: auth, JS: p.JS, Top: p.Top}
+	}
+	log.Info("api listening", "addr", ln.Addr().String(), "issues_agent_credentials", acfg.Issuer != nil)
+	return roles.RunAPI(ctx, p, ln, acfg)
 }
 
 func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {

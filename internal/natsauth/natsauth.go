@@ -75,6 +75,19 @@ const (
 	revokedFile  = "revoked.json"
 )
 
+// Load opens an authority that exists in dir (made by LoadOrCreate, e.g.
+// fleetjob nats-auth init): a process that only uses one must not make
+// a new operator no server trusts.
+func Load(dir string) (*Authority, error) {
+	if _, err := os.Stat(filepath.Join(dir, operatorFile)); err != nil {
+		return nil, fmt.Errorf("nats auth dir %s holds no authority (make one with fleetjob nats-auth init --dir): %w", dir, err)
+	}
+	return LoadOrCreate(dir)
+}
+
+// Dir is where the authority's keys are kept.
+func (a *Authority) Dir() string { return a.dir }
+
 // LoadOrCreate opens the authority kept in dir, creating its keys (0600,
 // in a 0700 directory) the first time.
 func LoadOrCreate(dir string) (*Authority, error) {

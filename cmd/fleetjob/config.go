@@ -186,7 +186,7 @@ var settings = []setting{
 	{"enrol.url", "FLEETJOB_ENROL_URL", "", "enrol this agent at this API URL first (http(s)://host:port), with an enrolment token"},
 	{"enrol.token", "FLEETJOB_ENROL_TOKEN", "", "the one-use enrolment token an admin made (fleetjob enrolment create)"},
 	{"enrol.only", "", false, "enrol, store the credentials and exit"},
-	{"client.api_url", "FLEETJOB_API_URL", "http://127.0.0.1:8080", "the API the token and bk-app commands call (with the admin token)"},
+	{"client.api_url", "FLEETJOB_API", "http://127.0.0.1:8080", "the API the token, bk-app, account and enrolment commands call (with the admin token)"},
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
@@ -219,7 +219,7 @@ var roleFlags = map[role][]flagKey{
 		{"nats-creds", "nats.creds"}, {"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
-	roleClient: {{"api-url", "client.api_url"}, {"data-dir", "data_dir"}},
+	roleClient: {{"api", "client.api_url"}, {"data-dir", "data_dir"}},
 	roleAgent: {
 		{"nats-creds", "nats.creds"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},

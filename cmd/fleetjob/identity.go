@@ -134,8 +134,10 @@ func tokenCmd(environ []string) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "token   %s\nid      %s\nuser    %s\nrole    %s\nscopes  %s\n\nThe token is shown only now; keep it secret. Revoke it with: fleetjob token revoke %s\n",
-			cr.Token, cr.ID, cr.Owner, cr.Role, strings.Join(cr.Scopes, ","), cr.ID)
+		// the token alone on stdout (TOKEN=$(fleetjob token create …)), the rest on stderr
+		fmt.Fprintf(cmd.ErrOrStderr(), "id      %s\nuser    %s\nrole    %s\nscopes  %s\nThe token is shown only now; keep it secret. Revoke it with: fleetjob token revoke %s\n",
+			cr.ID, cr.Owner, cr.Role, strings.Join(cr.Scopes, ","), cr.ID)
+		fmt.Fprintln(cmd.OutOrStdout(), cr.Token)
 		return nil
 	})
 	create.Flags().String("user", "", "the user the token is for")

@@ -14,7 +14,7 @@ import (
 // what it printed.
 func runIdentityCLI(t *testing.T, s *testenv.System, args ...string) (string, error) {
 	t.Helper()
-	root := newRoot([]string{"FLEETJOB_API_URL=" + s.APIURL, "FLEETJOB_TOKEN=" + s.Token})
+	root := newRoot([]string{"FLEETJOB_API=" + s.APIURL, "FLEETJOB_TOKEN=" + s.Token})
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
@@ -43,11 +43,11 @@ func TestTokenCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
-	m := regexp.MustCompile(`(?m)^token\s+(\S+)\nid\s+(\S+)`).FindStringSubmatch(out)
-	if m == nil {
+	tm, im := regexp.MustCompile(`(?m)^(fjt_\S+)$`).FindStringSubmatch(out), regexp.MustCompile(`(?m)^id\s+(\S+)`).FindStringSubmatch(out)
+	if tm == nil || im == nil {
 		t.Fatalf("create printed no token and id:\n%s", out)
 	}
-	token, id := m[1], m[2]
+	token, id := tm[1], im[1]
 	if got := statusWith(t, s, token); got != 200 {
 		t.Errorf("the new token: HTTP %d", got)
 	}

@@ -89,6 +89,10 @@ func (h *Host) Validate() error {
 	if err != nil {
 		return fmt.Errorf("%q is not an IP address", h.IP)
 	}
+	if addr.Zone() != "" {
+		// a zone names an interface of the sender, not a host of the fleet
+		return fmt.Errorf("%q has an IPv6 zone: give the address alone", h.IP)
+	}
 	h.IP = addr.Unmap().String()
 	return nil
 }

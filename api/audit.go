@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,11 @@ const (
 	AuditOperate          = events.AuditOperate
 	AuditCredentialCreate = events.AuditCredentialCreate
 	AuditCredentialRevoke = events.AuditCredentialRevoke
+	AuditEnrolmentCreate  = events.AuditEnrolmentCreate
+	AuditAgentEnrol       = events.AuditAgentEnrol
+	AuditAgentRevoke      = events.AuditAgentRevoke
+	AuditAccountSet       = events.AuditAccountSet
+	AuditAccountDelete    = events.AuditAccountDelete
 )
 
 // AuditRecord is the data of an audit event: who did what, where from,
@@ -114,7 +120,7 @@ func (a *EventAuditor) publish(ctx context.Context, first AuditRecord) {
 	for _, rec := range batch {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
-		evs = append(evs, events.Event{Kind: rec.Action, Subject: rec.Object, ID: hex.EncodeToString(b[:]), Time: rec.Time, Data: rec})
+		evs = append(evs, events.Event{Kind: rec.Action, Subject: auditToken(rec.Object), ID: hex.EncodeToString(b[:]), Time: rec.Time, Data: rec})
 	}
 	futs, err := a.events.PublishAsync(evs...)
 	if err == nil {
@@ -150,4 +156,19 @@ func (c *Core) audit(ctx context.Context, p *Principal, action, object string, s
 // identity created or revoked).
 func (c *Core) Audit(ctx context.Context, action, object string, detail map[string]any) {
 	c.audit(ctx, nil, action, object, nil, detail)
+}
+
+// auditToken makes an object name one subject token: no dots, spaces or
+// wildcards, never empty (an enrolment token may name no agent).
+func auditToken(object string) string {
+	if object == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', ' ', '*', '>', '\t', '\n', '\r':
+			return '_'
+		}
+		return r
+	}, object)
 }

@@ -37,6 +37,11 @@ const (
 	AuditOperate          = "audit.operate"
 	AuditCredentialCreate = "audit.credential_create"
 	AuditCredentialRevoke = "audit.credential_revoke"
+	AuditEnrolmentCreate  = "audit.enrolment_create"
+	AuditAgentEnrol       = "audit.agent_enrol"
+	AuditAgentRevoke      = "audit.agent_revoke"
+	AuditAccountSet       = "audit.account_set"
+	AuditAccountDelete    = "audit.account_delete"
 )
 
 // TypePrefix prefixes every CloudEvents type.

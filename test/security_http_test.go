@@ -531,17 +531,28 @@ func TestWritesAreAudited(t *testing.T) {
 	if a := call(t, s.APIURL, "POST", fmt.Sprintf("/v1/jobs/%d/stop", id), nil, h); a.code != 202 {
 		t.Fatalf("stop: %s", a)
 	}
+	// the admin's writes: an account alias, and an agent enrolled (w2,
+	// above) and revoked
+	if a := call(t, s.APIURL, "PUT", "/v1/accounts/biz:2/app", map[string]any{"os_user": "nobody"}, bearer(s.Token)); a.code != 200 {
+		t.Fatalf("account set: %s", a)
+	}
+	if a := call(t, s.APIURL, "POST", "/v1/agents/w2/revoke", nil, bearer(s.Token)); a.code != 200 {
+		t.Fatalf("revoke: %s", a)
+	}
 	want := []struct{ action, object, actor string }{
 		{api.AuditCredentialCreate, tokID, "admin"},
 		{api.AuditSubmit, strconv.FormatInt(id, 10), "audrey"},
 		{api.AuditStop, strconv.FormatInt(id, 10), "audrey"},
+		{api.AuditEnrolmentCreate, "w2", "admin"},
+		{api.AuditAccountSet, "biz:2/app", "admin"},
+		{api.AuditAgentRevoke, "w2", "admin"},
 	}
 	for _, w := range want {
 		rec := auditEvent(t, s, w.action, w.object)
 		if rec.Actor != w.actor || rec.Source != "127.0.0.1" || rec.Surface != "native" {
 			t.Errorf("%s %s: %+v", w.action, w.object, rec)
 		}
-		if w.action != api.AuditCredentialCreate && (rec.Scope != "biz:2" || rec.CorrelationID != "corr-77" || rec.Role != api.RoleOperator) {
+		if (w.action == api.AuditSubmit || w.action == api.AuditStop) && (rec.Scope != "biz:2" || rec.CorrelationID != "corr-77" || rec.Role != api.RoleOperator) {
 			t.Errorf("%s %s: %+v", w.action, w.object, rec)
 		}
 	}

@@ -34,11 +34,13 @@ func (s *Surface) putAccount(c echo.Context) error {
 	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
-	a, err := s.core.PutAccount(c.Request().Context(), schemas.Account{
-		Scope: c.Param("scope"), Alias: c.Param("alias"), OSUser: req.OSUser, Deny: req.Deny}, "admin")
+	ctx := c.Request().Context()
+	a, err := s.core.PutAccount(ctx, schemas.Account{
+		Scope: c.Param("scope"), Alias: c.Param("alias"), OSUser: req.OSUser, Deny: req.Deny}, actor(c))
 	if err != nil {
 		return err
 	}
+	s.core.Audit(ctx, api.AuditAccountSet, a.Scope+"/"+a.Alias, map[string]any{"os_user": a.OSUser, "deny": a.Deny})
 	return c.JSON(http.StatusOK, a)
 }
 
@@ -74,8 +76,10 @@ func (s *Surface) getAccount(c echo.Context) error {
 }
 
 func (s *Surface) deleteAccount(c echo.Context) error {
-	if err := s.core.DeleteAccount(c.Request().Context(), c.Param("scope"), c.Param("alias")); err != nil {
+	ctx := c.Request().Context()
+	if err := s.core.DeleteAccount(ctx, c.Param("scope"), c.Param("alias")); err != nil {
 		return err
 	}
+	s.core.Audit(ctx, api.AuditAccountDelete, c.Param("scope")+"/"+c.Param("alias"), nil)
 	return c.NoContent(http.StatusNoContent)
 }

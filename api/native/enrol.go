@@ -28,10 +28,12 @@ func (s *Surface) createEnrolToken(c echo.Context) error {
 	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
-	resp, err := s.core.Enrol.CreateToken(c.Request().Context(), req, "admin", time.Now())
+	ctx := c.Request().Context()
+	resp, err := s.core.Enrol.CreateToken(ctx, req, actor(c), time.Now())
 	if err != nil {
 		return err
 	}
+	s.core.Audit(ctx, api.AuditEnrolmentCreate, req.Agent, map[string]any{"scope": req.Scope, "hosts": len(req.Hosts), "ttl": req.TTL})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, resp)
 }
@@ -52,15 +54,18 @@ func (s *Surface) enrol(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.core.Audit(ctx, api.AuditAgentEnrol, resp.Agent, map[string]any{"scope": resp.Scope, "nkey": req.NKey, "source": c.RealIP()})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, resp)
 }
 
 func (s *Surface) revokeAgent(c echo.Context) error {
-	rec, err := s.core.Enrol.Revoke(c.Request().Context(), c.Param("id"), "admin", time.Now())
+	ctx := c.Request().Context()
+	rec, err := s.core.Enrol.Revoke(ctx, c.Param("id"), actor(c), time.Now())
 	if err != nil {
 		return err
 	}
+	s.core.Audit(ctx, api.AuditAgentRevoke, rec.Agent, map[string]any{"nkey": rec.NKey})
 	return c.JSON(http.StatusOK, rec)
 }
 
@@ -70,4 +75,12 @@ func (s *Surface) agentEnrolment(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, rec)
+}
+
+// actor names the caller (the principal's actor) in records it writes.
+func actor(c echo.Context) string {
+	if p, ok := api.PrincipalFrom(c.Request().Context()); ok && p.Actor != "" {
+		return p.Actor
+	}
+	return "admin"
 }

@@ -144,6 +144,11 @@ func (sc *Script) Open(curve nkeys.KeyPair) (*Script, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sealed key: %w", err)
 	}
+	// nkeys' Open panics on some malformed keys (a 58-character string it
+	// fails to decode): check the sender's key first
+	if !nkeys.IsValidPublicCurveKey(s.Sender) {
+		return nil, fmt.Errorf("sealed by %q: not a public curve key", s.Sender)
+	}
 	key, err := curve.Open(sealedKey, s.Sender)
 	if err != nil {
 		return nil, fmt.Errorf("open the data key: %w", err)

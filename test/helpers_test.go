@@ -117,7 +117,16 @@ func readLog(t *testing.T, s *testenv.System, id int64, host string, from, limit
 	t.Helper()
 	var out native.LogResponse
 	path := fmt.Sprintf("/v1/jobs/%d/hosts/%s/log?from=%d&limit=%d", id, url.PathEscape(host), from, limit)
-	if code := s.JSON(t, "GET", path, nil, nil, &out); code != 200 {
+	// 503 is the API's "try again" (a stream electing its leader after a
+	// node of a cluster came back): a client retries it, so does the test
+	code := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if code = s.JSON(t, "GET", path, nil, nil, &out); code != 503 || time.Now().After(deadline) {
+			break
+		}
+		t.Logf("log of %s in job %d: 503, retrying", host, id)
+	}
+	if code != 200 {
 		t.Fatalf("log of %s in job %d: %d", host, id, code)
 	}
 	return out

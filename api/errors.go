@@ -2,13 +2,11 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -92,24 +90,4 @@ func WriteProblem(c echo.Context, log *slog.Logger, err error) {
 	}
 	b, _ := json.Marshal(p)
 	_ = c.Blob(p.Status, "application/problem+json", b)
-}
-
-// Bearer requires "Authorization: Bearer <token>" to be exactly token. Deny
-// by default: an empty token (a misconfiguration) lets no request through.
-//
-// Deprecated: routes authenticate through the core (Core.BearerAuth,
-// Core.RequireAdmin), which knows every identity and sets the principal.
-func Bearer(token string) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-			if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				return fmt.Errorf("missing or wrong bearer token: %w", ErrUnauthorized)
-			}
-			p := &Principal{Actor: "admin", Role: RoleAdmin, Kind: KindAdminToken, Surface: "native", Source: sourceOf(c),
-				CorrelationID: c.Request().Header.Get("X-Correlation-ID")}
-			c.SetRequest(c.Request().WithContext(WithPrincipal(c.Request().Context(), p)))
-			return next(c)
-		}
-	}
 }

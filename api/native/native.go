@@ -21,14 +21,12 @@ import (
 
 // Surface serves /v1.
 type Surface struct {
-	core  *api.Core
-	token string
+	core *api.Core
 }
 
 // New returns the native surface. Every route authenticates a bearer
-// token through the core (the admin token or a stored one); token is the
-// admin token, kept for routes that take nothing else.
-func New(core *api.Core, token string) *Surface { return &Surface{core: core, token: token} }
+// token through the core (the admin token or a stored one).
+func New(core *api.Core) *Surface { return &Surface{core: core} }
 
 // WriteError answers an RFC 9457 problem.
 func (s *Surface) WriteError(c echo.Context, err error) { api.WriteProblem(c, s.core.Log, err) }

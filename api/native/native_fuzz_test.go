@@ -21,7 +21,7 @@ import (
 
 func fuzzHandler(f *testing.F) (http.Handler, *fuzzcore.Recorder) {
 	core, rec := fuzzcore.Core(f)
-	return fuzzcore.Handler(core, New(core, fuzzcore.Token)), rec
+	return fuzzcore.Handler(core, New(core)), rec
 }
 
 var bearer = http.Header{"Authorization": {"Bearer " + fuzzcore.Token}}

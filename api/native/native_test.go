@@ -79,7 +79,7 @@ func testServer(t *testing.T) (http.Handler, *fakePublisher) {
 	reg, log := prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil))
 	core := api.NewCore("tok", api.Deps{Publisher: pub, Claims: &fakeClaims{m: map[string]api.ClaimHolder{}},
 		Agents: agents, Registry: reg, Log: log})
-	return api.New(log, reg, nil, New(core, "tok")).Handler(), pub
+	return api.New(log, reg, nil, New(core)).Handler(), pub
 }
 
 func call(t *testing.T, h http.Handler, method, path, body string, hdr map[string]string) (int, http.Header, map[string]any) {
@@ -164,7 +164,7 @@ func TestAgentsArePaged(t *testing.T) {
 func TestNoTokenConfiguredDeniesEverything(t *testing.T) {
 	reg, log := prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil))
 	core := api.NewCore("", api.Deps{Publisher: &fakePublisher{seen: map[string]uint64{}}, Registry: reg, Log: log})
-	h := api.New(log, reg, nil, New(core, "")).Handler()
+	h := api.New(log, reg, nil, New(core)).Handler()
 	for _, hdr := range []string{"", "Bearer ", "Bearer x"} {
 		req := httptest.NewRequest("GET", "/v1/jobs", nil)
 		if hdr != "" {

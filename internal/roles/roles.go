@@ -211,7 +211,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 			return err
 		},
 		"redis": func(ctx context.Context) error { return p.RDB.Ping(ctx).Err() },
-	}, native.New(core, cfg.Token), octans.New(core), bkjob.New(core))
+	}, native.New(core), octans.New(core), bkjob.New(core))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dir.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })

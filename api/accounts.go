@@ -33,6 +33,9 @@ type AccountStore interface {
 	PutAccount(ctx context.Context, a schemas.Account) error
 	// DeleteAccount removes an alias; schemas.ErrNotFound when absent.
 	DeleteAccount(ctx context.Context, scope, alias string) error
+	// AccountByBKID returns the alias of one set holding a BlueKing
+	// account id.
+	AccountByBKID(scope string, id int64) (schemas.Account, bool)
 }
 
 // defaultAccounts is what a system with a nil AccountStore resolves
@@ -75,6 +78,31 @@ func (c *Core) ResolveAccount(scope, alias, field string) (osUser string, err er
 		return a.OSUser, nil
 	}
 	return "", schemas.Invalid(field, "unknown account alias %q in %s: an admin registers aliases with PUT /v1/accounts/{scope}/{alias}", alias, where)
+}
+
+// AliasOfBKAccount answers the alias a BlueKing account_id names for a
+// job of scope: the scope's set first, then the global set, as aliases
+// resolve. An id no alias holds, or that the scope denies, is an error on
+// field.
+func (c *Core) AliasOfBKAccount(scope string, id int64, field string) (string, error) {
+	byID := func(set string) (schemas.Account, bool) {
+		if c.deps.Accounts == nil {
+			return schemas.Account{}, false
+		}
+		return c.deps.Accounts.AccountByBKID(set, id)
+	}
+	if scope != "" {
+		if a, ok := byID(scope); ok {
+			if a.Deny {
+				return "", schemas.Invalid(field, "account_id %d (alias %q) is forbidden in scope %s", id, a.Alias, scope)
+			}
+			return a.Alias, nil
+		}
+	}
+	if a, ok := byID(""); ok {
+		return a.Alias, nil
+	}
+	return "", schemas.Invalid(field, "account_id %d names no account in %s: an admin gives an alias its BlueKing id with PUT /v1/accounts/{scope}/{alias} {\"bk_account_id\": %d}", id, setName(scope), id)
 }
 
 // resolveAccounts rewrites every account of a normalized spec from the
@@ -136,11 +164,19 @@ func (c *Core) PutAccount(ctx context.Context, a schemas.Account, by string) (sc
 			fe.Add("os_user", "%v", err)
 		}
 	}
+	if a.BKAccountID < 0 {
+		fe.Add("bk_account_id", "must be positive")
+	}
 	if err := fe.Err(); err != nil {
 		return schemas.Account{}, err
 	}
 	if c.deps.Accounts == nil {
 		return schemas.Account{}, schemas.Unavailable(nil, "no account store")
+	}
+	if a.BKAccountID > 0 {
+		if o, ok := c.deps.Accounts.AccountByBKID(scope, a.BKAccountID); ok && o.Alias != a.Alias {
+			return schemas.Account{}, schemas.Invalid("bk_account_id", "alias %q of %s already holds BlueKing account id %d", o.Alias, setName(scope), a.BKAccountID)
+		}
 	}
 	a.Scope, a.By, a.UpdatedAt = scope, by, time.Now().UTC()
 	return a, c.deps.Accounts.PutAccount(ctx, a)
@@ -251,6 +287,18 @@ func (k *KVAccounts) Account(scope, alias string) (schemas.Account, bool) {
 	defer k.mu.RUnlock()
 	a, ok := k.all[schemas.AccountKey(scope, alias)]
 	return a, ok
+}
+
+// AccountByBKID implements AccountStore.
+func (k *KVAccounts) AccountByBKID(scope string, id int64) (schemas.Account, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for _, a := range k.all {
+		if a.Scope == scope && a.BKAccountID == id {
+			return a, true
+		}
+	}
+	return schemas.Account{}, false
 }
 
 // Accounts implements AccountStore, sorted by scope and alias.

@@ -36,6 +36,11 @@ type Account struct {
 	Alias  string `json:"alias"`
 	OSUser string `json:"os_user,omitempty"`
 	Deny   bool   `json:"deny,omitempty"`
+	// BKAccountID is the id BlueKing clients name this account by
+	// (account_id), unique within its set; 0 is none. A BlueKing request
+	// that names only an account_id runs as the alias holding that id, and
+	// an id no alias holds refuses the job.
+	BKAccountID int64 `json:"bk_account_id,omitempty"`
 	// UpdatedAt and By say who set it last.
 	UpdatedAt time.Time `json:"updated_at"`
 	By        string    `json:"by,omitempty"`

@@ -285,15 +285,24 @@ func TestAliasesArePerScope(t *testing.T) {
 	bkRefused(t, code, env, "account_alias", `unknown account alias "app" in scope biz:2`)
 	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "root", "id -u", "127.0.0.73"))
 	bkRefused(t, code, env, "account_alias", `"root" is forbidden in scope biz:2`)
-	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "", "id -u", "127.0.0.73")) // account_id only: the default alias
-	bkRefused(t, code, env, "account_alias", "forbidden")
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "", "id -u", "127.0.0.73")) // account_id only, held by no alias
+	bkRefused(t, code, env, "account_id", "account_id 1000 names no account in scope biz:2")
+	putAccount(t, s, "global", "root", map[string]any{"os_user": "root", "bk_account_id": 1000})
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("2", "", "id -u", "127.0.0.73")) // now the global root, which biz:2 denies
+	bkRefused(t, code, env, "account_alias", `"root" is forbidden in scope biz:2`)
+	if code, b := s.Do(t, "PUT", "/v1/accounts/global/other", map[string]any{"os_user": "root", "bk_account_id": 1000}, nil); code != 400 || !strings.Contains(string(b), "already holds BlueKing account id 1000") {
+		t.Fatalf("a second alias with id 1000: %d %s", code, b)
+	}
 	if after := s.CommandCount(t); after != before {
 		t.Fatalf("refused jobs queued %d commands", after-before)
 	}
 
-	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("3", "app", "id -u", "127.0.0.73"))
+	// biz:3's app holds account_id 1000 in biz:3: the scope's set wins
+	// over the global root holding the same id
+	putAccount(t, s, "biz:3", "app", map[string]any{"os_user": "nobody", "bk_account_id": 1000})
+	code, env = bkCall(t, s, "fast_execute_script", bkAliasScript("3", "", "id -u", "127.0.0.73"))
 	if code != 200 || env["result"] != true {
-		t.Fatalf("biz:3 with its own alias: %d %v", code, env)
+		t.Fatalf("biz:3 with its own alias's account_id: %d %v", code, env)
 	}
 	id := int64(env["data"].(map[string]any)["job_instance_id"].(float64))
 	if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {

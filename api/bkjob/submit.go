@@ -73,16 +73,27 @@ func bkTimeout(n bkInt, v *bkInvalid) int {
 	return int(n.V)
 }
 
-// bkAccount reads account_alias / account_id. fleetjob has no account
-// registry: an alias is the OS account the work runs as; an id alone is
-// recorded and the work runs as the agent's account.
-func bkAccount(field string, alias string, id bkInt, v *bkInvalid) string {
+// bkAccount reads account_alias / account_id as the alias the core
+// resolves. An alias wins; an id alone names the alias an admin gave that
+// BlueKing id (bk_account_id), in the job's scope or the global set, and
+// an id no alias holds refuses the job: it never falls back to a default.
+func (s *Surface) bkAccount(sc schemas.Scope, field string, alias string, id bkInt, v *bkInvalid) string {
 	alias = strings.TrimSpace(alias)
-	if alias == "" && !id.Set {
-		v.add(field, "one of %s and %s is required", field, strings.Replace(field, "alias", "id", 1))
-	}
-	if id.Set && id.V < 1 {
-		v.add(strings.Replace(field, "alias", "id", 1), "must be positive")
+	idField := strings.Replace(field, "alias", "id", 1)
+	switch {
+	case alias == "" && !id.Set:
+		v.add(field, "one of %s and %s is required", field, idField)
+	case id.Set && id.V < 1:
+		v.add(idField, "must be positive")
+	case alias == "":
+		a, err := s.core.AliasOfBKAccount(sc.String(), id.V, idField)
+		var fe schemas.FieldErrors
+		if errors.As(err, &fe) {
+			v.fe = append(v.fe, fe...)
+		} else if err != nil {
+			v.add(idField, "%v", err)
+		}
+		return a
 	}
 	return alias
 }
@@ -132,7 +143,7 @@ func (s *Surface) bkFastExecuteScript(c echo.Context) error {
 	sc := req.scope(&v)
 	hosts := s.bkHosts(nil)
 	targets := hosts.targets(req.TargetServer, &v)
-	script := &schemas.Script{User: bkAccount("account_alias", req.AccountAlias, req.AccountID, &v)}
+	script := &schemas.Script{User: s.bkAccount(sc, "account_alias", req.AccountAlias, req.AccountID, &v)}
 	switch {
 	case req.ScriptContent != "":
 		script.Content = bkBase64("script_content", req.ScriptContent, &v)
@@ -219,7 +230,7 @@ func (s *Surface) bkFastTransferFile(c echo.Context) error {
 	hosts := s.bkHosts(nil)
 	targets := hosts.targets(req.TargetServer, &v)
 	file := &schemas.FileSpec{
-		Owner:       bkAccount("account_alias", req.AccountAlias, req.AccountID, &v),
+		Owner:       s.bkAccount(sc, "account_alias", req.AccountAlias, req.AccountID, &v),
 		Destination: strings.TrimSpace(req.FileTargetPath),
 	}
 	if file.Destination == "" {
@@ -235,7 +246,7 @@ func (s *Surface) bkFastTransferFile(c echo.Context) error {
 	}
 	var sourceHosts [][]schemas.Host
 	for i, fs := range req.FileSourceList {
-		src, hs := bkSource(fmt.Sprintf("file_source_list[%d]", i), fs, hosts, &v)
+		src, hs := s.bkSource(sc, fmt.Sprintf("file_source_list[%d]", i), fs, hosts, &v)
 		file.Sources = append(file.Sources, src)
 		sourceHosts = append(sourceHosts, hs)
 	}
@@ -271,7 +282,7 @@ func (s *Surface) bkFastTransferFile(c echo.Context) error {
 }
 
 // bkSource reads one server file source.
-func bkSource(p string, fs bkFileSource, hosts *bkHostIndex, v *bkInvalid) (schemas.FileSource, []schemas.Host) {
+func (s *Surface) bkSource(sc schemas.Scope, p string, fs bkFileSource, hosts *bkHostIndex, v *bkInvalid) (schemas.FileSource, []schemas.Host) {
 	var src schemas.FileSource
 	if fs.FileType.Set && fs.FileType.V != 1 {
 		if fs.FileType.V == 3 {
@@ -287,7 +298,7 @@ func bkSource(p string, fs bkFileSource, hosts *bkHostIndex, v *bkInvalid) (sche
 	if fs.Account == nil {
 		v.add(p+".account", "required for server files: {\"alias\": …} or {\"id\": …}")
 	} else {
-		src.Account = bkAccount(p+".account.alias", fs.Account.Alias, fs.Account.ID, v)
+		src.Account = s.bkAccount(sc, p+".account.alias", fs.Account.Alias, fs.Account.ID, v)
 	}
 	before := len(v.fe)
 	src.Hosts = hosts.resolve(p+".server", fs.Server, v)

@@ -27,6 +27,8 @@ func (s *Surface) registerAccounts(g *echo.Group, admin echo.MiddlewareFunc) {
 type AccountRequest struct {
 	OSUser string `json:"os_user"`
 	Deny   bool   `json:"deny"`
+	// BKAccountID is the id BlueKing clients name the alias by.
+	BKAccountID int64 `json:"bk_account_id"`
 }
 
 func (s *Surface) putAccount(c echo.Context) error {
@@ -36,11 +38,11 @@ func (s *Surface) putAccount(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	a, err := s.core.PutAccount(ctx, schemas.Account{
-		Scope: c.Param("scope"), Alias: c.Param("alias"), OSUser: req.OSUser, Deny: req.Deny}, actor(c))
+		Scope: c.Param("scope"), Alias: c.Param("alias"), OSUser: req.OSUser, Deny: req.Deny, BKAccountID: req.BKAccountID}, actor(c))
 	if err != nil {
 		return err
 	}
-	s.core.Audit(ctx, api.AuditAccountSet, a.Scope+"/"+a.Alias, map[string]any{"os_user": a.OSUser, "deny": a.Deny})
+	s.core.Audit(ctx, api.AuditAccountSet, a.Scope+"/"+a.Alias, map[string]any{"os_user": a.OSUser, "deny": a.Deny, "bk_account_id": a.BKAccountID})
 	return c.JSON(http.StatusOK, a)
 }
 

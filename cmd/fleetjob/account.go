@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,6 +155,7 @@ biz_set:<id>, or "global".`,
 	client := func(c *cobra.Command) (clientSettings, error) { return loadClient(c.Flags(), environ) }
 
 	var deny bool
+	var bkID int64
 	set := &cobra.Command{
 		Use:   "set <scope> <alias> [<os-user>]",
 		Short: "Map an alias of a scope to an OS user (or --deny it in the scope)",
@@ -166,7 +168,7 @@ biz_set:<id>, or "global".`,
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"deny": deny}
+			body := map[string]any{"deny": deny, "bk_account_id": bkID}
 			if !deny {
 				body["os_user"] = args[2]
 			}
@@ -179,6 +181,7 @@ biz_set:<id>, or "global".`,
 		},
 	}
 	set.Flags().BoolVar(&deny, "deny", false, "forbid the alias in the scope, even where the global set has it")
+	set.Flags().Int64Var(&bkID, "bk-account-id", 0, "the BlueKing account_id clients name this alias by (unique in its set)")
 
 	var scope string
 	list := &cobra.Command{
@@ -226,7 +229,7 @@ func accountPath(scope, alias string) string {
 
 func printAccounts(w io.Writer, as []schemas.Account) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCOPE\tALIAS\tOS USER")
+	fmt.Fprintln(tw, "SCOPE\tALIAS\tOS USER\tBK ACCOUNT ID")
 	for _, a := range as {
 		scope, user := a.Scope, a.OSUser
 		if scope == "" {
@@ -235,7 +238,11 @@ func printAccounts(w io.Writer, as []schemas.Account) {
 		if a.Deny {
 			user = "(denied)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", scope, a.Alias, user)
+		bk := "-"
+		if a.BKAccountID > 0 {
+			bk = strconv.FormatInt(a.BKAccountID, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", scope, a.Alias, user, bk)
 	}
 	tw.Flush()
 }

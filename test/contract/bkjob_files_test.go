@@ -23,7 +23,16 @@ func TestBKFileTransferAndFileLogs(t *testing.T) {
 		}
 	}
 	// fast_transfer_file's example with these hosts and paths (its
-	// third-party file sources left out: fleetjob has none)
+	// third-party file sources left out: fleetjob has none); its account
+	// ids 100 (source) and 101 (targets) are aliases an admin gave them
+	for alias, body := range map[string]map[string]any{
+		"global/root": {"os_user": "root", "bk_account_id": 100},
+		"biz:1/deploy": {"os_user": "root", "bk_account_id": 101},
+	} {
+		if code, b := s.Do(t, "PUT", "/v1/accounts/"+alias, body, nil); code != 200 {
+			t.Fatalf("PUT account %s: %d %s", alias, code, b)
+		}
+	}
 	id, stepID := bkSubmitted(t, s, "fast_transfer_file", fmt.Sprintf(`{
   "bk_scope_type": "biz",
   "bk_scope_id": "1",

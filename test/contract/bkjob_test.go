@@ -26,8 +26,12 @@ func TestBKScriptStatusLogsAndList(t *testing.T) {
 
 	// fast_execute_script, the gateway example: the script comes in
 	// script_content (fleetjob has no script library, so the version id
-	// is ignored), "echo $1" with "hello"; account_id only runs as the
-	// default alias (root), resolved through the scope's accounts.
+	// is ignored), "echo $1" with "hello"; account_id 1000 is the alias an
+	// admin gave that BlueKing id (root here), resolved through the
+	// scope's accounts.
+	if code, b := s.Do(t, "PUT", "/v1/accounts/global/root", map[string]any{"os_user": "root", "bk_account_id": 1000}, nil); code != 200 {
+		t.Fatalf("PUT account: %d %s", code, b)
+	}
 	id, stepID := bkSubmitted(t, s, "fast_execute_script", `{
     "bk_scope_type": "biz",
     "bk_scope_id": "1",
@@ -486,8 +490,8 @@ func TestBKAuthAndBadInputQueueNothing(t *testing.T) {
 		{"relative target", "fast_transfer_file", file(map[string]any{"file_target_path": "tmp/x"}), 200, 1241007, "file_target_path"},
 		{"third-party source", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"bucket/x"}, "file_type": 3, "file_source_id": 1}}}), 200, 1241011, "file_source_list[0].file_type"},
 		{"source without account", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"/x"}, "server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.89"}}}}}}), 200, 1241007, "file_source_list[0].account"},
-		{"relative source", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"x"}, "account": map[string]any{"id": 1}, "server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.89"}}}}}}), 200, 1241007, "file_source_list[0].file_list[0]"},
-		{"source without hosts", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"/x"}, "account": map[string]any{"id": 1}}}}), 200, 1244001, "file_source_list[0].server"},
+		{"relative source", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"x"}, "account": map[string]any{"alias": "root"}, "server": map[string]any{"ip_list": []any{map[string]any{"bk_cloud_id": 0, "ip": "127.0.0.89"}}}}}}), 200, 1241007, "file_source_list[0].file_list[0]"},
+		{"source without hosts", "fast_transfer_file", file(map[string]any{"file_source_list": []any{map[string]any{"file_list": []string{"/x"}, "account": map[string]any{"alias": "root"}}}}), 200, 1244001, "file_source_list[0].server"},
 		{"transfer mode", "fast_transfer_file", file(map[string]any{"transfer_mode": 3}), 200, 1241007, "transfer_mode"},
 		{"speed", "fast_transfer_file", file(map[string]any{"upload_speed_limit": -1}), 200, 1241007, "upload_speed_limit"},
 		{"rename", "fast_transfer_file", file(map[string]any{"file_target_name": "y"}), 200, 1241011, "file_target_name"},

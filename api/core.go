@@ -99,9 +99,16 @@ func NewCore(token string, deps Deps) *Core {
 
 // Claim is how a submission is made unique: a key in the names bucket and
 // the JetStream message id that goes with it. A zero Claim is no claim.
+// Claims live in a namespace of their caller's (an idempotency key) or of
+// the job's scope (a task name), fixed once the submitter is known (see
+// within): one tenant can neither see nor take another's keys and names.
 type Claim struct {
 	key   string
 	msgID string
+	// kind ("idem" or a surface) and raw (the key or name) make key and
+	// msgID once the namespace is known; perScope says which namespace.
+	kind, raw string
+	perScope  bool
 	// fingerprint identifies the request that takes an idempotency key; a
 	// repeat with another fingerprint is refused (ErrKeyReused).
 	fingerprint string
@@ -116,13 +123,38 @@ func IdempotencyClaim(key, fingerprint string) Claim {
 	if key == "" {
 		return Claim{}
 	}
-	return Claim{key: "idem." + hashKey(key), msgID: "idem:" + key, fingerprint: fingerprint}
+	return Claim{kind: "idem", raw: key, fingerprint: fingerprint}.in("")
 }
 
 // NameClaim claims a task name of a surface for good: a second submission
 // with it is refused with ErrConflict.
 func NameClaim(surface, name string) Claim {
-	return Claim{key: surface + "." + hashKey(name), msgID: surface + ":" + name, strict: true}
+	return Claim{kind: surface, raw: name, strict: true, perScope: true}.in("")
+}
+
+// in places the claim in namespace ns ("" is the admins' and unscoped
+// jobs', which keeps the keys claims had before namespaces).
+func (cl Claim) in(ns string) Claim {
+	if cl.raw == "" {
+		return cl
+	}
+	cl.key, cl.msgID = cl.kind+"."+hashKey(cl.raw), cl.kind+":"+cl.raw
+	if ns != "" {
+		cl.key, cl.msgID = cl.kind+"."+hashKey(ns+"\x00"+cl.raw), cl.kind+":"+ns+":"+cl.raw
+	}
+	return cl
+}
+
+// within is the claim in its namespace for a submission by p of spec:
+// the job's scope for a name, the caller for an idempotency key.
+func (cl Claim) within(p *Principal, spec *schemas.JobSpec) Claim {
+	switch {
+	case cl.perScope && spec.Scope != nil:
+		return cl.in(spec.Scope.String())
+	case cl.perScope, p.Admin():
+		return cl.in("")
+	}
+	return cl.in(string(p.Kind) + ":" + p.Actor)
 }
 
 // Fingerprint identifies a request by its decoded content, so the same
@@ -169,6 +201,7 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 	if err := c.seal(ctx, spec); err != nil {
 		return 0, false, err
 	}
+	cl = cl.within(p, spec)
 	if cl.key != "" {
 		h, found, err := c.deps.Claims.Lookup(ctx, cl.key)
 		if err != nil {
@@ -239,10 +272,28 @@ func (c *Core) awaitClaim(ctx context.Context, key string) (ClaimHolder, bool) {
 	}
 }
 
-// Resolve returns the job that holds a claim.
+// Resolve returns the job that holds a name claim for the caller: in the
+// unscoped namespace for an admin, in each of the caller's scopes for
+// anyone else. Another scope's names are not found.
 func (c *Core) Resolve(ctx context.Context, cl Claim) (int64, bool, error) {
-	h, found, err := c.deps.Claims.Lookup(ctx, cl.key)
-	return h.ID, found, err
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return 0, false, fmt.Errorf("no authenticated caller: %w", ErrUnauthorized)
+	}
+	spaces := []Claim{cl.in("")}
+	if !p.Admin() {
+		spaces = spaces[:0]
+		for _, sc := range p.Scopes {
+			spaces = append(spaces, cl.within(p, &schemas.JobSpec{Scope: &sc}))
+		}
+	}
+	for _, s := range spaces {
+		h, found, err := c.deps.Claims.Lookup(ctx, s.key)
+		if err != nil || found {
+			return h.ID, found, err
+		}
+	}
+	return 0, false, nil
 }
 
 // checkRisk runs every script step through the high-risk command rules

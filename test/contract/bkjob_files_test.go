@@ -26,7 +26,7 @@ func TestBKFileTransferAndFileLogs(t *testing.T) {
 	// third-party file sources left out: fleetjob has none); its account
 	// ids 100 (source) and 101 (targets) are aliases an admin gave them
 	for alias, body := range map[string]map[string]any{
-		"global/root": {"os_user": "root", "bk_account_id": 100},
+		"global/root":  {"os_user": "root", "bk_account_id": 100},
 		"biz:1/deploy": {"os_user": "root", "bk_account_id": 101},
 	} {
 		if code, b := s.Do(t, "PUT", "/v1/accounts/"+alias, body, nil); code != 200 {

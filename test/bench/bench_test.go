@@ -268,7 +268,9 @@ func BenchmarkFanOut200(b *testing.B) {
 // from one source to 10 targets (in-process agents on loopback, the real
 // upload/download code with SHA-256 checks and fsync), beside the raw
 // Object Store doing the same in the same run: one Put, then 10 parallel
-// Gets. Both rates are bytes delivered to all targets per second.
+// Gets, each on a connection of its own as each agent has its own (10 Gets
+// on one connection run at a tenth of that). Both rates are bytes
+// delivered to all targets per second.
 func BenchmarkFileDistribution(b *testing.B) {
 	const targets, size = 10, 64 << 20
 	agents := []string{"src=127.0.9.1"}
@@ -292,6 +294,16 @@ func BenchmarkFileDistribution(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	getters := make([]jetstream.ObjectStore, targets)
+	for i := range getters {
+		js, err := jetstream.New(s.NATS.Connect(b, natsauth.RoleWorker))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if getters[i], err = js.ObjectStore(ctx, schemas.BucketArtifacts); err != nil {
+			b.Fatal(err)
+		}
+	}
 	client := &http.Client{}
 	for b.Loop() {
 		// raw: one put, ten parallel gets
@@ -300,11 +312,11 @@ func BenchmarkFileDistribution(b *testing.B) {
 			b.Fatal(err)
 		}
 		var wg sync.WaitGroup
-		for range targets {
+		for _, getter := range getters {
 			wg.Go(func() {
 				gctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 				defer cancel()
-				r, err := obs.Get(gctx, "bench/raw")
+				r, err := getter.Get(gctx, "bench/raw")
 				if err != nil {
 					b.Error(err)
 					return

@@ -197,6 +197,13 @@ type UploadUnit struct {
 	Host   Host `json:"host"`
 }
 
+// UploadPrefix starts the names of the objects upload unit unit of a
+// file step stores: "job/<id>/<step>/u<unit>". The artifact relay lets that
+// unit's agent write under it and nowhere else.
+func UploadPrefix(job int64, step, unit int) string {
+	return fmt.Sprintf("job/%d/%d/u%d", job, step, unit)
+}
+
 // UploadUnits lists a file step's upload units in a fixed order: sources in
 // order, hosts in order. Artifact sources need none.
 func (f *FileSpec) UploadUnits() []UploadUnit {

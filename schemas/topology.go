@@ -209,6 +209,57 @@ func ControlSubject(pool, agent string) string { return "fleetjob.ctl." + pool +
 // PoolControlSubject matches the control subjects of a whole pool.
 func PoolControlSubject(pool string) string { return "fleetjob.ctl." + pool + ".*" }
 
+// Transfer subjects carry the agent that asks: an agent fetches a file
+// step's files from the artifact relay on fleetjob.xfer.get.<pool>.<agent>
+// and stores a source's files on fleetjob.xfer.put.<pool>.<agent>, then
+// streams an upload's chunks on fleetjob.xfer.put.<pool>.<agent>.<session>.
+// Its credentials allow these for its own pool and id only, so the relay
+// knows who asks from the subject.
+const (
+	xferGetPrefix = "fleetjob.xfer.get."
+	xferPutPrefix = "fleetjob.xfer.put."
+	// SubjXferGet and SubjXferPut match every agent's download and upload
+	// requests: the relay's queue subscriptions.
+	SubjXferGet = xferGetPrefix + "*.*"
+	SubjXferPut = xferPutPrefix + "*.*"
+	// SubjXferAll matches every transfer subject, upload sessions included.
+	SubjXferAll = "fleetjob.xfer.>"
+)
+
+// XferGetSubject is where an agent asks the relay for its files.
+func XferGetSubject(pool, agent string) string { return xferGetPrefix + pool + "." + agent }
+
+// XferPutSubject is where an agent starts storing a file.
+func XferPutSubject(pool, agent string) string { return xferPutPrefix + pool + "." + agent }
+
+// XferSessionSubject is where an agent sends one upload session's chunks.
+func XferSessionSubject(pool, agent, session string) string {
+	return XferPutSubject(pool, agent) + "." + session
+}
+
+// AgentXferSubjects are the transfer subjects agent of pool may publish on.
+func AgentXferSubjects(pool, agent string) []string {
+	return []string{XferGetSubject(pool, agent), XferPutSubject(pool, agent), XferPutSubject(pool, agent) + ".*"}
+}
+
+// ParseXferSubject reads pool and agent back from a download or upload
+// request subject; ok is false for any other shape (a wildcard token in
+// place of the agent included).
+func ParseXferSubject(subj string) (pool, agent string, put, ok bool) {
+	rest, found := strings.CutPrefix(subj, xferGetPrefix)
+	if !found {
+		if rest, found = strings.CutPrefix(subj, xferPutPrefix); !found {
+			return "", "", false, false
+		}
+		put = true
+	}
+	pool, agent, found = strings.Cut(rest, ".")
+	if !found || pool == "" || strings.ContainsAny(pool, "*>") || !ValidAgentID(agent) {
+		return "", "", false, false
+	}
+	return pool, agent, put, true
+}
+
 // Log subjects carry the agent that writes them:
 // fleetjob.log.job.<pool>.<agent>.<job>.<step>.<unit>.<attempt>. Readers
 // that do not know the agent read with "*" in its place: an execution

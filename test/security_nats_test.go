@@ -240,23 +240,31 @@ func TestForgedReportRefusedByWorkers(t *testing.T) {
 // refused reads fleetjob_reports_refused_total{reason} of the workers.
 func refused(t *testing.T, s *testenv.System, reason string) float64 {
 	t.Helper()
+	return refusedCount(t, s, "fleetjob_reports_refused_total", reason)
+}
+
+// refusedCount reads counter name's series with label reason, summed over
+// its other labels, from the workers' metrics.
+func refusedCount(t *testing.T, s *testenv.System, name, reason string) float64 {
+	t.Helper()
 	mfs, err := s.WorkerMetrics.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sum := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() != "fleetjob_reports_refused_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+					sum += m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
 
 // Revoking an agent's key cuts its connection at once, and it cannot

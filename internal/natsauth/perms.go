@@ -20,38 +20,17 @@ func AgentInboxPrefix(agentID string) string { return "_INBOX_AGENT." + agentID 
 // simulatorInboxPrefix is a simulator's inbox prefix.
 func simulatorInboxPrefix(pool string) string { return "_INBOX_SIM." + pool }
 
-// objectStoreSubjects are what a client of the artifacts object store
-// uses: the stream's info, direct gets of object metadata, the chunks'
-// and metadata's subjects, and the ordered consumer a download reads
-// chunks with. The store's chunk subjects ($O.artifacts.C.<nuid>) carry
-// no job or agent, so these cannot be narrowed per object: an agent can
-// read every stored artifact and write objects of any name (a download
-// checks each file's SHA-256 against the manifest the workers recorded, so
-// a replaced object fails the transfer rather than landing). See the
-// README's security model.
-func objectStoreSubjects() []string {
-	stream := "OBJ_" + schemas.BucketArtifacts
-	return []string{
-		"$JS.API.STREAM.INFO." + stream,
-		"$JS.API.DIRECT.GET." + stream + ".>",
-		"$JS.API.STREAM.MSG.GET." + stream,
-		"$JS.API.CONSUMER.CREATE." + stream + ".>",
-		"$JS.API.CONSUMER.DELETE." + stream + ".>",
-		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
-		"$JS.FC." + stream + ".>",
-		"$O." + schemas.BucketArtifacts + ".C.>",
-		"$O." + schemas.BucketArtifacts + ".M.>",
-		// no purge: it could empty the whole store; chunks of a failed or
-		// replaced upload age out with the store's TTL instead
-	}
-}
-
 // AgentPermissions are what agent id may do: pull from its own task
 // consumer and ack it; answer on its own control subject; publish
 // reports and log chunks only on subjects carrying its id; heartbeat only
 // its own registry key; read back only its own log subjects, by direct
-// get by subject; its own inbox. It creates no stream or consumer and
-// reads no KV bucket.
+// get by subject; ask the artifact relay on its own transfer subjects;
+// its own inbox. It creates no stream or consumer, reads no KV bucket and
+// has no access to the artifacts object store: the store's chunk subjects
+// ($O.artifacts.C.<nuid>) name no job or agent, and a pattern over them
+// would also admit a literal ">" token (a consumer over every chunk), so
+// files come and go through the relay, which checks each request against
+// the job (package artifactrelay).
 func AgentPermissions(id string) (jwt.Permissions, error) {
 	if !schemas.ValidAgentID(id) {
 		return jwt.Permissions{}, fmt.Errorf("agent id %q: %w", id, schemas.ErrInvalid)
@@ -68,7 +47,8 @@ func AgentPermissions(id string) (jwt.Permissions, error) {
 		"$JS.API.DIRECT.GET."+schemas.StreamLogs+"."+schemas.AgentLogSubjects(pool, id),
 		schemas.KVSubject(schemas.BucketAgents, id),
 	)
-	p.Pub.Allow.Add(objectStoreSubjects()...)
+	// transfers: the relay reads the asker from the subject
+	p.Pub.Allow.Add(schemas.AgentXferSubjects(pool, id)...)
 	p.Sub.Allow.Add(
 		schemas.ControlSubject(pool, id),
 		AgentInboxPrefix(id)+".>",
@@ -136,6 +116,13 @@ func servicePermissions(role Role) jwt.Permissions {
 		p.Pub.Deny.Add(topology...)
 		p.Pub.Deny.Add(agentWrites...)
 		p.Sub.Allow.Add("_INBOX.>", schemas.SubjEventPrefix+">")
+		// the artifact relay: agents' transfer requests and upload
+		// sessions' chunks (every worker process serves them in one queue
+		// group) ...
+		p.Sub.Allow.Add(schemas.SubjXferAll)
+		// ... answered on each asker's inbox, once per request: no
+		// standing right to publish into agents' inboxes
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
 	}
 	return p
 }

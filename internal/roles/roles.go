@@ -27,6 +27,7 @@ import (
 	"github.com/fleetjob/fleetjob/internal/outbound"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
+	"github.com/fleetjob/fleetjob/workers/artifactrelay"
 	"github.com/fleetjob/fleetjob/workers/callback"
 	"github.com/fleetjob/fleetjob/workers/logindex"
 	"github.com/fleetjob/fleetjob/workers/orchestrator"
@@ -78,7 +79,8 @@ func (p Plumbing) Registry(ctx context.Context) (*registry.Registry, error) {
 	return r, nil
 }
 
-// RunWorkers runs n workers and one log indexer until ctx ends.
+// RunWorkers runs n workers, one log indexer and one artifact relay until
+// ctx ends.
 func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	cache, err := p.Cache(ctx)
 	if err != nil {
@@ -108,6 +110,14 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: bkjob.BKRunStatus, StepInstanceID: bkjob.BKStepInstanceID}, outbound.New(p.OutboundAllow...), p.Log).Run(gctx)
 	})
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
+	// agents move files only through the relay: one per process, in a
+	// queue group with every other worker process's
+	obs, err := p.JS.ObjectStore(ctx, schemas.BucketArtifacts)
+	if err != nil {
+		return fmt.Errorf("artifacts store: %w", err)
+	}
+	relay := artifactrelay.New(p.NC, obs, cache, dir, artifactrelay.NewMetrics(p.Reg), p.Log)
+	g.Go(func() error { return relay.Run(gctx) })
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {

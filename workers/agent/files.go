@@ -9,10 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleetjob/fleetjob/internal/osaccount"
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/artifactrelay"
 	"github.com/fleetjob/fleetjob/workers/filexfer"
 )
 
@@ -51,12 +50,14 @@ func (e *execution) endedBy(ctx context.Context, err error) outcome {
 	return outcome{status: schemas.HostSuccess}
 }
 
-func (a *Agent) artifacts(ctx context.Context) (jetstream.ObjectStore, error) {
-	obs, err := a.js.ObjectStore(ctx, schemas.BucketArtifacts)
-	if err != nil {
-		return nil, fmt.Errorf("artifacts store: %w", err)
+// artifacts is a file task's access to its files: through the artifact
+// relay, on this agent's own transfer subjects; the agent has no access
+// to the store itself.
+func (a *Agent) artifacts(t *schemas.Task) *artifactrelay.Client {
+	if t.Phase == schemas.PhaseUpload {
+		return artifactrelay.Uploads(a.nc, schemas.DefaultPool, a.cfg.ID, t.JobID, t.Step, t.Host)
 	}
-	return obs, nil
+	return artifactrelay.Downloads(a.nc, schemas.DefaultPool, a.cfg.ID, t.JobID, t.Step)
 }
 
 func fileLogger(logs *logStream) func(schemas.FileLog) {
@@ -116,10 +117,7 @@ func (a *Agent) runUpload(e *execution, logs *logStream) outcome {
 	if len(files) == 0 {
 		return failed("no source file matched %s", strings.Join(up.Paths, ", "))
 	}
-	obs, err := a.artifacts(ctx)
-	if err != nil {
-		return failed("%v", err)
-	}
+	obs := a.artifacts(e.task)
 	entries, err := filexfer.UploadAs(ctx, as, obs, up.Prefix, self, files, mbps(up.LimitMB), log)
 	o := e.endedBy(ctx, err)
 	o.files = entries
@@ -148,10 +146,7 @@ func (a *Agent) runDownload(e *execution, logs *logStream) outcome {
 			return failed("destination directory %s does not exist (strict transfer mode)", dl.Destination)
 		}
 	}
-	obs, err := a.artifacts(ctx)
-	if err != nil {
-		return failed("%v", err)
-	}
+	obs := a.artifacts(e.task)
 	entries := make([]schemas.FileEntry, 0, len(dl.Files))
 	for _, f := range dl.Files {
 		if f.SHA256 == "" { // an artifact source: describe it from the store

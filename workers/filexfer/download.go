@@ -17,8 +17,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleetjob/fleetjob/internal/osaccount"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -49,7 +47,7 @@ const maxGet = 24 * time.Hour
 // per file, status 4 or 5, with DestHost self. Download goes on past a
 // failed file and returns the failures joined; entries sharing a name are
 // refused before anything is written (ErrNameConflict).
-func Download(ctx context.Context, obs jetstream.ObjectStore, entries []schemas.FileEntry, dest string, self schemas.Host,
+func Download(ctx context.Context, obs Objects, entries []schemas.FileEntry, dest string, self schemas.Host,
 	mode *uint32, owner string, limitBytesPerSec int64, progress func(schemas.FileLog)) error {
 	return DownloadAs(ctx, nil, obs, entries, dest, self, mode, owner, limitBytesPerSec, progress)
 }
@@ -62,7 +60,7 @@ func Download(ctx context.Context, obs jetstream.ObjectStore, entries []schemas.
 // not write into refuses the file, and a symlink on the way is followed
 // only where the user could follow it. Give owner "" with an account:
 // its files are already its own.
-func DownloadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, entries []schemas.FileEntry, dest string,
+func DownloadAs(ctx context.Context, as *osaccount.Worker, obs Objects, entries []schemas.FileEntry, dest string,
 	self schemas.Host, mode *uint32, owner string, limitBytesPerSec int64, progress func(schemas.FileLog)) error {
 	reps := make([]*reporter, len(entries))
 	for i, e := range entries {
@@ -127,7 +125,7 @@ func DownloadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectS
 	return errors.Join(errs...)
 }
 
-func downloadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, root *os.Root, e schemas.FileEntry, mode *uint32,
+func downloadOne(ctx context.Context, as *osaccount.Worker, obs Objects, root *os.Root, e schemas.FileEntry, mode *uint32,
 	uid, gid int, limit int64, buf []byte, m *Meter, rep *reporter) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err

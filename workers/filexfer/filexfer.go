@@ -7,15 +7,29 @@
 package filexfer
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fleetjob/fleetjob/schemas"
 )
+
+// Objects is what a transfer reads and writes objects through: the parts
+// of a jetstream.ObjectStore it uses, so a store itself serves (the
+// relay's side, tests), and so does an agent's relay client, which reaches
+// only the objects of its own task.
+type Objects interface {
+	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
+	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
+	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+}
 
 var (
 	// ErrBadName marks a destination name that is not a single path element.
@@ -32,8 +46,8 @@ var (
 
 // Metadata keys Upload sets on objects.
 const (
-	metaMode   = "fleetjob-mode"   // octal permission bits of the source
-	metaSource = "fleetjob-source" // "<cloud>:<ip>:<path>"
+	MetaMode   = "fleetjob-mode"   // octal permission bits of the source
+	MetaSource = "fleetjob-source" // "<cloud>:<ip>:<path>"
 )
 
 // ValidName reports whether name can be written under a destination

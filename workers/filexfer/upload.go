@@ -31,7 +31,7 @@ import (
 // file, status 4 or 5. Upload goes on past a failed file: it returns the
 // entries of the files that made it, in order, and the failures joined.
 // Entry names are base names; see CheckNames.
-func Upload(ctx context.Context, obs jetstream.ObjectStore, prefix string, src schemas.Host, files []string,
+func Upload(ctx context.Context, obs Objects, prefix string, src schemas.Host, files []string,
 	limitBytesPerSec int64, progress func(schemas.FileLog)) ([]schemas.FileEntry, error) {
 	return UploadAs(ctx, nil, obs, prefix, src, files, limitBytesPerSec, progress)
 }
@@ -40,7 +40,7 @@ func Upload(ctx context.Context, obs jetstream.ObjectStore, prefix string, src s
 // (nil: the agent itself) opens it with that user's credentials, so a file
 // the user may not read fails with permission denied; the open file is
 // then read by the agent.
-func UploadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, prefix string, src schemas.Host, files []string,
+func UploadAs(ctx context.Context, as *osaccount.Worker, obs Objects, prefix string, src schemas.Host, files []string,
 	limitBytesPerSec int64, progress func(schemas.FileLog)) ([]schemas.FileEntry, error) {
 	var (
 		entries []schemas.FileEntry
@@ -62,7 +62,7 @@ func UploadAs(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectSto
 
 // uploadOne sends one file. The meter it returns is never nil, so the
 // caller can report the outcome.
-func uploadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectStore, prefix string, src schemas.Host, file string,
+func uploadOne(ctx context.Context, as *osaccount.Worker, obs Objects, prefix string, src schemas.Host, file string,
 	limit int64, rep *reporter) (e schemas.FileEntry, note string, m *Meter, err error) {
 	m = NewMeter(0, ProgressEvery)
 	if err := ctx.Err(); err != nil {
@@ -106,8 +106,8 @@ func uploadOne(ctx context.Context, as *osaccount.Worker, obs jetstream.ObjectSt
 	r := &meterReader{r: io.TeeReader(limitReader(ctx, f, limit), h), m: m,
 		tick: func() { rep.tick(m, schemas.FileUploading) }}
 	meta := jetstream.ObjectMeta{Name: e.Object, Metadata: map[string]string{
-		metaMode:   "0" + strconv.FormatUint(uint64(e.Mode), 8),
-		metaSource: src.String() + ":" + file,
+		MetaMode:   "0" + strconv.FormatUint(uint64(e.Mode), 8),
+		MetaSource: src.String() + ":" + file,
 	}}
 	info, err := obs.Put(ctx, meta, r)
 	if err != nil {
@@ -136,7 +136,7 @@ func openAs(as *osaccount.Worker, file string) (f *os.File, err error) {
 // alreadyStored reports whether object holds exactly the content of f
 // (same size and SHA-256), with f's hex digest when it does. It reads f
 // only when an object of the right size exists.
-func alreadyStored(ctx context.Context, obs jetstream.ObjectStore, object string, f *os.File, size int64) (bool, string, error) {
+func alreadyStored(ctx context.Context, obs Objects, object string, f *os.File, size int64) (bool, string, error) {
 	info, err := obs.GetInfo(ctx, object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false, "", nil
@@ -185,7 +185,7 @@ func digestHex(digest string) (string, error) {
 // ArtifactEntry describes an object already in the store (a file source
 // that names an artifact) as an entry Download takes: its base name, size,
 // digest and, when Upload stored one, mode (otherwise 0644).
-func ArtifactEntry(ctx context.Context, obs jetstream.ObjectStore, object string) (schemas.FileEntry, error) {
+func ArtifactEntry(ctx context.Context, obs Objects, object string) (schemas.FileEntry, error) {
 	info, err := obs.GetInfo(ctx, object)
 	if err != nil {
 		return schemas.FileEntry{}, fmt.Errorf("artifact %s: %w", object, err)
@@ -194,7 +194,7 @@ func ArtifactEntry(ctx context.Context, obs jetstream.ObjectStore, object string
 	if err != nil {
 		return schemas.FileEntry{}, fmt.Errorf("artifact %s: %w", object, err)
 	}
-	mode, ok := parseMode(info.Metadata[metaMode])
+	mode, ok := parseMode(info.Metadata[MetaMode])
 	if !ok {
 		mode = 0o644
 	}

@@ -5,7 +5,6 @@ package orchestrator
 // dispatched units after a crash.
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/fleetjob/fleetjob/internal/jobstate"
@@ -97,7 +96,7 @@ func (t *txn) task(u unit, agent string, dispatchedAt time.Time) schemas.Task {
 			tk.Kind = schemas.TaskUpload
 			tk.Upload = &schemas.UploadTask{
 				Paths: src.Paths, Account: src.Account, LimitMB: f.UploadLimitMB, Strict: f.IsStrict(),
-				Prefix: fmt.Sprintf("job/%d/%d/u%d", t.st.ID, u.step, u.idx),
+				Prefix: schemas.UploadPrefix(t.st.ID, u.step, u.idx),
 			}
 		} else {
 			tk.Kind = schemas.TaskDownload

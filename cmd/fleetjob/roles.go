@@ -71,6 +71,10 @@ func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *
 	}
 	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, auth...)
 	if err != nil {
+		if r == roleAgent && cfg.Simulate.Agents == 0 && agent.AuthRefused(err) {
+			// revoked before this start: as final as a revocation seen live
+			return roles.Plumbing{}, nil, fmt.Errorf("%w: %w", err, agent.ErrRevoked)
+		}
 		return roles.Plumbing{}, nil, err
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig

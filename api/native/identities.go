@@ -26,8 +26,8 @@ func (s *Surface) registerIdentities(g *echo.Group, admin echo.MiddlewareFunc) {
 // duration syntax ("720h") or an RFC 3339 expires_at, not both. Without
 // either the credential lasts until revoked.
 type Expiry struct {
-	TTL       string     `json:"ttl,omitempty"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	TTL       string `json:"ttl,omitempty"`
+	ExpiresAt string `json:"expires_at,omitempty"`
 }
 
 // TokenRequest is the body of POST /v1/tokens.
@@ -73,8 +73,16 @@ func newCredential(c echo.Context, kind api.CredentialKind, role string, scopes 
 	if err != nil {
 		fe = append(fe, err.(schemas.FieldErrors)...)
 	}
+	var until *time.Time
+	if exp.ExpiresAt != "" {
+		at, err := time.Parse(time.RFC3339, exp.ExpiresAt)
+		if err != nil {
+			fe.Add("expires_at", "%q: want an RFC 3339 time, like 2027-01-31T00:00:00Z", exp.ExpiresAt)
+		}
+		until = &at
+	}
 	return api.NewCredential{Kind: kind, Role: r, Scopes: scs, CreatedBy: api.PrincipalOf(c.Request().Context()).Actor,
-		TTL: exp.TTL, ExpiresAt: exp.ExpiresAt}, fe.Err()
+		TTL: exp.TTL, ExpiresAt: until}, fe.Err()
 }
 
 func (s *Surface) createToken(c echo.Context) error {

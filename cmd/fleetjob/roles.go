@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -160,7 +162,7 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
 	if err != nil {
-		return err
+		return revokedHint(cfg, err)
 	}
 	defer closeAll()
 	acfg := agentSettings(cfg, cfg.Agent.DataDir, p.Top)
@@ -172,7 +174,19 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 				CloudID: cfg.Agent.CloudID, Topology: p.Top, Version: version})
 		}
 	}
-	return runWithMetrics(ctx, cfg.Metrics.Addr, p, run)
+	return revokedHint(cfg, runWithMetrics(ctx, cfg.Metrics.Addr, p, run))
+}
+
+// revokedHint adds to a revoked agent's error what its data dir must lose
+// before it can enrol again: the revoked key, and the record that makes
+// --enrol a no-op.
+func revokedHint(cfg Config, err error) error {
+	if !errors.Is(err, agent.ErrRevoked) || cfg.Simulate.Agents > 0 {
+		return err
+	}
+	dir := cfg.Agent.DataDir
+	return fmt.Errorf("%w, after moving %s and %s away (a revoked key cannot enrol again)", err,
+		filepath.Join(dir, enrolledFile), filepath.Join(dir, agentkeys.Dir))
 }
 
 // runWithMetrics runs a role's part beside its /metrics server (none when

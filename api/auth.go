@@ -157,9 +157,9 @@ func (c *Core) AuthenticateBearer(ctx context.Context, token string) (Principal,
 	if token == "" || c.auth.Identities.KV == nil {
 		return Principal{}, fmt.Errorf("missing or wrong bearer token: %w", ErrUnauthorized)
 	}
-	cr, err := c.auth.Identities.Verify(ctx, KindBearer, "", token)
+	cr, err := c.auth.Identities.Verify(ctx, KindBearer, "", token, time.Now())
 	if errors.Is(err, ErrNoCredential) {
-		return Principal{}, fmt.Errorf("missing, wrong or revoked bearer token: %w", ErrUnauthorized)
+		return Principal{}, fmt.Errorf("missing, wrong, revoked or expired bearer token: %w", ErrUnauthorized)
 	}
 	if err != nil {
 		return Principal{}, err
@@ -176,7 +176,7 @@ func (c *Core) AuthenticateApp(ctx context.Context, code, secret string) (p Prin
 	if c.auth.Identities.KV == nil {
 		return Principal{}, false, ErrNoCredential
 	}
-	cr, err := c.auth.Identities.Verify(ctx, KindBKApp, code, secret)
+	cr, err := c.auth.Identities.Verify(ctx, KindBKApp, code, secret, time.Now())
 	if err != nil {
 		return Principal{}, false, err
 	}

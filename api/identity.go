@@ -96,6 +96,7 @@ type Credential struct {
 	Description          string     `json:"description,omitempty"`
 	CreatedAt            time.Time  `json:"created_at"`
 	CreatedBy            string     `json:"created_by"`
+	ExpiresAt            *time.Time `json:"expires_at,omitempty"` // when it stops opening anything; nil: never
 	RevokedAt            *time.Time `json:"revoked_at,omitempty"`
 	RevokedBy            string     `json:"revoked_by,omitempty"`
 }
@@ -111,6 +112,7 @@ type CredentialView struct {
 	Description          string         `json:"description,omitempty"`
 	CreatedAt            time.Time      `json:"created_at"`
 	CreatedBy            string         `json:"created_by"`
+	ExpiresAt            *time.Time     `json:"expires_at,omitempty"`
 	RevokedAt            *time.Time     `json:"revoked_at,omitempty"`
 	RevokedBy            string         `json:"revoked_by,omitempty"`
 }
@@ -119,7 +121,12 @@ type CredentialView struct {
 func (c Credential) View() CredentialView {
 	return CredentialView{ID: c.ID, Kind: c.Kind, Owner: c.Owner, Role: c.Role, Scopes: ScopeStrings(c.Scopes),
 		TrustedUserAssertion: c.TrustedUserAssertion, Description: c.Description,
-		CreatedAt: c.CreatedAt, CreatedBy: c.CreatedBy, RevokedAt: c.RevokedAt, RevokedBy: c.RevokedBy}
+		CreatedAt: c.CreatedAt, CreatedBy: c.CreatedBy, ExpiresAt: c.ExpiresAt, RevokedAt: c.RevokedAt, RevokedBy: c.RevokedBy}
+}
+
+// Expired reports whether the credential has expired at now.
+func (c Credential) Expired(now time.Time) bool {
+	return c.ExpiresAt != nil && !now.Before(*c.ExpiresAt)
 }
 
 // ScopeStrings writes scopes as "biz:2".
@@ -169,9 +176,9 @@ func Forbidden(format string, args ...any) error {
 // NATS; the admin token, which benchmarks use, needs none).
 type IdentityStore struct{ KV jetstream.KeyValue }
 
-// ErrNoCredential is a credential the store does not hold (or holds
-// revoked): the caller is unauthenticated.
-var ErrNoCredential = fmt.Errorf("unknown or revoked credential: %w", ErrUnauthorized)
+// ErrNoCredential is a credential the store does not hold, or holds
+// revoked or expired: the caller is unauthenticated.
+var ErrNoCredential = fmt.Errorf("unknown, revoked or expired credential: %w", ErrUnauthorized)
 
 var (
 	appCodePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -210,12 +217,44 @@ type NewCredential struct {
 	CreatedBy            string
 	// AppCode is a BlueKing app's code (its id).
 	AppCode string
+	// TTL (Go duration syntax, "720h") or ExpiresAt, not both, make the
+	// credential expire; with neither it does not.
+	TTL       string
+	ExpiresAt *time.Time
 }
 
-// Create stores a new credential and returns it with its secret, which is
-// never shown again. A BlueKing app code can be taken once (revoke and
-// create again to rotate its secret under a new code).
-func (s IdentityStore) Create(ctx context.Context, n NewCredential) (Credential, string, error) {
+// MaxCredentialTTL is the longest a credential may be made to last with an
+// expiry; without one it lasts until revoked.
+const MaxCredentialTTL = 10 * 366 * 24 * time.Hour
+
+// expiry is when a credential asked for at now expires: nil for never.
+func (n NewCredential) expiry(now time.Time, fe *schemas.FieldErrors) *time.Time {
+	switch {
+	case n.TTL != "" && n.ExpiresAt != nil:
+		fe.Add("ttl", "give ttl or expires_at, not both")
+	case n.TTL != "":
+		d, err := time.ParseDuration(n.TTL)
+		if err != nil || d < time.Second || d > MaxCredentialTTL {
+			fe.Add("ttl", "%q: want a duration from 1s to %s, like 720h", n.TTL, MaxCredentialTTL)
+			return nil
+		}
+		at := now.Add(d).UTC().Truncate(time.Millisecond)
+		return &at
+	case n.ExpiresAt != nil:
+		if !n.ExpiresAt.After(now) || n.ExpiresAt.Sub(now) > MaxCredentialTTL {
+			fe.Add("expires_at", "%s: want a time in the next %s", n.ExpiresAt.Format(time.RFC3339), MaxCredentialTTL)
+			return nil
+		}
+		at := n.ExpiresAt.UTC()
+		return &at
+	}
+	return nil
+}
+
+// Create stores a new credential, made at now, and returns it with its
+// secret, which is never shown again. A BlueKing app code can be taken
+// once (revoke and create again to rotate its secret under a new code).
+func (s IdentityStore) Create(ctx context.Context, n NewCredential, now time.Time) (Credential, string, error) {
 	var fe schemas.FieldErrors
 	if n.Role.rank() == 0 {
 		fe.Add("role", "want admin, operator or viewer")
@@ -226,7 +265,7 @@ func (s IdentityStore) Create(ctx context.Context, n NewCredential) (Credential,
 	secret := NewSecret()
 	hash := HashSecret(secret)
 	cr := Credential{Kind: n.Kind, Owner: n.Owner, Role: n.Role, Scopes: n.Scopes, SecretHash: hash,
-		Description: n.Description, CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy}
+		Description: n.Description, CreatedAt: now.UTC(), CreatedBy: n.CreatedBy, ExpiresAt: n.expiry(now, &fe)}
 	switch n.Kind {
 	case KindBearer:
 		cr.ID = hash[:16]
@@ -272,10 +311,11 @@ func (s IdentityStore) get(ctx context.Context, kind CredentialKind, id string) 
 	return cr, e.Revision(), nil
 }
 
-// Verify finds the live credential of kind that secret opens: for a bearer
-// token the token alone, for a BlueKing app its code (id) and secret. The
-// hash is compared in constant time.
-func (s IdentityStore) Verify(ctx context.Context, kind CredentialKind, id, secret string) (Credential, error) {
+// Verify finds the live credential of kind that secret opens at now: for
+// a bearer token the token alone, for a BlueKing app its code (id) and
+// secret. The hash is compared in constant time. A revoked or expired
+// credential is refused alike.
+func (s IdentityStore) Verify(ctx context.Context, kind CredentialKind, id, secret string, now time.Time) (Credential, error) {
 	hash := HashSecret(secret)
 	if kind == KindBearer {
 		id = hash[:16]
@@ -287,7 +327,7 @@ func (s IdentityStore) Verify(ctx context.Context, kind CredentialKind, id, secr
 	if err != nil {
 		return Credential{}, err
 	}
-	if subtle.ConstantTimeCompare([]byte(cr.SecretHash), []byte(hash)) != 1 || cr.RevokedAt != nil {
+	if subtle.ConstantTimeCompare([]byte(cr.SecretHash), []byte(hash)) != 1 || cr.RevokedAt != nil || cr.Expired(now) {
 		return Credential{}, ErrNoCredential
 	}
 	return cr, nil

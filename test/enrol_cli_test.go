@@ -107,4 +107,28 @@ func TestAgentEnrolsWithTheBinary(t *testing.T) {
 		t.Fatalf("agent revoke: %q %s", out, errs)
 	}
 	testenv.Eventually(t, 5*time.Second, func() bool { return !agentListed(t, s, "cli1") }, "cli1 gone once revoked")
+
+	// the revoked process exits 77 and says what to do; done, it serves again
+	if code := a.exitStatus(t, 10*time.Second, "the revoked agent"); code != exitRevoked {
+		t.Fatalf("the revoked agent exited %d, want %d", code, exitRevoked)
+	}
+	b, _ := os.ReadFile(a.log)
+	hint := "re-enrol with fleetjob agent --enrol <api-url> --token <token from fleetjob enrolment create>, after moving " +
+		filepath.Join(dir, "enrolled.json") + " and " + filepath.Join(dir, agentkeys.Dir) + " away"
+	if !strings.Contains(string(b), hint) {
+		t.Fatalf("the revoked agent's last words do not say %q:\n%s", hint, b)
+	}
+	for _, f := range []string{"enrolled.json", agentkeys.Dir} {
+		if err := os.Rename(filepath.Join(dir, f), filepath.Join(dir, f+".revoked")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, errs, ok = runCLI(t, []string{"FLEETJOB_TOKEN=" + s.Token}, append([]string{"enrolment", "create", "--host", "0:127.0.9.21",
+		"--scope", "biz:7", "--agent-id", "cli1"}, admin...)...)
+	if !ok {
+		t.Fatalf("enrolment create after the revocation: %s", errs)
+	}
+	args[len(args)-1] = tok
+	startProc(t, "", env, args...)
+	s.WaitAgent(t, "cli1")
 }

@@ -2,6 +2,7 @@ package native
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -21,12 +22,21 @@ func (s *Surface) registerIdentities(g *echo.Group, admin echo.MiddlewareFunc) {
 	g.DELETE("/bk-apps/:id", s.revokeCredential(api.KindBKApp), admin)
 }
 
+// Expiry is the optional lifetime of a new credential: a ttl in Go
+// duration syntax ("720h") or an RFC 3339 expires_at, not both. Without
+// either the credential lasts until revoked.
+type Expiry struct {
+	TTL       string `json:"ttl,omitempty"`
+	ExpiresAt string `json:"expires_at,omitempty"`
+}
+
 // TokenRequest is the body of POST /v1/tokens.
 type TokenRequest struct {
 	User        string   `json:"user"`
 	Role        string   `json:"role"`
 	Scopes      []string `json:"scopes"`
 	Description string   `json:"description"`
+	Expiry
 }
 
 // TokenResponse answers a new token: the only time its secret is shown.
@@ -43,6 +53,7 @@ type BKAppRequest struct {
 	// TrustedUserAssertion lets the app act as the bk_username it names.
 	TrustedUserAssertion bool   `json:"trusted_user_assertion"`
 	Description          string `json:"description"`
+	Expiry
 }
 
 // BKAppResponse answers a new app: the only time its secret is shown.
@@ -52,7 +63,7 @@ type BKAppResponse struct {
 }
 
 // newCredential validates the parts every credential has.
-func newCredential(c echo.Context, kind api.CredentialKind, role string, scopes []string) (api.NewCredential, error) {
+func newCredential(c echo.Context, kind api.CredentialKind, role string, scopes []string, exp Expiry) (api.NewCredential, error) {
 	var fe schemas.FieldErrors
 	r, err := api.ParseRole(role)
 	if err != nil {
@@ -62,7 +73,16 @@ func newCredential(c echo.Context, kind api.CredentialKind, role string, scopes 
 	if err != nil {
 		fe = append(fe, err.(schemas.FieldErrors)...)
 	}
-	return api.NewCredential{Kind: kind, Role: r, Scopes: scs, CreatedBy: api.PrincipalOf(c.Request().Context()).Actor}, fe.Err()
+	var until *time.Time
+	if exp.ExpiresAt != "" {
+		at, err := time.Parse(time.RFC3339, exp.ExpiresAt)
+		if err != nil {
+			fe.Add("expires_at", "%q: want an RFC 3339 time, like 2027-01-31T00:00:00Z", exp.ExpiresAt)
+		}
+		until = &at
+	}
+	return api.NewCredential{Kind: kind, Role: r, Scopes: scs, CreatedBy: api.PrincipalOf(c.Request().Context()).Actor,
+		TTL: exp.TTL, ExpiresAt: until}, fe.Err()
 }
 
 func (s *Surface) createToken(c echo.Context) error {
@@ -70,17 +90,17 @@ func (s *Surface) createToken(c echo.Context) error {
 	if err := api.DecodeStrict(c, &req); err != nil {
 		return err
 	}
-	n, err := newCredential(c, api.KindBearer, req.Role, req.Scopes)
+	n, err := newCredential(c, api.KindBearer, req.Role, req.Scopes, req.Expiry)
 	if err != nil {
 		return err
 	}
 	n.Owner, n.Description = req.User, req.Description
-	cr, secret, err := s.core.Identities().Create(c.Request().Context(), n)
+	cr, secret, err := s.core.Identities().Create(c.Request().Context(), n, time.Now())
 	if err != nil {
 		return err
 	}
 	s.core.Audit(c.Request().Context(), api.AuditCredentialCreate, cr.ID,
-		map[string]any{"kind": cr.Kind, "owner": cr.Owner, "role": cr.Role, "scopes": api.ScopeStrings(cr.Scopes)})
+		map[string]any{"kind": cr.Kind, "owner": cr.Owner, "role": cr.Role, "scopes": api.ScopeStrings(cr.Scopes), "expires_at": cr.ExpiresAt})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, TokenResponse{CredentialView: cr.View(), Token: secret})
 }
@@ -93,17 +113,17 @@ func (s *Surface) createBKApp(c echo.Context) error {
 	if req.Role == "" {
 		req.Role = string(api.RoleOperator)
 	}
-	n, err := newCredential(c, api.KindBKApp, req.Role, req.Scopes)
+	n, err := newCredential(c, api.KindBKApp, req.Role, req.Scopes, req.Expiry)
 	if err != nil {
 		return err
 	}
 	n.AppCode, n.TrustedUserAssertion, n.Description = req.AppCode, req.TrustedUserAssertion, req.Description
-	cr, secret, err := s.core.Identities().Create(c.Request().Context(), n)
+	cr, secret, err := s.core.Identities().Create(c.Request().Context(), n, time.Now())
 	if err != nil {
 		return err
 	}
 	s.core.Audit(c.Request().Context(), api.AuditCredentialCreate, cr.ID, map[string]any{"kind": cr.Kind, "owner": cr.Owner,
-		"role": cr.Role, "scopes": api.ScopeStrings(cr.Scopes), "trusted_user_assertion": cr.TrustedUserAssertion})
+		"role": cr.Role, "scopes": api.ScopeStrings(cr.Scopes), "trusted_user_assertion": cr.TrustedUserAssertion, "expires_at": cr.ExpiresAt})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, BKAppResponse{CredentialView: cr.View(), AppSecret: secret})
 }

@@ -69,13 +69,13 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		var p struct {
 			Detail string `json:"detail"`
 			Errors []struct {
-				Field, Message string
+				Field, Reason string
 			} `json:"errors"`
 		}
 		_ = json.Unmarshal(b, &p)
 		msg := p.Detail
 		for _, e := range p.Errors {
-			msg += "; " + e.Field + ": " + e.Message
+			msg += "; " + e.Field + ": " + e.Reason
 		}
 		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
@@ -95,6 +95,7 @@ type credential struct {
 	TrustedUserAssertion bool       `json:"trusted_user_assertion"`
 	CreatedAt            time.Time  `json:"created_at"`
 	CreatedBy            string     `json:"created_by"`
+	ExpiresAt            *time.Time `json:"expires_at"`
 	RevokedAt            *time.Time `json:"revoked_at"`
 	Token                string     `json:"token"`
 	AppSecret            string     `json:"bk_app_secret"`
@@ -129,14 +130,16 @@ func tokenCmd(environ []string) *cobra.Command {
 		role, _ := f.GetString("role")
 		scopes, _ := f.GetStringArray("scope")
 		desc, _ := f.GetString("description")
+		ttl, _ := f.GetString("ttl")
 		var cr credential
-		err := c.do(cmd.Context(), "POST", "/v1/tokens", map[string]any{"user": user, "role": role, "scopes": scopes, "description": desc}, &cr)
+		err := c.do(cmd.Context(), "POST", "/v1/tokens", map[string]any{"user": user, "role": role, "scopes": scopes, "description": desc,
+			"ttl": ttl}, &cr)
 		if err != nil {
 			return err
 		}
 		// the token alone on stdout (TOKEN=$(fleetjob token create …)), the rest on stderr
-		fmt.Fprintf(cmd.ErrOrStderr(), "id      %s\nuser    %s\nrole    %s\nscopes  %s\nThe token is shown only now; keep it secret. Revoke it with: fleetjob token revoke %s\n",
-			cr.ID, cr.Owner, cr.Role, strings.Join(cr.Scopes, ","), cr.ID)
+		fmt.Fprintf(cmd.ErrOrStderr(), "id      %s\nuser    %s\nrole    %s\nscopes  %s\nexpires %s\nThe token is shown only now; keep it secret. Revoke it with: fleetjob token revoke %s\n",
+			cr.ID, cr.Owner, cr.Role, strings.Join(cr.Scopes, ","), expiry(cr.ExpiresAt), cr.ID)
 		fmt.Fprintln(cmd.OutOrStdout(), cr.Token)
 		return nil
 	})
@@ -144,6 +147,7 @@ func tokenCmd(environ []string) *cobra.Command {
 	create.Flags().String("role", "", "admin, operator (run, stop, operate) or viewer (read)")
 	create.Flags().StringArray("scope", nil, "a scope the user acts in, biz:<id> or biz_set:<id> (repeatable)")
 	create.Flags().String("description", "", "what the token is for")
+	create.Flags().String("ttl", "", "how long the token works, like 720h (default: until revoked)")
 	_ = create.MarkFlagRequired("user")
 	_ = create.MarkFlagRequired("role")
 	root.AddCommand(create,
@@ -162,14 +166,15 @@ func bkAppCmd(environ []string) *cobra.Command {
 		scopes, _ := f.GetStringArray("scope")
 		trusted, _ := f.GetBool("trusted-user-assertion")
 		desc, _ := f.GetString("description")
+		ttl, _ := f.GetString("ttl")
 		var cr credential
 		err := c.do(cmd.Context(), "POST", "/v1/bk-apps", map[string]any{"bk_app_code": code, "role": role, "scopes": scopes,
-			"trusted_user_assertion": trusted, "description": desc}, &cr)
+			"trusted_user_assertion": trusted, "description": desc, "ttl": ttl}, &cr)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "bk_app_code    %s\nbk_app_secret  %s\nrole           %s\nscopes         %s\ntrusted users  %v\n\nThe secret is shown only now; keep it secret. Revoke it with: fleetjob bk-app revoke %s\n",
-			cr.ID, cr.AppSecret, cr.Role, strings.Join(cr.Scopes, ","), cr.TrustedUserAssertion, cr.ID)
+		fmt.Fprintf(cmd.OutOrStdout(), "bk_app_code    %s\nbk_app_secret  %s\nrole           %s\nscopes         %s\ntrusted users  %v\nexpires        %s\n\nThe secret is shown only now; keep it secret. Revoke it with: fleetjob bk-app revoke %s\n",
+			cr.ID, cr.AppSecret, cr.Role, strings.Join(cr.Scopes, ","), cr.TrustedUserAssertion, expiry(cr.ExpiresAt), cr.ID)
 		return nil
 	})
 	create.Flags().String("code", "", "the app's bk_app_code")
@@ -177,6 +182,7 @@ func bkAppCmd(environ []string) *cobra.Command {
 	create.Flags().StringArray("scope", nil, "a scope the app may act in, biz:<id> or biz_set:<id> (repeatable)")
 	create.Flags().Bool("trusted-user-assertion", false, "let the app act as the bk_username it names (as BlueKing's gateway does for apps exempted from user auth)")
 	create.Flags().String("description", "", "what the app is")
+	create.Flags().String("ttl", "", "how long the secret works, like 8760h (default: until revoked)")
 	_ = create.MarkFlagRequired("code")
 	root.AddCommand(create,
 		clientCmd("list", "List apps (never their secrets)", cobra.NoArgs, environ, listCredentials("/v1/bk-apps")),
@@ -191,7 +197,7 @@ func listCredentials(path string) func(*cobra.Command, *client, []string) error 
 			return err
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tOWNER\tROLE\tSCOPES\tCREATED\tREVOKED")
+		fmt.Fprintln(w, "ID\tOWNER\tROLE\tSCOPES\tCREATED\tEXPIRES\tREVOKED")
 		for _, cr := range out.Items {
 			revoked := "-"
 			if cr.RevokedAt != nil {
@@ -201,10 +207,23 @@ func listCredentials(path string) func(*cobra.Command, *client, []string) error 
 			if cr.TrustedUserAssertion {
 				owner += " (asserts users)"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", cr.ID, owner, cr.Role, strings.Join(cr.Scopes, ","), cr.CreatedAt.Format(time.RFC3339), revoked)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cr.ID, owner, cr.Role, strings.Join(cr.Scopes, ","), cr.CreatedAt.Format(time.RFC3339),
+				expiry(cr.ExpiresAt), revoked)
 		}
 		return w.Flush()
 	}
+}
+
+// expiry shows when a credential expires: "never", the time, and
+// "(expired)" once it has.
+func expiry(at *time.Time) string {
+	switch {
+	case at == nil:
+		return "never"
+	case !time.Now().Before(*at):
+		return at.Format(time.RFC3339) + " (expired)"
+	}
+	return at.Format(time.RFC3339)
 }
 
 func revokeCredential(prefix string) func(*cobra.Command, *client, []string) error {

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fleetjob/fleetjob/internal/testenv"
 )
@@ -71,5 +72,40 @@ func TestTokenCLI(t *testing.T) {
 	out, err = runIdentityCLI(t, s, "bk-app", "list")
 	if err != nil || !strings.Contains(out, "ops-portal (asserts users)") {
 		t.Errorf("bk-app list: %v\n%s", err, out)
+	}
+}
+
+// TestTokenCLIExpiry: --ttl makes a token that list shows expiring, and
+// that fails once that time has come; a bad ttl is refused with its field.
+func TestTokenCLIExpiry(t *testing.T) {
+	s := testenv.Start(t, testenv.Options{})
+	out, err := runIdentityCLI(t, s, "token", "create", "--user", "erin", "--role", "viewer", "--scope", "biz:2", "--ttl", "720h")
+	if err != nil || !regexp.MustCompile(`(?m)^expires 20\d\d-`).MatchString(out) {
+		t.Fatalf("create --ttl 720h: %v\n%s", err, out)
+	}
+	id := regexp.MustCompile(`(?m)^id\s+(\S+)`).FindStringSubmatch(out)[1]
+	out, err = runIdentityCLI(t, s, "token", "list")
+	line := regexp.MustCompile(`(?m)^` + id + `.*$`).FindString(out)
+	if err != nil || !strings.Contains(out, "EXPIRES") || !strings.Contains(line, time.Now().Add(720*time.Hour).UTC().Format("2006-01-02")) {
+		t.Errorf("list does not show the expiry: %v\n%s", err, out)
+	}
+	out, err = runIdentityCLI(t, s, "token", "create", "--user", "erin", "--role", "viewer", "--scope", "biz:2", "--ttl", "1s")
+	if err != nil {
+		t.Fatalf("create --ttl 1s: %v\n%s", err, out)
+	}
+	token := regexp.MustCompile(`(?m)^(fjt_\S+)$`).FindStringSubmatch(out)[1]
+	short := regexp.MustCompile(`(?m)^id\s+(\S+)`).FindStringSubmatch(out)[1]
+	testenv.Eventually(t, 10*time.Second, func() bool { return statusWith(t, s, token) == 401 }, "the 1s token to expire")
+	out, err = runIdentityCLI(t, s, "token", "list")
+	if line := regexp.MustCompile(`(?m)^` + short + `.*$`).FindString(out); err != nil || !strings.Contains(line, "(expired)") {
+		t.Errorf("list does not show the token expired: %v\n%s", err, out)
+	}
+	if _, err := runIdentityCLI(t, s, "token", "create", "--user", "erin", "--role", "viewer", "--scope", "biz:2", "--ttl", "a month"); err == nil ||
+		!strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), "ttl: ") {
+		t.Errorf("a bad ttl: %v", err)
+	}
+	out, err = runIdentityCLI(t, s, "bk-app", "create", "--code", "short-lived", "--scope", "biz:2", "--ttl", "24h")
+	if err != nil || !regexp.MustCompile(`(?m)^expires\s+20\d\d-`).MatchString(out) {
+		t.Errorf("bk-app create --ttl: %v\n%s", err, out)
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fleetjob/fleetjob/workers/agent"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -21,8 +24,22 @@ func main() {
 	defer stop()
 	if err := newRoot(os.Environ()).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetjob:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitRevoked is the exit status of an agent whose credentials NATS
+// refuses (sysexits' EX_NOPERM): restarting it cannot help, so a
+// supervisor can tell it apart (systemd: RestartPreventExitStatus=77).
+const exitRevoked = 77
+
+// exitCode is the exit status for err: exitRevoked for a refused agent,
+// else 1.
+func exitCode(err error) int {
+	if errors.Is(err, agent.ErrRevoked) {
+		return exitRevoked
+	}
+	return 1
 }
 
 // newRoot builds the command tree; environ is the environment the roles

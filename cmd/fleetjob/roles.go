@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +73,10 @@ func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *
 	}
 	nc, js, err := connectNATS(cfg.NATS.URL, "fleetjob-"+string(r)+"-"+hostname(), log, auth...)
 	if err != nil {
+		if r == roleAgent && cfg.Simulate.Agents == 0 && agent.AuthRefused(err) {
+			// revoked before this start: as final as a revocation seen live
+			return roles.Plumbing{}, nil, fmt.Errorf("%w: %w", err, agent.ErrRevoked)
+		}
 		return roles.Plumbing{}, nil, err
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
@@ -156,7 +162,7 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	p, closeAll, err := joinPlumbing(ctx, cfg, roleAgent, false, log)
 	if err != nil {
-		return err
+		return revokedHint(cfg, err)
 	}
 	defer closeAll()
 	acfg := agentSettings(cfg, cfg.Agent.DataDir, p.Top)
@@ -168,7 +174,19 @@ func runAgent(ctx context.Context, cfg Config, log *slog.Logger) error {
 				CloudID: cfg.Agent.CloudID, Topology: p.Top, Version: version})
 		}
 	}
-	return runWithMetrics(ctx, cfg.Metrics.Addr, p, run)
+	return revokedHint(cfg, runWithMetrics(ctx, cfg.Metrics.Addr, p, run))
+}
+
+// revokedHint adds to a revoked agent's error what its data dir must lose
+// before it can enrol again: the revoked key, and the record that makes
+// --enrol a no-op.
+func revokedHint(cfg Config, err error) error {
+	if !errors.Is(err, agent.ErrRevoked) || cfg.Simulate.Agents > 0 {
+		return err
+	}
+	dir := cfg.Agent.DataDir
+	return fmt.Errorf("%w, after moving %s and %s away (a revoked key cannot enrol again)", err,
+		filepath.Join(dir, enrolledFile), filepath.Join(dir, agentkeys.Dir))
 }
 
 // runWithMetrics runs a role's part beside its /metrics server (none when

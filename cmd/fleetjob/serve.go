@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/agent"
 )
 
 // runServe runs everything in one process on cfg.DataDir, which it holds
@@ -122,7 +124,16 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	g.Go(func() error { return roles.RunAPI(gctx, apiP, ln, apiCfg) })
 	g.Go(func() error { return roles.RunWorkers(gctx, wrkP, cfg.Workers.Count, "serve-"+hostname()) })
 	if !cfg.Agent.Disabled {
-		g.Go(func() error { return roles.RunAgent(gctx, agentP, acfg, nil) })
+		g.Go(func() error {
+			err := roles.RunAgent(gctx, agentP, acfg, nil)
+			if errors.Is(err, agent.ErrRevoked) {
+				// the rest of the system serves on; remote agents still work
+				log.Error("the built-in agent was revoked and has stopped; serve runs on without it (its next start needs another --agent-id, or --no-agent)",
+					"agent", acfg.ID, "err", err)
+				return nil
+			}
+			return err
+		})
 	}
 	err = g.Wait()
 	log.Info("fleetjob stopped")

@@ -137,7 +137,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *Metrics, log *slo
 
 // Run serves tasks until ctx ends, then stops taking tasks, lets running
 // scripts finish within the shutdown grace, kills and reports the rest as
-// interrupted, and marks the agent stopping in the registry.
+// interrupted, and marks the agent stopping in the registry. If NATS
+// closes the connection for good (it refused the agent's credentials:
+// ErrRevoked) it kills running scripts at once and returns.
 func (a *Agent) Run(ctx context.Context) error {
 	var err error
 	if a.journal, err = openJournal(a.cfg.DataDir, a.cfg.ID); err != nil {
@@ -177,12 +179,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent online", "ip", a.cfg.IP, "cloud_id", a.cfg.CloudID)
 
+	// nats.go closes the connection only for good (see connectionLost)
+	closed := a.nc.StatusChanged(nats.CLOSED)
+	defer a.nc.RemoveStatusListener(closed)
+	var lost error
+	if a.nc.IsClosed() {
+		lost = a.connectionLost()
+	}
 	hb := time.NewTicker(a.cfg.Heartbeat)
 	defer hb.Stop()
-	for done := false; !done; {
+	for done := lost != nil; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case <-closed:
+			lost, done = a.connectionLost(), true
 		case <-hb.C:
 			if err := a.register(ctx, false); err != nil && ctx.Err() == nil {
 				a.log.Warn("heartbeat", "err", err)
@@ -192,6 +203,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cc.Stop() // undelivered and buffered tasks come back after AckWait
 	<-cc.Closed()
+	if lost != nil {
+		a.abandon()
+		return lost
+	}
 	a.shutdown()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -142,6 +143,21 @@ func (p *Publisher) PublishAsync(evs ...Event) ([]jetstream.PubAckFuture, error)
 		futs = append(futs, f)
 	}
 	return futs, nil
+}
+
+// Queue publishes the events through win (flow-controlled); the caller
+// waits for their acks with win.Wait.
+func (p *Publisher) Queue(ctx context.Context, win *pubflow.Window, evs ...Event) error {
+	for _, ev := range evs {
+		m, err := Encode(p.source, ev)
+		if err != nil {
+			return err
+		}
+		if err := win.Publish(ctx, m); err != nil {
+			return fmt.Errorf("publish event %s: %w", ev.Kind, err)
+		}
+	}
+	return nil
 }
 
 // Publish sends the events and waits for their acks.

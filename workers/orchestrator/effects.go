@@ -15,24 +15,24 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // effects runs after a commit: tasks, events, cache, stop side effects.
 func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn) error {
-	var futs []jetstream.PubAckFuture
+	// tasks and events go out through one window: thousands of them wait
+	// for acks in turn instead of stalling the connection's publisher
+	win := pubflow.New(w.js, pubflow.DefaultSize)
 	for _, rt := range t.tasks {
 		b, _ := json.Marshal(rt.task)
 		m := nats.NewMsg(schemas.TaskSubject(rt.pool, rt.agent, st.ID))
 		m.Data = b
 		m.Header.Set(nats.MsgIdHdr, rt.task.ExecID)
-		f, err := w.js.PublishMsgAsync(m)
-		if err != nil {
+		if err := win.Publish(ctx, m); err != nil {
 			return fmt.Errorf("publish task %s: %w", rt.task.ExecID, err)
 		}
-		futs = append(futs, f)
 	}
 	// The cache is written before the events go out, so whoever reacts to
 	// an event reads a state at least as new as the event.
@@ -46,12 +46,10 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 			w.log.Warn("cache update", "job", st.ID, "err", err)
 		}
 	}
-	evf, err := w.pub.PublishAsync(t.events...)
-	if err != nil {
+	if err := w.pub.Queue(ctx, win, t.events...); err != nil {
 		return err
 	}
-	futs = append(futs, evf...)
-	if err := events.Await(ctx, futs); err != nil {
+	if err := win.Wait(ctx); err != nil {
 		return err
 	}
 	w.m.TasksDispatched.Add(float64(len(t.tasks)))

@@ -18,6 +18,7 @@ type Metrics struct {
 	TasksDispatched prometheus.Counter
 	CASConflicts    prometheus.Counter
 	Kicks           prometheus.Counter
+	KicksHeld       prometheus.Counter
 	ProcessSeconds  prometheus.Histogram
 	// ConsumerPending is, per durable consumer, messages not yet delivered;
 	// ConsumerAckPending those delivered and not yet acked. A consumer whose
@@ -46,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetjob_state_cas_conflicts_total", Help: "Job state commits that lost a race and were recomputed."}),
 		Kicks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fleetjob_sweeper_kicks_total", Help: "Jobs the sweeper sent back to workers for a deadline or a newly online agent."}),
+		KicksHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetjob_sweeper_kicks_held_total",
+			Help: "Sweeps that did not kick a job again because its previous kick was in flight (its state had not moved).",
+		}),
 		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "fleetjob_worker_process_seconds", Help: "Time to apply a batch of reports to one job and commit it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -61,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.ReportsRefused = newRefusedCounter()
 	reg.MustRegister(m.ReportsRefused)
 	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
-	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.ProcessSeconds)
+	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.KicksHeld, m.ProcessSeconds)
 	return m
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -58,14 +58,15 @@ func (w *Worker) storeResults(ctx context.Context, spec *schemas.JobSpec, st *sc
 		st.PutResults(results)
 		return nil
 	}
-	futs := make([]jetstream.PubAckFuture, 0, len(results))
+	win := pubflow.New(w.js, pubflow.DefaultSize)
 	for _, r := range results {
 		b, _ := json.Marshal(r)
-		f, err := w.js.PublishAsync(schemas.KVSubject(schemas.BucketJobs, schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index)), b)
-		if err != nil {
+		if err := win.PublishData(ctx, schemas.KVSubject(schemas.BucketJobs, schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index)), b); err != nil {
 			return fmt.Errorf("store host result: %w", err)
 		}
-		futs = append(futs, f)
 	}
-	return events.Await(ctx, futs)
+	if err := win.Wait(ctx); err != nil {
+		return fmt.Errorf("store host result: %w", err)
+	}
+	return nil
 }

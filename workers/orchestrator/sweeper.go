@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -90,7 +91,23 @@ type sweepView struct {
 	mu      sync.Mutex
 	records map[int64]viewRecord
 	broken  bool // the watch ended: rebuild
+	// kicked holds the jobs kicked and the state revision they were
+	// kicked at; only the sweeping goroutine uses it.
+	kicked map[int64]kickMark
 }
+
+// kickMark is a kick in flight: sent at, for the state at rev.
+type kickMark struct {
+	rev uint64
+	at  time.Time
+}
+
+// kickAgain is how long a job whose state has not moved since its kick
+// waits for another: the kick is in flight (a 20,000-host job takes
+// seconds to expire its hosts), and kicking it every period would only
+// queue more of the same work. A lost kick, or a stop whose kills must be
+// resent, waits this long.
+const kickAgain = 5 * time.Second
 
 type viewRecord struct {
 	raw    []byte
@@ -105,7 +122,8 @@ func (w *Worker) openView(ctx context.Context) (*sweepView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch job states: %w", err)
 	}
-	v := &sweepView{w: kw, opened: time.Now(), done: make(chan struct{}), records: map[int64]viewRecord{}}
+	v := &sweepView{w: kw, opened: time.Now(), done: make(chan struct{}), records: map[int64]viewRecord{},
+		kicked: map[int64]kickMark{}}
 	go v.follow()
 	lister, err := w.active.ListKeys(ctx)
 	if err != nil {
@@ -216,7 +234,18 @@ func (w *Worker) holdLease(ctx context.Context, rev uint64) uint64 {
 // resent.
 func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 	now := time.Now().UTC()
-	for id, rec := range v.snapshot() {
+	win := pubflow.New(w.js, pubflow.DefaultSize)
+	records := v.snapshot()
+	for id := range v.kicked {
+		if _, ok := records[id]; !ok {
+			delete(v.kicked, id)
+		}
+	}
+	for id, rec := range records {
+		if k, ok := v.kicked[id]; ok && k.rev == rec.rev && now.Sub(k.at) < kickAgain {
+			w.m.KicksHeld.Inc()
+			continue // its kick is in flight: nothing moved since
+		}
 		var st schemas.JobState
 		if err := json.Unmarshal(rec.raw, &st); err != nil {
 			w.log.Warn("sweeper: undecodable job state", "job", id, "err", err)
@@ -239,19 +268,20 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 		if !t.changed && len(t.kills) == 0 {
 			continue
 		}
-		if err := w.kick(id, now); err != nil {
+		if err := w.kick(ctx, win, id, now); err != nil {
 			return err
 		}
+		v.kicked[id] = kickMark{rev: rec.rev, at: now}
 	}
-	return nil
+	return win.Wait(ctx)
 }
 
-func (w *Worker) kick(id int64, now time.Time) error {
+func (w *Worker) kick(ctx context.Context, win *pubflow.Window, id int64, now time.Time) error {
 	b, _ := json.Marshal(schemas.Report{V: schemas.MessageVersion, Kind: schemas.ReportKick, JobID: id})
 	m := nats.NewMsg(schemas.SweeperResultSubject(id))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("kick.%d.%d", id, now.Unix()))
-	if _, err := w.js.PublishMsgAsync(m); err != nil {
+	if err := win.Publish(ctx, m); err != nil {
 		return fmt.Errorf("kick job %d: %w", id, err)
 	}
 	w.m.Kicks.Inc()

@@ -9,28 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
 // accountsKV is the accounts bucket of a fresh embedded JetStream.
 func accountsKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL(), user.Option())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(natstest.Conn(t))
 	if err != nil {
 		t.Fatal(err)
 	}

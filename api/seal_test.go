@@ -11,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -24,17 +23,7 @@ import (
 // a curve key), each of which opens them; a host without such an agent is
 // refused and the spec is left as it was.
 func TestSealToEnrolledAgents(t *testing.T) {
-	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL(), user.Option())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.New(natstest.Conn(t))
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: schemas.BucketEnrolled})
 	if err != nil {
 		t.Fatal(err)

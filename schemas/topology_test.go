@@ -3,27 +3,16 @@ package schemas
 import (
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
 )
 
 // startJetStream starts an embedded JetStream server for one test and
 // connects to it; both end when the test does.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL(), user.Option())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(natstest.Conn(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -21,16 +21,7 @@ import (
 // subscriber that never answers; the stream appears once two publishes
 // are lost; Close has 20 s.
 func TestCloseResendsWithBoundedAttempts(t *testing.T) {
-	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL(), user.Option())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Conn(t)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(300*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fleetjob/fleetjob/internal/natsrv"
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -48,14 +48,7 @@ func publishLog(t *testing.T, js jetstream.JetStream, ref schemas.LogRef, chunks
 }
 
 func TestReadWithoutRedis(t *testing.T) {
-	s, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
-	nc, _ := nats.Connect(s.ClientURL(), user.Option())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.New(natstest.Conn(t))
 	ctx := context.Background()
 	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
 		t.Fatal(err)

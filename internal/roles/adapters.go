@@ -59,8 +59,8 @@ func (s jobSearch) Facts(ctx context.Context, ids []int64) (map[int64]api.JobFac
 // accepted jobs off the request path.
 type queuer struct{ b *statuscache.Batcher }
 
-func (q queuer) Queued(_ context.Context, spec *schemas.JobSpec, st *schemas.JobState) {
-	q.b.Queued(spec, st)
+func (q queuer) Queued(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) {
+	q.b.Queued(ctx, spec, st)
 }
 
 // callbackReader is api.CallbackReader over the jobs bucket.

@@ -13,8 +13,9 @@ import (
 // Batcher writes "queued" summaries of just-accepted jobs in batches, off
 // the request path: one pipeline per batch instead of one round trip per
 // submission. Until a batch lands, reads of the job find it in the JOBS
-// stream (Cache.Load), so nothing is lost if Redis is slow or a write is
-// dropped; a full queue drops writes rather than slowing submissions.
+// stream (Cache.Load), so nothing is lost if Redis is slow. A full queue
+// slows submissions down to what the cache takes instead of dropping
+// writes (and warning for each).
 type Batcher struct {
 	c   *Cache
 	in  chan queued
@@ -31,12 +32,18 @@ func NewBatcher(c *Cache, size int) *Batcher {
 	return &Batcher{c: c, in: make(chan queued, size), log: c.log}
 }
 
-// Queued hands a just-accepted job to the batcher; it never blocks.
-func (b *Batcher) Queued(spec *schemas.JobSpec, st *schemas.JobState) {
+// Queued hands a just-accepted job to the batcher, waiting while the
+// queue is full; a submission whose request ends meanwhile leaves its job
+// to be cached when a worker takes it.
+func (b *Batcher) Queued(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState) {
 	select {
 	case b.in <- queued{spec, st}:
+		return
 	default:
-		b.log.Warn("status cache queue full; the job is cached when a worker takes it", "job", st.ID)
+	}
+	select {
+	case b.in <- queued{spec, st}:
+	case <-ctx.Done():
 	}
 }
 

@@ -155,7 +155,7 @@ func TestScriptsReloadedAfterFlush(t *testing.T) {
 		t.Errorf("after SCRIPT FLUSH: %+v %v", sum, err)
 	}
 	b := statuscache.NewBatcher(f.cache, 4)
-	b.Queued(sp, schemas.NewJobState(5, sp, time.Now().UTC()))
+	b.Queued(ctx, sp, schemas.NewJobState(5, sp, time.Now().UTC()))
 	bctx, cancel := context.WithCancel(ctx)
 	cancel()
 	b.Run(bctx) // flushes what is pending, then returns
@@ -164,5 +164,26 @@ func TestScriptsReloadedAfterFlush(t *testing.T) {
 	}
 	if n, _ := f.rdb.Exists(ctx, "{fj}:job:5").Result(); n != 1 {
 		t.Error("the batcher wrote nothing to Redis")
+	}
+
+	// a full queue holds the submission back until there is room: the
+	// job is cached, not dropped
+	b = statuscache.NewBatcher(f.cache, 1)
+	b.Queued(ctx, sp, schemas.NewJobState(6, sp, time.Now().UTC()))
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		b.Queued(ctx, sp, schemas.NewJobState(7, sp, time.Now().UTC()))
+	}()
+	rctx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); b.Run(rctx) }()
+	<-waited
+	stop()
+	<-ran
+	for _, key := range []string{"{fj}:job:6", "{fj}:job:7"} {
+		if n, _ := f.rdb.Exists(ctx, key).Result(); n != 1 {
+			t.Errorf("%s not cached by a batcher whose queue was full", key)
+		}
 	}
 }

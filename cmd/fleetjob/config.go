@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // Config is every setting of the binary. loadConfig reads it once, from
@@ -68,7 +69,9 @@ type natsConfig struct {
 }
 
 type redisConfig struct {
-	URL secret `koanf:"url"` // may hold a password
+	URL          secret        `koanf:"url"` // may hold a password
+	KeepFinished int           `koanf:"keep_finished"`
+	KeepFor      time.Duration `koanf:"keep_for"`
 }
 
 type apiConfig struct {
@@ -163,6 +166,8 @@ var settings = []setting{
 	{"nats.sync", "", time.Duration(0), "JetStream fsync interval (0: the server's default, 2m)"},
 	{"nats.sync_always", "", false, "fsync JetStream on every write (safest, slowest)"},
 	{"redis.url", "REDIS_URL", "", "Redis cache, redis://[user:pass@]host:port/db (empty in serve: an in-process Redis)"},
+	{"redis.keep_finished", "FLEETJOB_CACHE_KEEP_FINISHED", 0, "finished jobs the status cache keeps, newest first (0: 10,000 with the in-process Redis, 1,000,000 with redis.url); older ones are read from JetStream and leave the listings"},
+	{"redis.keep_for", "FLEETJOB_CACHE_KEEP_FOR", time.Duration(0), "how long the status cache keeps a finished job after its last change (0: 24h in process, 720h with redis.url)"},
 	{"api.token", "FLEETJOB_TOKEN", "", "admin bearer token of /v1 (serve generates one into the data dir when empty)"},
 	{"api.octans_allow", "FLEETJOB_OCTANS_ALLOW", "", "comma-separated source networks whose octans clients may call without a token, each as an operator of the scopes after '=' (10.1.0.0/16=biz:2+biz:3); nothing is open by default"},
 	{"api.rate", "FLEETJOB_API_RATE", 100, "requests per second each credential may make (0: no limit); the admin token is exempt"},
@@ -214,10 +219,12 @@ var roleFlags = map[role][]flagKey{
 		{"outbound-allow", "outbound.allow"},
 		{"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"},
+		{"cache-keep-finished", "redis.keep_finished"}, {"cache-keep-for", "redis.keep_for"},
 	},
 	roleAPI: {{"http-addr", "http.addr"}, {"nats-auth-dir", "nats.auth_dir"}, {"http-tls-cert", "http.tls_cert"}, {"http-tls-key", "http.tls_key"}, {"octans-allow", "api.octans_allow"}, {"api-rate", "api.rate"}, {"api-burst", "api.burst"},
 		{"nats-creds", "nats.creds"}, {"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleWorker: {{"workers", "workers.count"}, {"metrics-addr", "metrics.addr"}, {"outbound-allow", "outbound.allow"}, {"nats-creds", "nats.creds"},
+		{"cache-keep-finished", "redis.keep_finished"}, {"cache-keep-for", "redis.keep_for"},
 		{"nats-tls-cert", "nats.tls_cert"}, {"nats-tls-key", "nats.tls_key"}, {"nats-tls-ca", "nats.tls_ca"}},
 	roleClient: {{"api", "client.api_url"}, {"data-dir", "data_dir"}},
 	roleAgent: {
@@ -376,4 +383,18 @@ func (c *Config) topology() schemas.Topology {
 	t.AckWait = c.Topology.AckWait
 	t.TaskWait = c.Topology.TaskAckWait
 	return t
+}
+
+// cacheRetention is the status cache's bound on finished jobs: the
+// default of the Redis in use (the in-process one lives in this heap),
+// with what the settings override.
+func (c Config) cacheRetention() statuscache.Retention {
+	r := statuscache.DefaultRetention(c.Redis.URL == "")
+	if c.Redis.KeepFinished > 0 {
+		r.MaxFinished = c.Redis.KeepFinished
+	}
+	if c.Redis.KeepFor > 0 {
+		r.MaxAge = c.Redis.KeepFor
+	}
+	return r
 }

@@ -49,6 +49,9 @@ type Plumbing struct {
 	// OutboundAllow are the internal address prefixes requests to client
 	// URLs (callbacks) may go to; every other internal address is refused.
 	OutboundAllow []netip.Prefix
+	// CacheRetention bounds the finished jobs the status cache keeps
+	// (statuscache.DefaultRetention for the Redis in use).
+	CacheRetention statuscache.Retention
 }
 
 // Cache returns the status cache over this plumbing.
@@ -61,7 +64,9 @@ func (p Plumbing) Cache(ctx context.Context) (*statuscache.Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs stream: %w", err)
 	}
-	return statuscache.New(p.RDB, kv, cmds, p.Log), nil
+	c := statuscache.New(p.RDB, kv, cmds, p.Log)
+	c.Retain(p.CacheRetention)
+	return c, nil
 }
 
 // Registry returns an agent registry (not yet running).
@@ -110,6 +115,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 		return callback.New(p.JS, jobsKV, cache, callback.Codes{RunStatus: bkjob.BKRunStatus, StepInstanceID: bkjob.BKStepInstanceID}, outbound.New(p.OutboundAllow...), p.Log).Run(gctx)
 	})
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
+	g.Go(func() error { return cache.RunTrimmer(gctx, 10*time.Second) })
 	// agents move files only through the relay: one per process, in a
 	// queue group with every other worker process's
 	obs, err := p.JS.ObjectStore(ctx, schemas.BucketArtifacts)

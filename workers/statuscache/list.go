@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -228,6 +229,10 @@ func (c *Cache) Rebuild(ctx context.Context) error {
 		if err != nil {
 			return schemas.Unavailable(err, "rebuild")
 		}
+	}
+	// what the retention does not keep goes again at once
+	if _, err := c.trimAll(ctx, time.Now()); err != nil {
+		return err
 	}
 	if err := c.rdb.Set(ctx, keyBuilt, "1", 0).Err(); err != nil {
 		return schemas.Unavailable(err, "rebuild")

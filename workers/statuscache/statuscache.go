@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,9 @@ type Cache struct {
 	sf   singleflight.Group
 
 	group writeGroup
+
+	retentionMu sync.Mutex
+	retention   Retention
 }
 
 // New returns a cache over rdb that rebuilds from the jobs bucket kv; cmds

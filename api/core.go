@@ -202,6 +202,9 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 		return 0, false, err
 	}
 	cl = cl.within(p, spec)
+	if names, ok := c.deps.Claims.(nameIndex); ok && cl.strict {
+		return c.submitNamed(ctx, p, spec, cl, names)
+	}
 	if cl.key != "" {
 		h, found, err := c.deps.Claims.Lookup(ctx, cl.key)
 		if err != nil {
@@ -233,13 +236,41 @@ func (c *Core) Submit(ctx context.Context, spec *schemas.JobSpec, cl Claim) (id 
 		}
 	}
 	if !dup {
-		c.audit(ctx, p, AuditSubmit, strconv.FormatInt(id, 10), spec.Scope, nil)
-		c.submitted.WithLabelValues(spec.Surface).Inc()
-		if c.deps.Queued != nil {
-			c.deps.Queued.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC()))
-		}
+		c.accepted(ctx, p, spec, id)
 	}
 	return id, dup, nil
+}
+
+// submitNamed submits a job that takes a task name, in one round trip:
+// the name is looked up in memory, the publish (with the name as its
+// message id) catches a name taken within the duplicate window, and the
+// claim is recorded after the answer (see WatchedNames).
+func (c *Core) submitNamed(ctx context.Context, p *Principal, spec *schemas.JobSpec, cl Claim, names nameIndex) (int64, bool, error) {
+	if h, ok := names.Held(cl.key); ok {
+		return h.ID, true, cl.repeat(h)
+	}
+	body, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: *spec, SubmittedAt: time.Now().UTC()})
+	seq, dup, err := c.deps.Publisher.Publish(ctx, schemas.SubjSubmit, body, cl.msgID)
+	if err != nil {
+		return 0, false, fmt.Errorf("submit: %w", err)
+	}
+	id := int64(seq)
+	if dup { // the first job with this name, within the window
+		return id, true, cl.repeat(ClaimHolder{ID: id})
+	}
+	names.Record(cl.key, id)
+	c.accepted(ctx, p, spec, id)
+	return id, false, nil
+}
+
+// accepted is what follows a new job's publish: its audit event, its
+// count, its first cache entry.
+func (c *Core) accepted(ctx context.Context, p *Principal, spec *schemas.JobSpec, id int64) {
+	c.audit(ctx, p, AuditSubmit, strconv.FormatInt(id, 10), spec.Scope, nil)
+	c.submitted.WithLabelValues(spec.Surface).Inc()
+	if c.deps.Queued != nil {
+		c.deps.Queued.Queued(ctx, spec, schemas.NewJobState(id, spec, time.Now().UTC()))
+	}
 }
 
 // repeat is the answer to a submission whose claim h already holds.
@@ -287,7 +318,13 @@ func (c *Core) Resolve(ctx context.Context, cl Claim) (int64, bool, error) {
 			spaces = append(spaces, cl.within(p, &schemas.JobSpec{Scope: &sc}))
 		}
 	}
+	names, indexed := c.deps.Claims.(nameIndex)
 	for _, s := range spaces {
+		if indexed && s.strict {
+			if h, ok := names.Held(s.key); ok { // recorded here, maybe not yet in the bucket
+				return h.ID, true, nil
+			}
+		}
 		h, found, err := c.deps.Claims.Lookup(ctx, s.key)
 		if err != nil || found {
 			return h.ID, found, err

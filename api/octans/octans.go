@@ -70,6 +70,10 @@ func (s *Surface) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 
 const surfaceName = "octans"
 
+// ClaimKind is the kind of the task names this surface claims in the
+// names bucket (their keys start with it).
+const ClaimKind = surfaceName
+
 // Register adds the five octans routes.
 func (s *Surface) Register(e *echo.Echo) {
 	// Per-route middleware, not a group's: a group with middleware
@@ -174,7 +178,7 @@ func octansFields(err error) error {
 }
 
 // octansName claims a task name for good: a second run with it is refused.
-func octansName(name string) api.Claim { return api.NameClaim("octans", name) }
+func octansName(name string) api.Claim { return api.NameClaim(ClaimKind, name) }
 
 func (r *octansRunRequest) spec(parallel bool) (*schemas.JobSpec, error) {
 	var fe schemas.FieldErrors

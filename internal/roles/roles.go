@@ -175,6 +175,11 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	if err != nil {
 		return fmt.Errorf("names bucket: %w", err)
 	}
+	// octans task names in memory: a named run costs one round trip
+	claims, err := api.NewWatchedNames(ctx, names, []string{octans.ClaimKind}, p.Log)
+	if err != nil {
+		return err
+	}
 	logs, err := logindex.NewReader(ctx, p.JS, p.RDB, p.Log)
 	if err != nil {
 		return err
@@ -215,7 +220,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 		Auth:       api.Auth{Identities: api.IdentityStore{KV: idents}, Networks: cfg.OctansAllow, Rate: cfg.Rate, Burst: cfg.Burst},
 		Enrolments: enrolled, Audit: auditor,
 		Publisher: api.JetStreamPublisher{JS: p.JS},
-		Claims:    api.KVClaims{KV: names},
+		Claims:    claims,
 		Jobs:      jobReader{cache}, Search: jobSearch{cache}, Queued: queuer{batcher},
 		Logs: logs, Callbacks: callbackReader{cache.JobsBucket()}, DeadLetters: api.KVDeadLetters{KV: dead},
 		Agents: dir, Risk: risk, Enrol: enroller, Registry: p.Reg, Log: p.Log, Accounts: accounts,

@@ -1,0 +1,141 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// WatchedNames is Claims whose task-name claims (strict claims: names a
+// surface keeps for good) are answered from memory, so a named submission
+// costs one JetStream round trip, its publish, instead of three (look the
+// name up, publish, record the claim):
+//   - a name claimed earlier is found in memory, kept current by a watch of
+//     the names bucket's keys of those surfaces;
+//   - a name claimed within the command stream's duplicate window by any API
+//     process is caught by the publish itself: the submit carries the name
+//     as its message id, and JetStream answers the first job's sequence as
+//     a duplicate;
+//   - the claim is then recorded in the bucket in the background, long
+//     before that window ends.
+//
+// Idempotency keys and lookups by name (Resolve) still go to the bucket.
+type WatchedNames struct {
+	KVClaims
+	log *slog.Logger
+
+	mu   sync.RWMutex
+	held map[string]int64
+}
+
+// NewWatchedNames loads the names of surfaces from the bucket and watches
+// it until ctx ends.
+func NewWatchedNames(ctx context.Context, kv jetstream.KeyValue, surfaces []string, log *slog.Logger) (*WatchedNames, error) {
+	n := &WatchedNames{KVClaims: KVClaims{KV: kv}, log: log.With("component", "names"), held: map[string]int64{}}
+	patterns := make([]string, len(surfaces))
+	for i, s := range surfaces {
+		patterns[i] = s + ".*"
+	}
+	w, err := kv.WatchFiltered(ctx, patterns)
+	if err != nil {
+		return nil, fmt.Errorf("watch names: %w", err)
+	}
+	load, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for loaded := false; !loaded; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, schemas.Unavailable(nil, "the names watch ended while loading")
+			case e == nil:
+				loaded = true
+			default:
+				n.apply(e)
+			}
+		case <-load.Done():
+			_ = w.Stop()
+			return nil, schemas.Unavailable(load.Err(), "load names")
+		}
+	}
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					n.apply(e)
+				}
+			}
+		}
+	}()
+	return n, nil
+}
+
+func (n *WatchedNames) apply(e jetstream.KeyValueEntry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(n.held, e.Key())
+		return
+	}
+	idText, _, _ := strings.Cut(string(e.Value()), " ")
+	if id, err := strconv.ParseInt(idText, 10, 64); err == nil {
+		n.held[e.Key()] = id
+	}
+}
+
+// Held answers from memory which job holds a name claim.
+func (n *WatchedNames) Held(key string) (ClaimHolder, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	id, ok := n.held[key]
+	return ClaimHolder{ID: id}, ok
+}
+
+// Record notes a name claim at once and writes it to the bucket in the
+// background, trying a few times; a claim another job holds already (a
+// race with another API process, outside the duplicate window) is logged.
+func (n *WatchedNames) Record(key string, id int64) {
+	n.mu.Lock()
+	if _, ok := n.held[key]; !ok {
+		n.held[key] = id
+	}
+	n.mu.Unlock()
+	go func() {
+		for attempt, wait := 0, 100*time.Millisecond; attempt < 5; attempt, wait = attempt+1, 2*wait {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h, err := n.Claim(ctx, key, id, "")
+			cancel()
+			if err == nil {
+				if h.ID != id {
+					n.log.Error("a task name is held by two jobs", "key", key, "job", id, "holder", h.ID)
+				}
+				return
+			}
+			n.log.Warn("record a task name; retrying", "key", key, "job", id, "attempt", attempt+1, "err", err)
+			time.Sleep(wait)
+		}
+		n.log.Error("task name not recorded: another API process may accept it again once the duplicate window has passed", "key", key, "job", id)
+	}()
+}
+
+// nameIndex is what Submit needs of Claims to take a name in one round
+// trip (WatchedNames).
+type nameIndex interface {
+	Held(key string) (ClaimHolder, bool)
+	Record(key string, id int64)
+}

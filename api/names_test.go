@@ -1,0 +1,94 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetjob/fleetjob/internal/natsrv/natstest"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// A named submission takes its name in one round trip and is still
+// unique: a name recorded long ago (outside the command stream's
+// duplicate window) is refused from memory, one taken within the window
+// by the publish itself, and each is recorded in the bucket afterwards.
+func TestNamedSubmissionsStayUnique(t *testing.T) {
+	js, err := jetstream.New(natstest.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, schemas.BucketNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := NameClaim("octans", "nightly")
+	if _, err := kv.Create(ctx, old.key, []byte("42")); err != nil { // as if claimed last month
+		t.Fatal(err)
+	}
+	names, err := NewWatchedNames(ctx, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCore("tok", Deps{Claims: names, Publisher: JetStreamPublisher{JS: js}, Registry: prometheus.NewRegistry(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	actx := WithPrincipal(ctx, &Principal{Actor: "admin", Role: RoleAdmin, Kind: KindAdminToken})
+	submit := func(name string) (int64, error) {
+		spec := scriptSpec(nil, "")
+		spec.Targets = []schemas.Host{{IP: "10.0.0.1"}}
+		id, _, err := c.Submit(actx, spec, NameClaim("octans", name))
+		return id, err
+	}
+	if id, err := submit("nightly"); !errors.Is(err, schemas.ErrConflict) || id != 42 {
+		t.Fatalf("a name recorded long ago: job %d, %v; want a conflict with job 42", id, err)
+	}
+	first, err := submit("weekly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// another API process, whose memory has not seen it: the publish's
+	// duplicate answer refuses it
+	other, err := NewWatchedNames(ctx, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.mu.Lock()
+	delete(other.held, NameClaim("octans", "weekly").key)
+	other.mu.Unlock()
+	c2 := NewCore("tok", Deps{Claims: other, Publisher: JetStreamPublisher{JS: js}, Registry: prometheus.NewRegistry(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	spec := scriptSpec(nil, "")
+	spec.Targets = []schemas.Host{{IP: "10.0.0.1"}}
+	if id, _, err := c2.Submit(actx, spec, NameClaim("octans", "weekly")); !errors.Is(err, schemas.ErrConflict) || id != first {
+		t.Fatalf("the same name through another process within the window: job %d, %v; want a conflict with job %d", id, err, first)
+	}
+	// recorded in the bucket for good
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e, err := kv.Get(ctx, NameClaim("octans", "weekly").key)
+		if err == nil && string(e.Value()) != "" {
+			if h, _, _ := names.Lookup(ctx, NameClaim("octans", "weekly").key); h.ID != first {
+				t.Fatalf("recorded holder %d, want %d", h.ID, first)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the name was not recorded: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline: Record writes in the background
+	}
+	if id, found, err := c.Resolve(actx, NameClaim("octans", "weekly")); err != nil || !found || id != first {
+		t.Errorf("resolve: %d %v %v", id, found, err)
+	}
+}

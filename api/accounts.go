@@ -231,40 +231,9 @@ func NewKVAccounts(ctx context.Context, kv jetstream.KeyValue) (*KVAccounts, err
 		return nil, fmt.Errorf("watch accounts: %w", err)
 	}
 	k := &KVAccounts{kv: kv, all: map[string]schemas.Account{}}
-	load, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for loaded := false; !loaded; {
-		select {
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return nil, schemas.Unavailable(nil, "the accounts watch ended while loading")
-			case e == nil:
-				loaded = true // the initial values are in
-			default:
-				k.apply(e)
-			}
-		case <-load.Done():
-			_ = w.Stop()
-			return nil, schemas.Unavailable(load.Err(), "load accounts")
-		}
+	if err := follow(ctx, w, "accounts", k.apply); err != nil {
+		return nil, err
 	}
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					k.apply(e)
-				}
-			}
-		}
-	}()
 	return k, nil
 }
 

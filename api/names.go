@@ -48,40 +48,9 @@ func NewWatchedNames(ctx context.Context, kv jetstream.KeyValue, surfaces []stri
 	if err != nil {
 		return nil, fmt.Errorf("watch names: %w", err)
 	}
-	load, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for loaded := false; !loaded; {
-		select {
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return nil, schemas.Unavailable(nil, "the names watch ended while loading")
-			case e == nil:
-				loaded = true
-			default:
-				n.apply(e)
-			}
-		case <-load.Done():
-			_ = w.Stop()
-			return nil, schemas.Unavailable(load.Err(), "load names")
-		}
+	if err := follow(ctx, w, "names", n.apply); err != nil {
+		return nil, err
 	}
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					n.apply(e)
-				}
-			}
-		}
-	}()
 	return n, nil
 }
 
@@ -138,4 +107,45 @@ func (n *WatchedNames) Record(key string, id int64) {
 type nameIndex interface {
 	Held(key string) (ClaimHolder, bool)
 	Record(key string, id int64)
+}
+
+// follow applies a bucket watch's initial values (waiting for them at most
+// 30 s), then its updates in the background until ctx ends; what names
+// the bucket in errors.
+func follow(ctx context.Context, w jetstream.KeyWatcher, what string, apply func(jetstream.KeyValueEntry)) error {
+	load, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for loaded := false; !loaded; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return schemas.Unavailable(nil, "the %s watch ended while loading", what)
+			case e == nil:
+				loaded = true // the initial values are in
+			default:
+				apply(e)
+			}
+		case <-load.Done():
+			_ = w.Stop()
+			return schemas.Unavailable(load.Err(), "load %s", what)
+		}
+	}
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					apply(e)
+				}
+			}
+		}
+	}()
+	return nil
 }

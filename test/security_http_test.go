@@ -398,30 +398,6 @@ func TestScopesIsolateCallers(t *testing.T) {
 	if second := jobID(t, call(t, s.APIURL, "POST", "/v1/jobs", nativeScript("true", "", "10.0.3.1"), kb)); second == first {
 		t.Errorf("bob's submission with alice's key answered alice's job %d", first)
 	}
-	// octans task names are per scope: bob may take a name alice holds,
-	// and each resolves the name to his own job
-	run := func(tok, ip string) answer {
-		return call(t, s.APIURL, "POST", "/api/run", map[string]any{"nodes": []string{ip}, "user": "root", "name": "nightly",
-			"tasks": []any{map[string]any{"name": "t", "shell": "true"}}}, bearer(tok))
-	}
-	ids := map[string]float64{}
-	for who, r := range map[string]answer{alice: run(alice, "10.0.2.1"), bob: run(bob, "10.0.3.1")} {
-		data, _ := r.json(t)["content"].(map[string]any)
-		if r.code != 200 || data == nil {
-			t.Fatalf("octans run named nightly: %s", r)
-		}
-		ids[who] = data["id"].(float64)
-	}
-	if a := run(alice, "10.0.2.1"); a.json(t)["code"] == 0.0 {
-		t.Errorf("alice reuses her own octans name: %s", a)
-	}
-	for _, who := range []string{alice, bob} {
-		a := call(t, s.APIURL, "POST", "/api/check", map[string]any{"name": "nightly"}, bearer(who))
-		data, _ := a.json(t)["content"].(map[string]any)
-		if data == nil || data["id"] != ids[who] {
-			t.Errorf("check by name answered %s, want job %v", a, ids[who])
-		}
-	}
 }
 
 func loadSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec {

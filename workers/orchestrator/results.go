@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/failpoint"
 	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -59,10 +60,13 @@ func (w *Worker) storeResults(ctx context.Context, spec *schemas.JobSpec, st *sc
 		return nil
 	}
 	win := pubflow.New(w.js, pubflow.DefaultSize)
-	for _, r := range results {
+	for i, r := range results {
 		b, _ := json.Marshal(r)
 		if err := win.PublishData(ctx, schemas.KVSubject(schemas.BucketJobs, schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index)), b); err != nil {
 			return fmt.Errorf("store host result: %w", err)
+		}
+		if i%1000 == 999 {
+			failpoint.Hit("results-stored") // a big commit partly stored
 		}
 	}
 	if err := win.Wait(ctx); err != nil {

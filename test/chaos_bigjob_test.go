@@ -1,0 +1,49 @@
+package test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fleetjob/fleetjob/internal/natsauth"
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// Case 9: a worker SIGKILLed while it stores the results of a 20,000-host
+// job expiring its hosts (no agent exists for any of them; a failpoint
+// after its 5,000th stored result), and another worker started: the job
+// ends with every host agent_offline and each host announced once (the
+// dead worker's partial writes are rewritten, not doubled).
+func TestChaosWorkerKilledWhileExpiringBigJob(t *testing.T) {
+	t.Parallel()
+	const hosts = 20_000
+	s := testenv.Start(t, testenv.Options{AckWait: 2 * time.Second})
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
+		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
+	doomed := startProc(t, "", append(env, "FLEETJOB_FAILPOINTS=results-stored=5"), "worker")
+	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 1)
+	targets := make([]string, hosts)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("10.203.%d.%d", i/250, i%250+1)
+	}
+	body := script("true", targets...)
+	body["agent_wait"] = 2
+	id := submit(t, s, body, nil)
+	select {
+	case <-doomed.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the worker never reached results-stored #5")
+	}
+	startProc(t, "", env, "worker")
+	sum := waitJob(t, s, id, 3*time.Minute)
+	announced := hostEventsOnce(t, s, id, hosts)
+	t.Logf("case 9: a worker killed after storing 5,000 of %d expired hosts' results; job %s %v; %d host.finished events",
+		hosts, sum.Status, sum.Counts, announced)
+	if sum.Counts["agent_offline"] != hosts || !schemas.JobFinal(sum.Status) {
+		t.Errorf("job %s %v; want every host agent_offline", sum.Status, sum.Counts)
+	}
+	if announced != hosts {
+		t.Errorf("%d host.finished events, want %d (each host once)", announced, hosts)
+	}
+}

@@ -350,15 +350,10 @@ func KeyJobSpec(id int64) string { return strconv.FormatInt(id, 10) + ".spec" }
 // and its sender must learn that to send it again.
 const PublishAsyncTimeout = 5 * time.Second
 
-// KeyHostResult is the key of one host's (or upload unit's) result in one step.
-func KeyHostResult(id int64, step int, phase string, idx int) string {
-	return fmt.Sprintf("%d.%d.%s", id, step, UnitToken(phase, idx))
-}
-
 // KeyCallback is where a job's callback record lives in the jobs bucket.
 func KeyCallback(id int64) string { return strconv.FormatInt(id, 10) + ".callback" }
 
-// KeyHostResults matches every host result of a job.
+// KeyHostResults matches every host result segment of a job.
 func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*" }
 
 // Topology holds the tunables of the streams and buckets. The binary

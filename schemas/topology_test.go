@@ -79,17 +79,17 @@ func TestKVSubjectIsAPut(t *testing.T) {
 	if err := DefaultTopology().Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := KVSubject(BucketJobs, KeyHostResult(7, 1, "", 2)), "$KV.jobs.7.1.2"; got != want {
+	if got, want := KVSubject(BucketJobs, KeyResultSegmentOf(7, 1, "", 600)), "$KV.jobs.7.1.g2"; got != want {
 		t.Errorf("KVSubject: got %q, want %q", got, want)
 	}
-	if _, err := js.Publish(ctx, KVSubject(BucketJobs, KeyHostResult(7, 1, PhaseUpload, 0)), []byte("stored")); err != nil {
+	if _, err := js.Publish(ctx, KVSubject(BucketJobs, KeyResultSegment(7, 1, PhaseUpload, 0)), []byte("stored")); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := js.KeyValue(ctx, BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, KeyHostResult(7, 1, PhaseUpload, 0))
+	e, err := kv.Get(ctx, KeyResultSegment(7, 1, PhaseUpload, 0))
 	if err != nil {
 		t.Fatalf("a value published on its KV subject cannot be read back: %v", err)
 	}
@@ -117,5 +117,29 @@ func TestParseResultSubject(t *testing.T) {
 		if f, err := ParseResultSubject(bad); err == nil {
 			t.Errorf("ParseResultSubject(%q) accepted: %+v", bad, f)
 		}
+	}
+}
+
+// A segment keeps each unit's latest attempt, once: a redelivered result
+// changes nothing, an earlier attempt never replaces a later one.
+func TestResultSegmentMerge(t *testing.T) {
+	var seg ResultSegmentValue
+	r := func(idx, attempt int, st HostStatus) HostResult {
+		return HostResult{Index: idx, Attempt: attempt, Status: st}
+	}
+	if !seg.Merge([]HostResult{r(3, 1, HostFailed), r(5, 1, HostSuccess)}) {
+		t.Fatal("first results: no change")
+	}
+	if seg.Merge([]HostResult{r(3, 1, HostFailed)}) {
+		t.Error("the same result again changed the segment")
+	}
+	if !seg.Merge([]HostResult{r(3, 2, HostSuccess)}) || seg.Merge([]HostResult{r(3, 1, HostFailed)}) {
+		t.Error("a retry's result must replace the first attempt's, and never the other way")
+	}
+	if got, ok := seg.Find(3); !ok || got.Attempt != 2 || got.Status != HostSuccess || len(seg.Results) != 2 {
+		t.Errorf("unit 3: %+v of %d results", got, len(seg.Results))
+	}
+	if KeyResultSegmentOf(9, 0, "", 255) != "9.0.g0" || KeyResultSegmentOf(9, 0, PhaseUpload, 256) != "9.0.ug1" {
+		t.Error("segment keys")
 	}
 }

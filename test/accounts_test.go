@@ -158,12 +158,13 @@ func TestFileStepMovesFilesAsTheAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res schemas.HostResult
-	if e, err := kv.Get(t.Context(), schemas.KeyHostResult(id, 0, schemas.PhaseUpload, 0)); err != nil {
+	var seg schemas.ResultSegmentValue
+	if e, err := kv.Get(t.Context(), schemas.KeyResultSegmentOf(id, 0, schemas.PhaseUpload, 0)); err != nil {
 		t.Fatalf("upload result: %v", err)
-	} else if err := json.Unmarshal(e.Value(), &res); err != nil {
+	} else if err := json.Unmarshal(e.Value(), &seg); err != nil {
 		t.Fatal(err)
 	}
+	res, _ := seg.Find(0)
 	if res.Status != schemas.HostFailed || !strings.Contains(res.Error, "/etc/shadow: read as nobody: open /etc/shadow: permission denied") {
 		t.Errorf("upload result %s %q, want failed reading /etc/shadow as nobody", res.Status, res.Error)
 	}

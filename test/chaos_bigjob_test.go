@@ -12,9 +12,9 @@ import (
 
 // Case 9: a worker SIGKILLed while it stores the results of a 20,000-host
 // job expiring its hosts (no agent exists for any of them; a failpoint
-// after its 5,000th stored result), and another worker started: the job
-// ends with every host agent_offline and each host announced once (the
-// dead worker's partial writes are rewritten, not doubled).
+// after the 5th of its 79 result segments), and another worker started:
+// the job ends with every host agent_offline and each host announced once
+// (the dead worker's partial writes are merged again, not doubled).
 func TestChaosWorkerKilledWhileExpiringBigJob(t *testing.T) {
 	t.Parallel()
 	const hosts = 20_000
@@ -38,7 +38,7 @@ func TestChaosWorkerKilledWhileExpiringBigJob(t *testing.T) {
 	startProc(t, "", env, "worker")
 	sum := waitJob(t, s, id, 3*time.Minute)
 	announced := hostEventsOnce(t, s, id, hosts)
-	t.Logf("case 9: a worker killed after storing 5,000 of %d expired hosts' results; job %s %v; %d host.finished events",
+	t.Logf("case 9: a worker killed after storing 5 of the 79 result segments of %d expired hosts; job %s %v; %d host.finished events",
 		hosts, sum.Status, sum.Counts, announced)
 	if sum.Counts["agent_offline"] != hosts || !schemas.JobFinal(sum.Status) {
 		t.Errorf("job %s %v; want every host agent_offline", sum.Status, sum.Counts)

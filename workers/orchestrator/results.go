@@ -1,18 +1,21 @@
 package orchestrator
 
 // This file holds host result storage: a small job's results inside its
-// state, a larger job's in a key each of the jobs bucket.
+// state, a larger job's in segments of the jobs bucket.
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetjob/fleetjob/internal/failpoint"
-	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -31,46 +34,153 @@ func (w *Worker) replayResults(ctx context.Context, spec *schemas.JobSpec, st *s
 }
 
 // hostResult finds a unit's stored result: in the state of a small job,
-// in its own key otherwise.
+// in its segment otherwise.
 func (w *Worker) hostResult(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, step int, phase string, idx int) (schemas.HostResult, bool, error) {
 	if spec.InlineResults() {
 		hr, ok := st.Result(step, phase, idx)
 		return hr, ok, nil
 	}
-	e, err := w.jobs.Get(ctx, schemas.KeyHostResult(st.ID, step, phase, idx))
+	seg, _, err := w.loadSegment(ctx, schemas.KeyResultSegmentOf(st.ID, step, phase, idx))
+	if err != nil {
+		return schemas.HostResult{}, false, err
+	}
+	hr, ok := seg.Find(idx)
+	return hr, ok, nil
+}
+
+// loadSegment reads a result segment and its revision (0: none yet).
+func (w *Worker) loadSegment(ctx context.Context, key string) (schemas.ResultSegmentValue, uint64, error) {
+	var seg schemas.ResultSegmentValue
+	e, err := w.jobs.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return schemas.HostResult{}, false, nil
+		return seg, 0, nil
 	}
 	if err != nil {
-		return schemas.HostResult{}, false, fmt.Errorf("load host result: %w", err)
+		return seg, 0, fmt.Errorf("load host results %s: %w", key, err)
 	}
-	var hr schemas.HostResult
-	if err := json.Unmarshal(e.Value(), &hr); err != nil {
-		return schemas.HostResult{}, false, nil
+	if err := json.Unmarshal(e.Value(), &seg); err != nil {
+		return seg, 0, fmt.Errorf("decode host results %s: %w", key, err)
 	}
-	return hr, true, nil
+	return seg, e.Revision(), nil
 }
 
 // storeResults records final host results before the state commit that
 // makes them count: a small job's in the state itself (committed with it),
-// a larger job's each in its own key (rewriting one is harmless).
+// a larger job's in their segments, each written by compare-and-set (a
+// few at once), so a commit ending 20,000 hosts writes 79 keys, and a
+// segment that fails is retried alone when the report comes back.
 func (w *Worker) storeResults(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, results []schemas.HostResult) error {
 	if spec.InlineResults() {
 		st.PutResults(results)
 		return nil
 	}
-	win := pubflow.New(w.js, pubflow.DefaultSize)
-	for i, r := range results {
-		b, _ := json.Marshal(r)
-		if err := win.PublishData(ctx, schemas.KVSubject(schemas.BucketJobs, schemas.KeyHostResult(st.ID, r.Step, r.Phase, r.Index)), b); err != nil {
-			return fmt.Errorf("store host result: %w", err)
+	type segKey struct {
+		step  int
+		phase string
+		seg   int
+	}
+	groups := map[segKey][]schemas.HostResult{}
+	var order []segKey
+	for _, r := range results {
+		k := segKey{r.Step, r.Phase, schemas.SegmentOf(r.Index)}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
 		}
-		if i%1000 == 999 {
+		groups[k] = append(groups[k], r)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(segmentWriters)
+	for _, k := range order {
+		g.Go(func() error {
+			if err := w.storeSegment(gctx, schemas.KeyResultSegment(st.ID, k.step, k.phase, k.seg), groups[k]); err != nil {
+				return err
+			}
 			failpoint.Hit("results-stored") // a big commit partly stored
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// segmentWriters bounds the segments one commit writes at once.
+const segmentWriters = 8
+
+// storeSegment merges rs into their segment, retrying when another writer
+// changed it meanwhile.
+func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.HostResult) error {
+	seg, rev, cached := w.cachedSegment(key)
+	for attempt := 0; ; attempt++ {
+		if !cached {
+			var err error
+			if seg, rev, err = w.loadSegment(ctx, key); err != nil {
+				return err
+			}
+		}
+		if !seg.Merge(rs) {
+			return nil // already there: a redelivery
+		}
+		b, _ := json.Marshal(seg)
+		var err error
+		var newRev uint64
+		if rev == 0 {
+			newRev, err = w.jobs.Create(ctx, key, b)
+		} else {
+			newRev, err = w.jobs.Update(ctx, key, b, rev)
+		}
+		if err == nil {
+			w.rememberSegment(key, seg, newRev)
+			return nil
+		}
+		if (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) && attempt < 50 {
+			if !cached { // someone else's write between our read and ours
+				w.m.CASConflicts.Inc()
+			}
+			cached = false
+			continue
+		}
+		w.forgetSegment(key)
+		return fmt.Errorf("store host results %s: %w", key, err)
+	}
+}
+
+// cachedSegment returns a copy of the segment this worker wrote last.
+func (w *Worker) cachedSegment(key string) (schemas.ResultSegmentValue, uint64, bool) {
+	w.segMu.Lock()
+	defer w.segMu.Unlock()
+	c, ok := w.segs[key]
+	if !ok {
+		return schemas.ResultSegmentValue{}, 0, false
+	}
+	return schemas.ResultSegmentValue{Results: slices.Clone(c.seg.Results)}, c.rev, true
+}
+
+func (w *Worker) rememberSegment(key string, seg schemas.ResultSegmentValue, rev uint64) {
+	w.segMu.Lock()
+	defer w.segMu.Unlock()
+	if len(w.segs) > maxCachedSegments {
+		clear(w.segs)
+	}
+	w.segs[key] = cachedSegment{seg, rev}
+}
+
+func (w *Worker) forgetSegment(key string) {
+	w.segMu.Lock()
+	delete(w.segs, key)
+	w.segMu.Unlock()
+}
+
+// forgetSegments drops a finished job's cached segments.
+func (w *Worker) forgetSegments(id int64) {
+	prefix := strconv.FormatInt(id, 10) + "."
+	w.segMu.Lock()
+	defer w.segMu.Unlock()
+	for k := range w.segs {
+		if strings.HasPrefix(k, prefix) {
+			delete(w.segs, k)
 		}
 	}
-	if err := win.Wait(ctx); err != nil {
-		return fmt.Errorf("store host result: %w", err)
-	}
-	return nil
 }
+
+// maxCachedSegments bounds the segment cache (about 60 KiB each at most):
+// past it the cache starts again empty.
+const maxCachedSegments = 2000

@@ -62,6 +62,17 @@ type Worker struct {
 
 	specMu sync.Mutex
 	specs  map[int64]*schemas.JobSpec
+
+	// segs holds the result segments this worker wrote last, with their
+	// revisions: its next write of one needs no read unless another
+	// worker wrote it meanwhile (the compare-and-set tells).
+	segMu sync.Mutex
+	segs  map[string]cachedSegment
+}
+
+type cachedSegment struct {
+	seg schemas.ResultSegmentValue
+	rev uint64
 }
 
 // New builds a worker. The topology must already exist.
@@ -77,7 +88,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		log:   log.With("component", "worker", "worker", cfg.Name),
 		pub:   events.NewPublisher(js, "fleetjob/worker/"+cfg.Name),
 		sem:   make(chan struct{}, cfg.Parallel),
-		specs: map[int64]*schemas.JobSpec{},
+		specs: map[int64]*schemas.JobSpec{}, segs: map[string]cachedSegment{},
 	}
 	var err error
 	for name, dst := range map[string]*jetstream.KeyValue{

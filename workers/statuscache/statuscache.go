@@ -371,9 +371,11 @@ func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schem
 		if err != nil {
 			continue
 		}
-		var r schemas.HostResult
-		if json.Unmarshal(e.Value(), &r) == nil {
-			results[hostField(r.Step, r.Phase, r.Index)] = r
+		var seg schemas.ResultSegmentValue
+		if json.Unmarshal(e.Value(), &seg) == nil {
+			for _, r := range seg.Results {
+				results[hostField(r.Step, r.Phase, r.Index)] = r
+			}
 		}
 	}
 	return BuildRows(spec, st, results), nil

@@ -29,16 +29,23 @@ func (c *Cache) UploadResults(ctx context.Context, id int64, step, units int) (m
 // from KV, while the cached host rows may be.
 func (c *Cache) Results(ctx context.Context, id int64, step int, phase string, idx []int) (map[int]schemas.HostResult, error) {
 	out := make(map[int]schemas.HostResult, len(idx))
+	segs := map[int]*schemas.ResultSegmentValue{} // each read once
 	for _, i := range idx {
-		e, err := c.kv.Get(ctx, schemas.KeyHostResult(id, step, phase, i))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
+		seg, ok := segs[schemas.SegmentOf(i)]
+		if !ok {
+			key := schemas.KeyResultSegmentOf(id, step, phase, i)
+			seg = &schemas.ResultSegmentValue{}
+			e, err := c.kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return nil, schemas.Unavailable(err, "host results %s", key)
+			default:
+				_ = json.Unmarshal(e.Value(), seg)
+			}
+			segs[schemas.SegmentOf(i)] = seg
 		}
-		if err != nil {
-			return nil, schemas.Unavailable(err, "host result %s", schemas.KeyHostResult(id, step, phase, i))
-		}
-		var r schemas.HostResult
-		if json.Unmarshal(e.Value(), &r) == nil {
+		if r, ok := seg.Find(i); ok {
 			out[i] = r
 		}
 	}

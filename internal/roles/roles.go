@@ -124,8 +124,10 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	}
 	relay := artifactrelay.New(p.NC, obs, cache, dir, artifactrelay.NewMetrics(p.Reg), p.Log)
 	g.Go(func() error { return relay.Run(gctx) })
+	segs := orchestrator.NewSegments() // one for the process's workers
 	for i := 0; i < n; i++ {
-		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top}, p.NC, p.JS, dir, cache, m, p.Log)
+		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs},
+			p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {
 			return err
 		}

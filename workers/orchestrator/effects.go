@@ -74,7 +74,7 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 		w.specMu.Lock()
 		delete(w.specs, st.ID)
 		w.specMu.Unlock()
-		w.forgetSegments(st.ID)
+		w.segs.forgetJob(st.ID)
 	}
 	return nil
 }

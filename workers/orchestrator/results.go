@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -108,7 +109,7 @@ const segmentWriters = 8
 // storeSegment merges rs into their segment, retrying when another writer
 // changed it meanwhile.
 func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.HostResult) error {
-	seg, rev, cached := w.cachedSegment(key)
+	seg, rev, cached := w.segs.get(key)
 	for attempt := 0; ; attempt++ {
 		if !cached {
 			var err error
@@ -128,7 +129,7 @@ func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.Host
 			newRev, err = w.jobs.Update(ctx, key, b, rev)
 		}
 		if err == nil {
-			w.rememberSegment(key, seg, newRev)
+			w.segs.remember(key, seg, newRev)
 			return nil
 		}
 		if (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) && attempt < 50 {
@@ -138,45 +139,66 @@ func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.Host
 			cached = false
 			continue
 		}
-		w.forgetSegment(key)
+		w.segs.forget(key)
 		return fmt.Errorf("store host results %s: %w", key, err)
 	}
 }
 
-// cachedSegment returns a copy of the segment this worker wrote last.
-func (w *Worker) cachedSegment(key string) (schemas.ResultSegmentValue, uint64, bool) {
-	w.segMu.Lock()
-	defer w.segMu.Unlock()
-	c, ok := w.segs[key]
+// Segments holds the result segments a process's workers wrote last,
+// with their revisions: the next write of one needs no read unless another
+// process wrote it meanwhile (the compare-and-set tells).
+type Segments struct {
+	mu sync.Mutex
+	m  map[string]cachedSegment
+}
+
+type cachedSegment struct {
+	seg schemas.ResultSegmentValue
+	rev uint64
+}
+
+// NewSegments returns an empty segment cache for a process's workers.
+func NewSegments() *Segments { return &Segments{m: map[string]cachedSegment{}} }
+
+// get returns a copy of a segment written last.
+func (s *Segments) get(key string) (schemas.ResultSegmentValue, uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.m[key]
 	if !ok {
 		return schemas.ResultSegmentValue{}, 0, false
 	}
 	return schemas.ResultSegmentValue{Results: slices.Clone(c.seg.Results)}, c.rev, true
 }
 
-func (w *Worker) rememberSegment(key string, seg schemas.ResultSegmentValue, rev uint64) {
-	w.segMu.Lock()
-	defer w.segMu.Unlock()
-	if len(w.segs) > maxCachedSegments {
-		clear(w.segs)
+// remember records a segment as written at rev, unless a newer write of
+// it is already recorded.
+func (s *Segments) remember(key string, seg schemas.ResultSegmentValue, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.m[key]; ok && c.rev >= rev {
+		return
 	}
-	w.segs[key] = cachedSegment{seg, rev}
+	if len(s.m) > maxCachedSegments {
+		clear(s.m)
+	}
+	s.m[key] = cachedSegment{seg, rev}
 }
 
-func (w *Worker) forgetSegment(key string) {
-	w.segMu.Lock()
-	delete(w.segs, key)
-	w.segMu.Unlock()
+func (s *Segments) forget(key string) {
+	s.mu.Lock()
+	delete(s.m, key)
+	s.mu.Unlock()
 }
 
-// forgetSegments drops a finished job's cached segments.
-func (w *Worker) forgetSegments(id int64) {
+// forgetJob drops a finished job's segments.
+func (s *Segments) forgetJob(id int64) {
 	prefix := strconv.FormatInt(id, 10) + "."
-	w.segMu.Lock()
-	defer w.segMu.Unlock()
-	for k := range w.segs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
 		if strings.HasPrefix(k, prefix) {
-			delete(w.segs, k)
+			delete(s.m, k)
 		}
 	}
 }

@@ -39,6 +39,10 @@ type Config struct {
 	// SweepEvery is the sweeper's period.
 	SweepEvery time.Duration
 	Topology   schemas.Topology
+	// Segments is the result segments the workers of one process wrote
+	// last (NewSegments), shared so that a job's batches taken by either
+	// worker need no read before their write; nil: this worker's own.
+	Segments *Segments
 }
 
 // Worker drives jobs.
@@ -63,16 +67,7 @@ type Worker struct {
 	specMu sync.Mutex
 	specs  map[int64]*schemas.JobSpec
 
-	// segs holds the result segments this worker wrote last, with their
-	// revisions: its next write of one needs no read unless another
-	// worker wrote it meanwhile (the compare-and-set tells).
-	segMu sync.Mutex
-	segs  map[string]cachedSegment
-}
-
-type cachedSegment struct {
-	seg schemas.ResultSegmentValue
-	rev uint64
+	segs *Segments
 }
 
 // New builds a worker. The topology must already exist.
@@ -83,12 +78,15 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = time.Second
 	}
+	if cfg.Segments == nil {
+		cfg.Segments = NewSegments()
+	}
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, dir: dir, cache: cache, m: m,
 		log:   log.With("component", "worker", "worker", cfg.Name),
 		pub:   events.NewPublisher(js, "fleetjob/worker/"+cfg.Name),
 		sem:   make(chan struct{}, cfg.Parallel),
-		specs: map[int64]*schemas.JobSpec{}, segs: map[string]cachedSegment{},
+		specs: map[int64]*schemas.JobSpec{}, segs: cfg.Segments,
 	}
 	var err error
 	for name, dst := range map[string]*jetstream.KeyValue{

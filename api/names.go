@@ -32,8 +32,9 @@ type WatchedNames struct {
 	KVClaims
 	log *slog.Logger
 
-	mu   sync.RWMutex
-	held map[string]int64
+	mu      sync.RWMutex
+	held    map[string]int64
+	pending sync.WaitGroup // records being written
 }
 
 // NewWatchedNames loads the names of surfaces from the bucket and watches
@@ -84,7 +85,9 @@ func (n *WatchedNames) Record(key string, id int64) {
 		n.held[key] = id
 	}
 	n.mu.Unlock()
+	n.pending.Add(1)
 	go func() {
+		defer n.pending.Done()
 		for attempt, wait := 0, 100*time.Millisecond; attempt < 5; attempt, wait = attempt+1, 2*wait {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			h, err := n.Claim(ctx, key, id, "")
@@ -100,6 +103,18 @@ func (n *WatchedNames) Record(key string, id int64) {
 		}
 		n.log.Error("task name not recorded: another API process may accept it again once the duplicate window has passed", "key", key, "job", id)
 	}()
+}
+
+// Wait waits (until ctx ends) for the claims being recorded: an API
+// process shutting down records what it accepted first.
+func (n *WatchedNames) Wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { n.pending.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		n.log.Error("task names not recorded before shutdown", "err", ctx.Err())
+	}
 }
 
 // nameIndex is what Submit needs of Claims to take a name in one round

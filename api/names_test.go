@@ -73,20 +73,12 @@ func TestNamedSubmissionsStayUnique(t *testing.T) {
 	if id, _, err := c2.Submit(actx, spec, NameClaim("octans", "weekly")); !errors.Is(err, schemas.ErrConflict) || id != first {
 		t.Fatalf("the same name through another process within the window: job %d, %v; want a conflict with job %d", id, err, first)
 	}
-	// recorded in the bucket for good
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		e, err := kv.Get(ctx, NameClaim("octans", "weekly").key)
-		if err == nil && string(e.Value()) != "" {
-			if h, _, _ := names.Lookup(ctx, NameClaim("octans", "weekly").key); h.ID != first {
-				t.Fatalf("recorded holder %d, want %d", h.ID, first)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the name was not recorded: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline: Record writes in the background
+	// recorded in the bucket for good (Wait: what a shutting-down API does)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	names.Wait(wctx)
+	if h, found, err := names.Lookup(ctx, NameClaim("octans", "weekly").key); err != nil || !found || h.ID != first {
+		t.Fatalf("recorded holder %d (%v, %v), want %d", h.ID, found, err, first)
 	}
 	if id, found, err := c.Resolve(actx, NameClaim("octans", "weekly")); err != nil || !found || id != first {
 		t.Errorf("resolve: %d %v %v", id, found, err)

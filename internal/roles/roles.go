@@ -240,7 +240,12 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return batcher.Run(gctx) })
 	g.Go(func() error { return auditor.Run(gctx) })
-	return g.Wait()
+	err = g.Wait()
+	// the names this process accepted are recorded before it goes
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	claims.Wait(wctx)
+	return err
 }
 
 // openAccounts seeds the accounts bucket's defaults (once per system)

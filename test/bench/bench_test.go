@@ -104,6 +104,31 @@ func BenchmarkSubmit(b *testing.B) {
 	}
 }
 
+// BenchmarkSubmitWithWorkers measures POST /v1/jobs from 64 clients on a
+// whole system (two in-process workers taking every job, the status cache
+// written, the sweeper running), beside the same submissions to an API
+// with no workers, in the same run: what the rest of the system costs the
+// API on the same two cores.
+func BenchmarkSubmitWithWorkers(b *testing.B) {
+	const clients, total = 64, 20000
+	alone := testenv.Start(b, testenv.Options{})
+	whole := testenv.Start(b, testenv.Options{Workers: 2})
+	body := jobBody("10.250.0.1") // no agent: every job waits, as queued work does
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	client := &http.Client{Transport: tr}
+	for b.Loop() {
+		floor := perSecond(b, clients, total, func() error { _, err := post(client, alone, body); return err })
+		stop := profileWindow(b, "")
+		ours := perSecond(b, clients, total, func() error { _, err := post(client, whole, body); return err })
+		stop()
+		b.ReportMetric(ours, "submits/s")
+		b.ReportMetric(floor, "api-alone/s")
+		record(b, row{"submit, POST /v1/jobs, 64 clients, workers running", rate(ours, "/s"),
+			rate(floor, "/s") + " (the same to an API with no workers, same run)",
+			fmt.Sprintf("%.2f", ours/floor), ">= 0.8", metYes(ours/floor >= 0.8)})
+	}
+}
+
 // octansRun runs a one-node octans task named name as the admin.
 func octansRun(client *http.Client, s *testenv.System, name string) error {
 	body := fmt.Sprintf(`{"nodes":["127.0.0.1"],"user":"root","name":%q,"tasks":"true"}`, name)

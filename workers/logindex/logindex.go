@@ -23,6 +23,11 @@ import (
 
 // indexKey is where a log's chunk index lives in Redis, sharded by job
 // on Redis Cluster.
+// IndexTTL is how long a log's index stays in Redis after its last chunk
+// (or its last rebuild): the index is a cache that a read rebuilds from
+// the stream, so the logs of old jobs cost Redis nothing.
+const IndexTTL = 24 * time.Hour
+
 func indexKey(r schemas.LogRef) string {
 	return fmt.Sprintf("{fjlog:%d}:%d.%s.%d", r.Job, r.Step, schemas.UnitToken(r.Phase, r.Host), r.Attempt)
 }
@@ -95,6 +100,7 @@ func (ix *Indexer) index(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		c.seq = meta.Sequence.Stream
 		pipe.ZAdd(ctx, indexKey(ref), redis.Z{Score: float64(c.first), Member: c.member()})
+		pipe.Expire(ctx, indexKey(ref), IndexTTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		ix.log.Warn("index chunks; will retry", "err", err)
@@ -243,7 +249,10 @@ func (r *Reader) rebuild(ctx context.Context, ref schemas.LogRef) ([]chunk, erro
 		for i, c := range chunks {
 			zs[i] = redis.Z{Score: float64(c.first), Member: c.member()}
 		}
-		if err := r.rdb.ZAdd(ctx, indexKey(ref), zs...).Err(); err != nil {
+		pipe := r.rdb.Pipeline()
+		pipe.ZAdd(ctx, indexKey(ref), zs...)
+		pipe.Expire(ctx, indexKey(ref), IndexTTL)
+		if _, err := pipe.Exec(ctx); err != nil {
 			r.log.Warn("write rebuilt log index", "err", err)
 		}
 	}

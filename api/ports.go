@@ -68,6 +68,8 @@ type JobQuery struct {
 	Desc   bool
 	Page   int // from 1
 	Size   int
+	// Scopes, when set, keeps only jobs of these scopes ("biz:2").
+	Scopes []string
 }
 
 // JobFacts are the small facts of a job's spec that list filters need

@@ -259,36 +259,24 @@ func (r scopedJobs) UploadResults(ctx context.Context, id int64, step, units int
 // scopedSearch is JobSearch answering only jobs the caller may see.
 type scopedSearch struct{ JobSearch }
 
-// scopedScanLimit bounds the jobs a scoped list walks back through.
-const scopedScanLimit = 20000
-
-// List answers admins from the index; others get the jobs of their scopes
-// among the newest scopedScanLimit, filtered and paged here (the index has
-// no scope yet), newest first.
+// List answers admins from the whole index, others from the index of
+// their scopes (jobs of no scope are an admin's).
 func (s scopedSearch) List(ctx context.Context, q JobQuery) ([]schemas.JobSummary, int, error) {
 	if isAdmin(ctx) {
 		return s.JobSearch.List(ctx, q)
 	}
-	var all []schemas.JobSummary
-	below := int64(1 << 62)
-	for scanned := 0; below > 0 && scanned < scopedScanLimit; {
-		sums, next, err := s.JobsBefore(ctx, below, 500)
-		if err != nil {
-			return nil, 0, err
-		}
-		scanned += len(sums)
-		for _, sum := range sums {
-			if (q.Status == "" || sum.Status == q.Status) && (q.Name == "" || sum.Name == q.Name) {
-				all = append(all, sum)
-			}
-		}
-		below = next
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return nil, 0, fmt.Errorf("no authenticated caller: %w", ErrUnauthorized)
 	}
-	if !q.Desc {
-		slices.Reverse(all)
+	if len(p.Scopes) == 0 {
+		return []schemas.JobSummary{}, 0, nil
 	}
-	from := min((max(q.Page, 1)-1)*q.Size, len(all))
-	return all[from:min(from+q.Size, len(all))], len(all), nil
+	q.Scopes = make([]string, len(p.Scopes))
+	for i, sc := range p.Scopes {
+		q.Scopes[i] = sc.String()
+	}
+	return s.JobSearch.List(ctx, q)
 }
 
 // JobsBefore leaves out the jobs the caller may not see.

@@ -372,23 +372,25 @@ func (r HostResult) DurationMS() int64 {
 // TotalHosts; statuses no host has are left out. Each step's own Hosts and
 // Counts (StepSummary) count that step's targets in that step.
 type JobSummary struct {
-	ID            int64          `json:"id"`
-	Name          string         `json:"name"`
-	Status        string         `json:"status"`
-	Owner         string         `json:"owner,omitempty"`
-	Source        string         `json:"source,omitempty"`
-	Surface       string         `json:"surface,omitempty"`
-	CorrelationID string         `json:"correlation_id,omitempty"`
-	CreatedAt     time.Time      `json:"created_at"`
-	StartedAt     time.Time      `json:"started_at,omitzero"`
-	EndedAt       time.Time      `json:"ended_at,omitzero"`
-	UpdatedAt     time.Time      `json:"updated_at"`
-	CurrentStep   int            `json:"current_step"`
-	TotalHosts    int            `json:"total_hosts"`
-	Counts        map[string]int `json:"counts"`
-	Steps         []StepSummary  `json:"steps"`
-	Reason        string         `json:"reason,omitempty"`
-	Warnings      []RiskFinding  `json:"warnings,omitempty"`
+	ID            int64  `json:"id"`
+	Name          string `json:"name"`
+	Status        string `json:"status"`
+	Owner         string `json:"owner,omitempty"`
+	Source        string `json:"source,omitempty"`
+	Surface       string `json:"surface,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	// Scope is the job's scope ("biz:2"), empty for a job of none.
+	Scope       string         `json:"scope,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
+	StartedAt   time.Time      `json:"started_at,omitzero"`
+	EndedAt     time.Time      `json:"ended_at,omitzero"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+	CurrentStep int            `json:"current_step"`
+	TotalHosts  int            `json:"total_hosts"`
+	Counts      map[string]int `json:"counts"`
+	Steps       []StepSummary  `json:"steps"`
+	Reason      string         `json:"reason,omitempty"`
+	Warnings    []RiskFinding  `json:"warnings,omitempty"`
 }
 
 // StepSummary is one step in a JobSummary: Hosts is the number of its
@@ -414,6 +416,9 @@ func Summarize(spec *JobSpec, st *JobState) JobSummary {
 		CreatedAt: st.CreatedAt, StartedAt: st.StartedAt, EndedAt: st.EndedAt,
 		UpdatedAt: st.UpdatedAt, CurrentStep: st.Step, Reason: st.Reason,
 		Counts: map[string]int{}, Warnings: spec.Warnings,
+	}
+	if spec.Scope != nil {
+		s.Scope = spec.Scope.String()
 	}
 	for i, ss := range st.Steps {
 		c := ss.Hosts.Counts()

@@ -23,6 +23,8 @@ type ListQuery struct {
 	Desc   bool
 	Page   int // from 1
 	Size   int
+	// Scopes, when set, keeps only jobs of these scopes ("biz:2").
+	Scopes []string
 }
 
 // List answers a job listing from the Redis indexes, rebuilding them from
@@ -30,6 +32,9 @@ type ListQuery struct {
 func (c *Cache) List(ctx context.Context, q ListQuery) ([]schemas.JobSummary, int, error) {
 	if err := c.EnsureBuilt(ctx); err != nil {
 		return nil, 0, err
+	}
+	if len(q.Scopes) > 0 {
+		return c.listScoped(ctx, q)
 	}
 	start := int64((q.Page - 1) * q.Size)
 	stop := start + int64(q.Size) - 1
@@ -88,19 +93,34 @@ func (c *Cache) filtered(ctx context.Context, q ListQuery) ([]int64, error) {
 	if err != nil {
 		return nil, schemas.Unavailable(err, "list jobs")
 	}
-	if q.Name != "" && q.Status != "" && len(members) > 0 {
-		scores, err := c.rdb.ZMScore(ctx, keyStatus(q.Status), members...).Result()
-		if err != nil {
-			return nil, schemas.Unavailable(err, "list jobs")
+	if q.Name != "" && q.Status != "" {
+		if members, err = c.keepIn(ctx, keyStatus(q.Status), members); err != nil {
+			return nil, err
 		}
-		kept := members[:0]
-		for i, m := range members {
-			if scores[i] != 0 {
-				kept = append(kept, m)
-			}
-		}
-		members = kept
 	}
+	return c.ordered(ctx, members, q)
+}
+
+// keepIn keeps the members that are also in the sorted set key.
+func (c *Cache) keepIn(ctx context.Context, key string, members []string) ([]string, error) {
+	if len(members) == 0 {
+		return members, nil
+	}
+	scores, err := c.rdb.ZMScore(ctx, key, members...).Result()
+	if err != nil {
+		return nil, schemas.Unavailable(err, "list jobs")
+	}
+	kept := members[:0]
+	for i, m := range members {
+		if scores[i] != 0 {
+			kept = append(kept, m)
+		}
+	}
+	return kept, nil
+}
+
+// ordered sorts job ids by id, or by update time (then id), as q asks.
+func (c *Cache) ordered(ctx context.Context, members []string, q ListQuery) ([]int64, error) {
 	ids := parseIDs(members)
 	order := map[int64]float64{}
 	if q.Sort == "updated_at" && len(members) > 0 {
@@ -239,4 +259,43 @@ func (c *Cache) Rebuild(ctx context.Context) error {
 	}
 	c.log.Info("status cache rebuilt from JetStream", "jobs", len(ids))
 	return nil
+}
+
+// listScoped answers a listing kept to some scopes from their index sets,
+// filtered and ordered in memory: a scope holds the jobs the cache keeps
+// of it (see Retention), not the whole history.
+func (c *Cache) listScoped(ctx context.Context, q ListQuery) ([]schemas.JobSummary, int, error) {
+	pipe := c.rdb.Pipeline()
+	sets := make([]*redis.StringSliceCmd, len(q.Scopes))
+	for i, sc := range q.Scopes {
+		sets[i] = pipe.ZRange(ctx, keyScope(sc), 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, schemas.Unavailable(err, "list jobs")
+	}
+	var members []string
+	for _, s := range sets {
+		members = append(members, s.Val()...)
+	}
+	slices.Sort(members)
+	members = slices.Compact(members)
+	var err error
+	for _, f := range []struct {
+		on  bool
+		key string
+	}{{q.Status != "", keyStatus(q.Status)}, {q.Name != "", keyName(q.Name)}} {
+		if f.on {
+			if members, err = c.keepIn(ctx, f.key, members); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	ids, err := c.ordered(ctx, members, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	total := len(ids)
+	from := min(max(q.Page-1, 0)*q.Size, total)
+	out, err := c.summaries(ctx, ids[from:min(from+q.Size, total)])
+	return out, total, err
 }

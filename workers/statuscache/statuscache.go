@@ -27,10 +27,12 @@ import (
 
 // All keys share one hash tag so the Lua scripts stay valid on Redis Cluster.
 const (
-	keyPrefix   = "{fj}:"
-	keyAll      = keyPrefix + "jobs"
-	keyUpdated  = keyPrefix + "jobs:upd"
-	keyBuilt    = keyPrefix + "built"
+	keyPrefix  = "{fj}:"
+	keyAll     = keyPrefix + "jobs"
+	keyUpdated = keyPrefix + "jobs:upd"
+	// keyBuilt marks a cache rebuilt by this layout (v2: with the scope
+	// index); a cache of an older layout is rebuilt once.
+	keyBuilt    = keyPrefix + "built:v2"
 	completeFld = "_complete"
 )
 
@@ -38,6 +40,7 @@ func keyJob(id int64) string            { return keyPrefix + "job:" + strconv.Fo
 func keyHosts(id int64) string          { return keyPrefix + "hosts:" + strconv.FormatInt(id, 10) }
 func keyStatus(st string) string        { return keyPrefix + "jobs:st:" + st }
 func keyName(name string) string        { return keyPrefix + "jobs:name:" + name }
+func keyScope(scope string) string      { return keyPrefix + "jobs:scope:" + scope }
 func keyHostJobs(h schemas.Host) string { return keyPrefix + "hostjobs:" + h.String() }
 func hostField(step int, phase string, idx int) string {
 	return strconv.Itoa(step) + "." + schemas.UnitToken(phase, idx)
@@ -239,6 +242,9 @@ func (c *Cache) queueJob(ctx context.Context, pipe redis.Pipeliner, sum schemas.
 		}
 	}
 	putJob.EvalSha(ctx, pipe, keys, rev, b, sum.ID, sum.Status, sum.UpdatedAt.UnixMilli(), stIdx)
+	if sum.Scope != "" { // a job's scope never changes: no move, no revision check
+		pipe.ZAdd(ctx, keyScope(sum.Scope), redis.Z{Score: float64(sum.ID), Member: sum.ID})
+	}
 }
 
 // Load reads a job's spec and state from the KV bucket.

@@ -172,8 +172,13 @@ func (c *Cache) evict(ctx context.Context, ids []int64) error {
 				pipe.ZRem(ctx, keyStatus(s), member)
 			}
 			var sum schemas.JobSummary
-			if json.Unmarshal([]byte(sums[i].Val()), &sum) == nil && sum.Name != "" {
-				pipe.ZRem(ctx, keyName(sum.Name), member)
+			if json.Unmarshal([]byte(sums[i].Val()), &sum) == nil {
+				if sum.Name != "" {
+					pipe.ZRem(ctx, keyName(sum.Name), member)
+				}
+				if sum.Scope != "" {
+					pipe.ZRem(ctx, keyScope(sum.Scope), member)
+				}
 			}
 			for _, h := range hosts[i] {
 				pipe.ZRem(ctx, keyHostJobs(h), member)

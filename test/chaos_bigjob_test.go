@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,5 +46,36 @@ func TestChaosWorkerKilledWhileExpiringBigJob(t *testing.T) {
 	}
 	if announced != hosts {
 		t.Errorf("%d host.finished events, want %d (each host once)", announced, hosts)
+	}
+}
+
+// Case 10: a job no worker can move (a failpoint fails every report and
+// kick the worker processes) ends failed, with the reason, once its
+// sweeper kick has used its deliveries and become a dead letter: it does
+// not loop.
+func TestChaosJobThatCannotProgressEnds(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{AckWait: 2 * time.Second})
+	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
+		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker), "FLEETJOB_FAILPOINTS=process=1:fail"}
+	startProc(t, "", env, "worker")
+	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 1)
+	body := script("true", "10.204.0.1", "10.204.0.2", "10.204.0.3")
+	body["agent_wait"] = 1
+	id := submit(t, s, body, nil)
+	sum := waitJob(t, s, id, 2*time.Minute)
+	var dead struct {
+		Items []schemas.DeadLetter `json:"items"`
+	}
+	s.JSON(t, "GET", "/v1/deadletters", nil, nil, &dead)
+	kicks := 0
+	for _, d := range dead.Items {
+		if d.JobID == id && d.Subject == schemas.SweeperResultSubject(id) {
+			kicks++
+		}
+	}
+	t.Logf("case 10: a job whose every kick fails: %s (%q) after its kick became a dead letter (%d)", sum.Status, sum.Reason, kicks)
+	if sum.Status != schemas.JobFailed || !strings.Contains(sum.Reason, "could not make progress") || kicks < 1 {
+		t.Errorf("job %s %q with %d dead-lettered kicks; want failed, saying it could not make progress", sum.Status, sum.Reason, kicks)
 	}
 }

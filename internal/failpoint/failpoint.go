@@ -3,13 +3,15 @@
 // without code generation. FLEETJOB_FAILPOINTS="name=N,other=M:stop" makes
 // the Nth pass through Hit("name") SIGKILL the process, and the Mth pass
 // through Hit("other") SIGSTOP it (frozen there until someone sends
-// SIGCONT). Unset (always, outside the chaos tests), Hit is a map lookup
+// SIGCONT); "name=N:fail" makes Fail("name") return an error from its Nth
+// pass on (work that can never succeed). Unset (always, outside the chaos tests), Hit is a map lookup
 // on an empty map. FLEETJOB_FAILPOINTS is for the fault-injection suite
 // only, so this package reads it itself, at start, rather than through
 // the binary's configuration.
 package failpoint
 
 import (
+	"errors"
 	"os"
 	"os/signal"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 type point struct {
 	left int
 	sig  syscall.Signal
+	fail bool // Fail's, not Hit's
 }
 
 var (
@@ -38,16 +41,18 @@ func parse(v string) map[string]point {
 			continue
 		}
 		n, action, _ := strings.Cut(val, ":")
-		sig := syscall.SIGKILL
+		sig, fail := syscall.SIGKILL, false
 		switch action {
 		case "", "kill":
 		case "stop":
 			sig = syscall.SIGSTOP
+		case "fail":
+			fail = true
 		default:
 			continue
 		}
 		if c, err := strconv.Atoi(n); err == nil && c > 0 {
-			m[name] = point{c, sig}
+			m[name] = point{c, sig, fail}
 		}
 	}
 	return m
@@ -62,12 +67,12 @@ func Hit(name string) {
 	}
 	mu.Lock()
 	p, ok := armed[name]
-	if ok {
+	if ok && !p.fail {
 		p.left--
 		armed[name] = p
 	}
 	mu.Unlock()
-	if !ok || p.left != 0 {
+	if !ok || p.fail || p.left != 0 {
 		return
 	}
 	if p.sig != syscall.SIGSTOP {
@@ -96,4 +101,24 @@ func Armed(name string) bool {
 	mu.Lock()
 	defer mu.Unlock()
 	return armed[name].left == 1
+}
+
+// Fail counts a pass through the named point and returns an error from
+// the pass its "N:fail" arms on, every pass after too.
+func Fail(name string) error {
+	if len(armed) == 0 {
+		return nil
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	p, ok := armed[name]
+	if !ok || !p.fail {
+		return nil
+	}
+	if p.left > 1 {
+		p.left--
+		armed[name] = p
+		return nil
+	}
+	return errors.New("failpoint " + name)
 }

@@ -17,7 +17,9 @@ import (
 const maxDeadLetterData = 64 << 10
 
 // deadLetter records a message that failed for good. A submit command that
-// does leaves a failed job behind, with the reason, so its caller sees why.
+// does leaves a failed job behind, with the reason, so its caller sees why;
+// so does a sweeper's kick (the job cannot make progress: its deadlines
+// would only kick it again).
 func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, cause error) error {
 	meta, err := m.Metadata()
 	if err != nil {
@@ -38,10 +40,15 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, cause error) e
 	w.m.DeadLetters.WithLabelValues(dl.Stream).Inc()
 	w.log.Error("message failed for good; recorded as a dead letter", "subject", dl.Subject, "seq", dl.Seq,
 		"deliveries", dl.Deliveries, "job", dl.JobID, "err", cause)
-	if m.Subject() == schemas.SubjSubmit {
+	switch from, err := schemas.ParseResultSubject(m.Subject()); {
+	case m.Subject() == schemas.SubjSubmit:
 		unlock := w.locks.lock(dl.JobID)
 		defer unlock()
 		return w.failJob(ctx, dl.JobID, m.Data(), "the job could not be processed: "+cause.Error())
+	case err == nil && from.Sweeper:
+		unlock := w.locks.lock(dl.JobID)
+		defer unlock()
+		return w.failJob(ctx, dl.JobID, nil, "the job could not make progress: "+cause.Error())
 	}
 	return nil
 }

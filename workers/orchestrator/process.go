@@ -65,6 +65,9 @@ func (w *Worker) loadState(ctx context.Context, id int64) (*schemas.JobState, ui
 func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report, stop *schemas.StopCommand, op *schemas.OpCommand, resend bool) error {
 	start := time.Now()
 	defer func() { w.m.ProcessSeconds.Observe(time.Since(start).Seconds()) }()
+	if err := failpoint.Fail("process"); err != nil { // a job no worker can move
+		return err
+	}
 	spec, err := w.spec(ctx, id)
 	if err != nil {
 		return err

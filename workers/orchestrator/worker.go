@@ -216,10 +216,16 @@ func (w *Worker) settle(m jetstream.Msg, err error) {
 	_ = m.Term()
 }
 
-// maxDeliver is the delivery limit of the consumer a message came from;
-// 0 means unlimited.
+// maxDeliver is how many deliveries a message gets before it is a dead
+// letter; 0 means unlimited. Commands and the sweeper's kicks have the
+// topology's limit (a kick that cannot be applied that often means the
+// job cannot make progress: it is failed, not kicked forever); agents'
+// reports have none, as a result must reach its job.
 func (w *Worker) maxDeliver(m jetstream.Msg) int {
 	if schemas.IsCommandSubject(m.Subject()) {
+		return w.cfg.Topology.MaxDeliver
+	}
+	if from, err := schemas.ParseResultSubject(m.Subject()); err == nil && from.Sweeper {
 		return w.cfg.Topology.MaxDeliver
 	}
 	return 0

@@ -161,11 +161,10 @@ func (r *reader) next() error {
 	case m := <-r.ch:
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if err := r.broken(); err != nil {
+			return err
+		}
 		switch {
-		case r.failed != nil:
-			return r.failed
-		case r.overflown:
-			return fmt.Errorf("artifact relay: read %s: more chunks came than were asked for", r.info.Name)
 		case m == nil:
 			r.consumed++
 			r.ask()
@@ -176,11 +175,8 @@ func (r *reader) next() error {
 	case <-t.C:
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		switch {
-		case r.failed != nil:
-			return r.failed
-		case r.overflown:
-			return fmt.Errorf("artifact relay: read %s: more chunks came than were asked for", r.info.Name)
+		if err := r.broken(); err != nil {
+			return err
 		}
 		// The read, or its answer, was lost: ask again from the last chunk
 		// taken, on a new reply subject so that what the lost read still
@@ -206,4 +202,15 @@ func (r *reader) Error() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.failed
+}
+
+// broken is why the read cannot go on, if it cannot; r.mu is held.
+func (r *reader) broken() error {
+	switch {
+	case r.failed != nil:
+		return r.failed
+	case r.overflown:
+		return fmt.Errorf("artifact relay: read %s: more chunks came than were asked for", r.info.Name)
+	}
+	return nil
 }

@@ -1,6 +1,9 @@
 // Package events is fleetjob's event catalogue and its CloudEvents 1.0
-// encoding in binary mode on NATS headers: every state change of jobs,
-// steps, hosts and agents is published on fleetjob.event.<kind>.<id>.
+// encoding on NATS: every state change of jobs, steps, hosts and agents is
+// published on fleetjob.event.<kind>.<id>. A lone event travels in binary
+// mode (ce-* headers, the data as the body); the events of one commit of a
+// job travel as one message, a CloudEvents JSON batch, on the subject of
+// the commit's headline event (see Batch).
 package events
 
 import (
@@ -63,9 +66,8 @@ type Event struct {
 	Data any
 }
 
-// Encode turns an event into a NATS message with CloudEvents binary-mode
-// headers (ce-*) and a JSON body.
-func Encode(source string, ev Event) (*nats.Msg, error) {
+// build makes the CloudEvent of ev and validates it.
+func build(source string, ev Event) (cloudevents.Event, error) {
 	ce := cloudevents.New()
 	ce.SetID(ev.ID)
 	ce.SetSource(source)
@@ -73,10 +75,20 @@ func Encode(source string, ev Event) (*nats.Msg, error) {
 	ce.SetSubject(ev.Subject)
 	ce.SetTime(ev.Time.UTC())
 	if err := ce.SetData(cloudevents.ApplicationJSON, ev.Data); err != nil {
-		return nil, fmt.Errorf("event data: %w", err)
+		return ce, fmt.Errorf("event data: %w", err)
 	}
 	if err := ce.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid event %s: %w", ev.Kind, err)
+		return ce, fmt.Errorf("invalid event %s: %w", ev.Kind, err)
+	}
+	return ce, nil
+}
+
+// Encode turns an event into a NATS message with CloudEvents binary-mode
+// headers (ce-*) and a JSON body.
+func Encode(source string, ev Event) (*nats.Msg, error) {
+	ce, err := build(source, ev)
+	if err != nil {
+		return nil, err
 	}
 	m := nats.NewMsg(Subject(ev.Kind, ev.Subject))
 	m.Header.Set("ce-specversion", ce.SpecVersion())
@@ -86,7 +98,7 @@ func Encode(source string, ev Event) (*nats.Msg, error) {
 	m.Header.Set("ce-subject", ce.Subject())
 	m.Header.Set("ce-time", ce.Time().Format(time.RFC3339Nano))
 	m.Header.Set("content-type", cloudevents.ApplicationJSON)
-	m.Header.Set(nats.MsgIdHdr, ev.Kind+"-"+ev.ID)
+	m.Header.Set(nats.MsgIdHdr, Key(ev.Kind, ev.ID))
 	m.Data = ce.Data()
 	return m, nil
 }
@@ -98,8 +110,12 @@ type Decoded struct {
 	Data                      json.RawMessage
 }
 
-// Decode reads the CloudEvents attributes back from a message's headers.
+// Decode reads the CloudEvents attributes back from a message's headers;
+// of a batch, it returns the headline event (the one the subject names).
 func Decode(h nats.Header, data []byte) (Decoded, error) {
+	if h.Get("content-type") == BatchContentType {
+		return decodeHeadline(h, data)
+	}
 	d := Decoded{
 		ID: h.Get("ce-id"), Source: h.Get("ce-source"),
 		Type: h.Get("ce-type"), Subject: h.Get("ce-subject"),
@@ -145,16 +161,17 @@ func (p *Publisher) PublishAsync(evs ...Event) ([]jetstream.PubAckFuture, error)
 	return futs, nil
 }
 
-// Queue publishes the events through win (flow-controlled); the caller
-// waits for their acks with win.Wait.
+// Queue publishes the events of one commit, in batches (see Batches),
+// through win (flow-controlled); the caller waits for their acks with
+// win.Wait.
 func (p *Publisher) Queue(ctx context.Context, win *pubflow.Window, evs ...Event) error {
-	for _, ev := range evs {
-		m, err := Encode(p.source, ev)
-		if err != nil {
-			return err
-		}
+	msgs, err := Batches(p.source, evs)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
 		if err := win.Publish(ctx, m); err != nil {
-			return fmt.Errorf("publish event %s: %w", ev.Kind, err)
+			return fmt.Errorf("publish events %s: %w", m.Subject, err)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -30,5 +31,65 @@ func TestEncodeDecode(t *testing.T) {
 	m.Header.Del("ce-specversion")
 	if _, err := Decode(m.Header, m.Data); err == nil {
 		t.Error("a message without ce-specversion decoded")
+	}
+}
+
+// A commit's events go out as one message named after its headline event;
+// DecodeAll gives them back in order, Decode the headline, and the same
+// batch has the same message id.
+func TestBatches(t *testing.T) {
+	at := time.Date(2026, 12, 1, 1, 2, 3, 4, time.UTC)
+	commit := []Event{
+		{Kind: HostFinished, Subject: "42", ID: "42.0.1", Time: at, Data: map[string]any{"status": "success"}},
+		{Kind: StepFinished, Subject: "42", ID: "42.0", Time: at, Data: map[string]any{"id": 42}},
+		{Kind: JobFinished, Subject: "42", ID: "42.9", Time: at, Data: map[string]any{"id": 42}},
+		{Kind: HostFinished, Subject: "42", ID: "42.0.2", Time: at, Data: map[string]any{"status": "failed"}},
+	}
+	msgs, err := Batches("fleetjob/test", commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].Subject != "fleetjob.event.job.finished.42" || msgs[0].Header.Get("content-type") != BatchContentType {
+		t.Fatalf("got %d messages, the first on %q with %v", len(msgs), msgs[0].Subject, msgs[0].Header)
+	}
+	all, err := DecodeAll(msgs[0].Header, msgs[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 4 || all[0].ID != "42.0.1" || all[3].ID != "42.0.2" || all[2].Type != "io.fleetjob.job.finished" || !all[1].Time.Equal(at) {
+		t.Fatalf("decoded %+v", all)
+	}
+	var data map[string]string
+	if err := json.Unmarshal(all[3].Data, &data); err != nil || data["status"] != "failed" {
+		t.Errorf("data %s: %v", all[3].Data, err)
+	}
+	if d, err := Decode(msgs[0].Header, msgs[0].Data); err != nil || d.ID != "42.9" {
+		t.Errorf("headline %+v, %v", d, err)
+	}
+	again, _ := Batches("fleetjob/test", commit)
+	other, _ := Batches("fleetjob/test", commit[:3])
+	if id := msgs[0].Header.Get("Nats-Msg-Id"); id != again[0].Header.Get("Nats-Msg-Id") || id == other[0].Header.Get("Nats-Msg-Id") {
+		t.Errorf("message ids: %q, again %q, of another batch %q", id, again[0].Header.Get("Nats-Msg-Id"), other[0].Header.Get("Nats-Msg-Id"))
+	}
+
+	// one event is binary mode; a long run splits every MaxBatch events
+	one, _ := Batches("fleetjob/test", commit[:1])
+	if len(one) != 1 || one[0].Header.Get("ce-id") != "42.0.1" || one[0].Subject != "fleetjob.event.host.finished.42" {
+		t.Errorf("one event: %q %v", one[0].Subject, one[0].Header)
+	}
+	many := make([]Event, MaxBatch+3)
+	for i := range many {
+		many[i] = Event{Kind: HostFinished, Subject: "7", ID: fmt.Sprintf("7.0.%d", i), Time: at, Data: map[string]any{}}
+	}
+	split, err := Batches("fleetjob/test", many)
+	if err != nil || len(split) != 2 {
+		t.Fatalf("%d events in %d messages: %v", len(many), len(split), err)
+	}
+	if rest, _ := DecodeAll(split[1].Header, split[1].Data); len(rest) != 3 || rest[2].ID != fmt.Sprintf("7.0.%d", MaxBatch+2) {
+		t.Errorf("second message: %+v", rest)
+	}
+	split[1].Header.Set(HeadlineHeader, "9")
+	if _, err := Decode(split[1].Header, split[1].Data); err == nil {
+		t.Error("a batch whose headline is out of range decoded")
 	}
 }

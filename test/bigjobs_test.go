@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -54,19 +52,10 @@ func TestTenBigJobsOnSimulatedAgents(t *testing.T) {
 // it has then; more than want is a host announced twice.
 func hostEventsOnce(t *testing.T, s *testenv.System, id int64, want int) int {
 	t.Helper()
-	st, err := s.JS.Stream(t.Context(), schemas.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := events.Subject(events.HostFinished, fmt.Sprint(id))
-	var n uint64
+	n := 0
 	testenv.Eventually(t, time.Minute, func() bool {
-		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subject))
-		if err != nil {
-			return false
-		}
-		n = info.State.Subjects[subject]
-		return n >= uint64(want)
+		n = len(jobEvents(t, s, id, events.HostFinished))
+		return n >= want
 	}, "job %d: %d host.finished events", id, want)
-	return int(n)
+	return n
 }

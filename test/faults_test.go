@@ -27,7 +27,8 @@ func hostFinishedEvents(t *testing.T, s *testenv.System, id int64) map[string]in
 	return out
 }
 
-// jobEvents reads the events of one kind ("*": every kind) about a job.
+// jobEvents reads the events of one kind ("*": every kind) about a job,
+// unpacking batches: every copy the EVENTS stream holds.
 func jobEvents(t *testing.T, s *testenv.System, id int64, kind string) []events.Decoded {
 	t.Helper()
 	ctx := context.Background()
@@ -35,10 +36,7 @@ func jobEvents(t *testing.T, s *testenv.System, id int64, kind string) []events.
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := events.Subject(kind, fmt.Sprint(id))
-	if kind == "*" {
-		subject = "fleetjob.event.*.*." + fmt.Sprint(id)
-	}
+	subject := "fleetjob.event.*.*." + fmt.Sprint(id)
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +50,15 @@ func jobEvents(t *testing.T, s *testenv.System, id int64, kind string) []events.
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			d, err := events.Decode(m.Headers(), m.Data())
+			all, err := events.DecodeAll(m.Headers(), m.Data())
 			if err != nil {
 				t.Fatalf("event: %v", err)
 			}
-			out = append(out, d)
+			for _, d := range all {
+				if kind == "*" || d.Type == events.TypePrefix+kind {
+					out = append(out, d)
+				}
+			}
 		}
 		if n == 0 {
 			return out

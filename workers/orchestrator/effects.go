@@ -46,7 +46,11 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 			w.log.Warn("cache update", "job", st.ID, "err", err)
 		}
 	}
-	if err := w.pub.Queue(ctx, win, t.events...); err != nil {
+	evs, err := w.unpublished(ctx, t)
+	if err != nil {
+		return err
+	}
+	if err := w.pub.Queue(ctx, win, evs...); err != nil {
 		return err
 	}
 	if err := win.Wait(ctx); err != nil {

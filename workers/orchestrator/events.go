@@ -5,6 +5,7 @@ package orchestrator
 // (replayEvents, replayResult).
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/fleetjob/fleetjob/events"
@@ -41,10 +42,11 @@ func (t *txn) emitStepWaiting(step int) {
 // replayEvents emits again every event the record says has happened (but
 // host.started, which is transient, job.stopping and operator decisions). A worker that
 // died between its commit and its effects leaves them unpublished; whoever
-// handles the redelivered message publishes them, and the EVENTS stream
-// drops those that did go out (same ids, within its 2-minute window).
+// handles the redelivered message publishes those the EVENTS stream does
+// not hold yet (unpublished).
 func (t *txn) replayEvents() {
 	st := t.st
+	t.replaying = true
 	t.emit(events.JobCreated, t.jobID(), t.jobID(), schemas.Summarize(t.spec, st))
 	if st.Status == schemas.JobWaiting {
 		return
@@ -87,4 +89,24 @@ func (t *txn) replayResult(exec string, hr schemas.HostResult) {
 	r := t.row(u)
 	r.HostResult, r.Since = hr, hr.EndedAt
 	t.emit(events.HostFinished, t.jobID(), exec, hr)
+}
+
+// unpublished drops from a replaying transaction's events those the EVENTS
+// stream holds already (same kind and id), so a replay adds only what the
+// crashed worker did not publish.
+func (w *Worker) unpublished(ctx context.Context, t *txn) ([]events.Event, error) {
+	if !t.replaying || len(t.events) == 0 {
+		return t.events, nil
+	}
+	have, err := events.Published(ctx, w.js, t.jobID())
+	if err != nil {
+		return nil, err
+	}
+	var out []events.Event
+	for _, ev := range t.events {
+		if !have[events.Key(ev.Kind, ev.ID)] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }

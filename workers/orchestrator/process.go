@@ -146,8 +146,8 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 
 // replay redoes the effects of a commit whose worker may have died before
 // them, for a job that commit finished: the cache, the events (replayEvents
-// was called; their ids are stable, so the EVENTS stream drops what was
-// published already) and the active index.
+// was called; those the EVENTS stream holds already are not published
+// again) and the active index.
 func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn, reports []schemas.Report) error {
 	if err := w.replayResults(ctx, spec, st, t, reports); err != nil {
 		return err

@@ -58,6 +58,9 @@ type txn struct {
 	finished bool
 	reopened bool // an operation brought a finished job back
 	created  bool // the state is new: nothing of the job is cached yet
+	// replaying: the events include every one the record implies, some
+	// of them perhaps published already (replayEvents)
+	replaying bool
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {

@@ -1,0 +1,216 @@
+package events
+
+// This file holds the batch encoding: the events of one commit of a job go
+// out as one message instead of one message each, because every message
+// on the EVENTS stream is a durable write and a one-host job's commits
+// carry six events between them.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// BatchContentType is the content type of a batch message: the CloudEvents
+// JSON batch format, an array of structured-mode events.
+const BatchContentType = "application/cloudevents-batch+json"
+
+// HeadlineHeader gives, on a batch message, the index of its headline
+// event: the one its subject names and Decode returns. (An id alone would
+// not do: job.created and job.started of a job share theirs.)
+const HeadlineHeader = "Fleetjob-Headline"
+
+// MaxBatch bounds the events in one batch message, so a commit that folds
+// thousands of host results stays under the server's maximum payload
+// (a host.finished event is ~400 bytes).
+const MaxBatch = 256
+
+// headlineRank orders kinds by how much a subscriber filtering by subject
+// wants to see them: a batch's subject names its highest-ranked event, so
+// job.finished subscribers see every finished job whatever else its commit
+// carried.
+var headlineRank = map[string]int{
+	JobFinished: 9, JobStopping: 8, JobStarted: 7, JobCreated: 6,
+	StepFinished: 5, StepWaiting: 4, StepOperated: 3, StepStarted: 2,
+	HostFinished: 1, HostStarted: 0,
+}
+
+// headline is the index of the event a batch is named after: the
+// highest-ranked one, the latest of equals.
+func headline(evs []Event) int {
+	h := 0
+	for i, ev := range evs {
+		if headlineRank[ev.Kind] >= headlineRank[evs[h].Kind] {
+			h = i
+		}
+	}
+	return h
+}
+
+// Batches turns the events of one commit into messages: one per run of
+// consecutive events about the same subject, split every MaxBatch events.
+// A run of one event is a binary-mode message like Encode's. A batch's
+// subject is its headline event's (fleetjob.event.<kind>.<id>) and its
+// message id a digest of its events' ids, so the same batch published
+// twice is stored once.
+func Batches(source string, evs []Event) ([]*nats.Msg, error) {
+	var out []*nats.Msg
+	for len(evs) > 0 {
+		n := 1
+		for n < len(evs) && n < MaxBatch && evs[n].Subject == evs[0].Subject {
+			n++
+		}
+		m, err := encodeBatch(source, evs[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+		evs = evs[n:]
+	}
+	return out, nil
+}
+
+func encodeBatch(source string, evs []Event) (*nats.Msg, error) {
+	if len(evs) == 1 {
+		return Encode(source, evs[0])
+	}
+	h := headline(evs)
+	all := make([]json.RawMessage, len(evs))
+	digest := sha256.New()
+	for i, ev := range evs {
+		ce, err := build(source, ev)
+		if err != nil {
+			return nil, err
+		}
+		if all[i], err = json.Marshal(ce); err != nil {
+			return nil, fmt.Errorf("event %s: %w", ev.Kind, err)
+		}
+		fmt.Fprintln(digest, Key(ev.Kind, ev.ID))
+	}
+	body, err := json.Marshal(all)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(Subject(evs[h].Kind, evs[h].Subject))
+	m.Header.Set("content-type", BatchContentType)
+	m.Header.Set(HeadlineHeader, strconv.Itoa(h))
+	m.Header.Set(nats.MsgIdHdr, "batch-"+hex.EncodeToString(digest.Sum(nil)[:16]))
+	m.Data = body
+	return m, nil
+}
+
+// structured is a structured-mode event as the JSON format spells it.
+type structured struct {
+	SpecVersion string          `json:"specversion"`
+	ID          string          `json:"id"`
+	Source      string          `json:"source"`
+	Type        string          `json:"type"`
+	Subject     string          `json:"subject"`
+	Time        time.Time       `json:"time"`
+	Data        json.RawMessage `json:"data"`
+}
+
+// DecodeAll reads every event of a message, batch or not, in order.
+func DecodeAll(h nats.Header, data []byte) ([]Decoded, error) {
+	if h.Get("content-type") != BatchContentType {
+		d, err := Decode(h, data)
+		if err != nil {
+			return nil, err
+		}
+		return []Decoded{d}, nil
+	}
+	var raw []structured
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("event batch: %w", err)
+	}
+	out := make([]Decoded, 0, len(raw))
+	for _, r := range raw {
+		if r.SpecVersion != cloudevents.CloudEventsVersionV1 || r.ID == "" || r.Type == "" || r.Source == "" {
+			return nil, fmt.Errorf("event batch: an element is not a CloudEvents 1.0 event")
+		}
+		out = append(out, Decoded{ID: r.ID, Source: r.Source, Type: r.Type, Subject: r.Subject, Time: r.Time, Data: r.Data})
+	}
+	return out, nil
+}
+
+// decodeHeadline returns a batch's headline event.
+func decodeHeadline(h nats.Header, data []byte) (Decoded, error) {
+	all, err := DecodeAll(h, data)
+	if err != nil {
+		return Decoded{}, err
+	}
+	i, err := strconv.Atoi(h.Get(HeadlineHeader))
+	if err != nil || i < 0 || i >= len(all) {
+		return Decoded{}, fmt.Errorf("event batch: no headline %q among its %d events", h.Get(HeadlineHeader), len(all))
+	}
+	return all[i], nil
+}
+
+// Key is how an event is told apart from every other: its kind and its id
+// (job.created and job.started of a job share an id).
+func Key(kind, id string) string { return kind + "-" + id }
+
+// Published returns the keys (see Key) of the events about subject (a job
+// id) that the EVENTS stream holds. A worker replaying a job's events
+// after a crash publishes only the others: the stream's own deduplication
+// cannot drop a replay, because a commit's events go out as one batch and
+// a replay's batch has other events in it.
+func Published(ctx context.Context, js jetstream.JetStream, subject string) (map[string]bool, error) {
+	st, err := js.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	filter := schemas.SubjEventPrefix + "*.*." + subject
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("events of %s: %w", subject, err)
+	}
+	var want uint64
+	for _, n := range info.State.Subjects {
+		want += n
+	}
+	out := map[string]bool{}
+	if want == 0 {
+		return out, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, fmt.Errorf("events of %s: %w", subject, err)
+	}
+	for got := uint64(0); got < want; {
+		batch, err := cons.Fetch(int(min(want-got, 500)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("events of %s: %w", subject, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			all, err := DecodeAll(m.Headers(), m.Data())
+			if err != nil {
+				continue // not ours to judge: it is no event we would publish
+			}
+			for _, d := range all {
+				out[Key(strings.TrimPrefix(d.Type, TypePrefix), d.ID)] = true
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("events of %s: %w", subject, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("events of %s: %d of %d read, then nothing", subject, got, want)
+		}
+		got += uint64(n)
+	}
+	return out, nil
+}

@@ -65,10 +65,23 @@ func headline(evs []Event) int {
 // message id a digest of its events' ids, so the same batch published
 // twice is stored once.
 func Batches(source string, evs []Event) ([]*nats.Msg, error) {
+	return batchBy(source, evs, func(a, b Event) bool { return a.Subject == b.Subject })
+}
+
+// KindBatches is Batches for events about many subjects: one message per
+// run of events of the same kind (the audit records of a burst of
+// requests, say), named after its last event. A subscriber to one
+// object's subject finds its event only in the batch that names it, so
+// such events are for subscribers of the kind (fleetjob.event.<kind>.>).
+func KindBatches(source string, evs []Event) ([]*nats.Msg, error) {
+	return batchBy(source, evs, func(a, b Event) bool { return a.Kind == b.Kind })
+}
+
+func batchBy(source string, evs []Event, same func(a, b Event) bool) ([]*nats.Msg, error) {
 	var out []*nats.Msg
 	for len(evs) > 0 {
 		n := 1
-		for n < len(evs) && n < MaxBatch && evs[n].Subject == evs[0].Subject {
+		for n < len(evs) && n < MaxBatch && same(evs[n], evs[0]) {
 			n++
 		}
 		m, err := encodeBatch(source, evs[:n])

@@ -161,6 +161,23 @@ func (p *Publisher) PublishAsync(evs ...Event) ([]jetstream.PubAckFuture, error)
 	return futs, nil
 }
 
+// PublishKindBatches publishes events about many subjects as KindBatches.
+func (p *Publisher) PublishKindBatches(evs ...Event) ([]jetstream.PubAckFuture, error) {
+	msgs, err := KindBatches(p.source, evs)
+	if err != nil {
+		return nil, err
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := p.js.PublishMsgAsync(m)
+		if err != nil {
+			return futs, fmt.Errorf("publish events %s: %w", m.Subject, err)
+		}
+		futs = append(futs, f)
+	}
+	return futs, nil
+}
+
 // Queue publishes the events of one commit, in batches (see Batches),
 // through win (flow-controlled); the caller waits for their acks with
 // win.Wait.

@@ -93,3 +93,25 @@ func TestBatches(t *testing.T) {
 		t.Error("a batch whose headline is out of range decoded")
 	}
 }
+
+// Audit records of a burst are about many objects: they batch by kind.
+func TestKindBatches(t *testing.T) {
+	at := time.Date(2026, 12, 1, 1, 2, 3, 4, time.UTC)
+	evs := []Event{
+		{Kind: AuditSubmit, Subject: "41", ID: "a", Time: at, Data: map[string]any{}},
+		{Kind: AuditSubmit, Subject: "42", ID: "b", Time: at, Data: map[string]any{}},
+		{Kind: AuditStop, Subject: "41", ID: "c", Time: at, Data: map[string]any{}},
+		{Kind: AuditSubmit, Subject: "43", ID: "d", Time: at, Data: map[string]any{}},
+	}
+	msgs, err := KindBatches("fleetjob/test", evs)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("got %d messages, want 3 (submit×2, stop, submit): %v", len(msgs), err)
+	}
+	if msgs[0].Subject != Subject(AuditSubmit, "42") || msgs[1].Subject != Subject(AuditStop, "41") || msgs[1].Header.Get("ce-id") != "c" {
+		t.Errorf("subjects %q %q %q", msgs[0].Subject, msgs[1].Subject, msgs[2].Subject)
+	}
+	all, err := DecodeAll(msgs[0].Header, msgs[0].Data)
+	if err != nil || len(all) != 2 || all[0].Subject != "41" || all[1].ID != "b" {
+		t.Errorf("first batch: %+v, %v", all, err)
+	}
+}

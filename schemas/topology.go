@@ -29,7 +29,7 @@ const (
 	BucketJobs   = "jobs"   // job specs, states and per-host results
 	BucketNames  = "names"  // claimed names and idempotency keys
 	BucketAgents = "agents" // agent registry, refreshed by heartbeats
-	BucketActive = "active" // ids of jobs not yet final (the sweeper's index)
+	BucketSweep  = "sweep"  // the sweeper's bookmark in the jobs bucket's stream
 	BucketLeases = "leases" // short leases, e.g. the sweeper's
 	// BucketDeadLetters keeps messages that failed for good, by stream and sequence.
 	BucketDeadLetters = "deadletters"
@@ -342,7 +342,15 @@ func AgentConsumer(agent string) string { return "agent-" + agent }
 // Job KV keys.
 func KeyJobState(id int64) string { return strconv.FormatInt(id, 10) }
 
-// KeyJobSpec is the key of a job's stored spec.
+// KeySweepFrom is the sweep bucket's key of the sweeper's bookmark: a
+// sequence of the jobs bucket's stream below which no job that is not
+// final has its state record.
+const KeySweepFrom = "from"
+
+// KeyJobSpec is the key of a job's stored spec, for the jobs whose submit
+// command cannot serve as one: an undecodable submission failed by its
+// dead letter, and every job of a JOBS stream created as a work queue
+// (before the commands were kept).
 func KeyJobSpec(id int64) string { return strconv.FormatInt(id, 10) + ".spec" }
 
 // PublishAsyncTimeout bounds the wait for an asynchronous publish's ack: a
@@ -371,7 +379,16 @@ type Topology struct {
 	TaskWait    time.Duration // AckWait of agents' task consumers
 	AckWait     time.Duration // AckWait of the workers' consumers
 	MaxDeliver  int
+	// JobRetention is how long a job is kept in JetStream: its submit
+	// command (which is its spec) in JOBS and its state and results in the
+	// jobs bucket. A job still running when it nears this age is failed
+	// (see RetentionMargin), so nothing of a live job ages out.
+	JobRetention time.Duration
 }
+
+// RetentionMargin is how long before JobRetention a job that has not
+// ended is failed.
+const RetentionMargin = time.Hour
 
 // DefaultTopology is the single-node setting.
 func DefaultTopology() Topology {
@@ -385,6 +402,8 @@ func DefaultTopology() Topology {
 		TaskWait:    30 * time.Second,
 		AckWait:     30 * time.Second,
 		MaxDeliver:  10,
+
+		JobRetention: 30 * 24 * time.Hour,
 	}
 }
 
@@ -398,8 +417,13 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 			AllowDirect: true,
 		}
 	}
+	jobsStream := wq(StreamJobs, subjCmdAll, "commands: submit, stop; the submit sequence is the job id, its message the job's spec")
+	// The submit command is the job's record of its spec (read by
+	// sequence), so the commands are kept, not removed once taken: the
+	// workers' consumer acks them all the same.
+	jobsStream.Retention, jobsStream.MaxAge = jetstream.LimitsPolicy, t.JobRetention
 	return []jetstream.StreamConfig{
-		wq(StreamJobs, subjCmdAll, "commands: submit, stop; the submit sequence is the job id"),
+		jobsStream,
 		wq(StreamTasks, subjTaskAll, "per-agent tasks"),
 		wq(StreamResults, subjResAll, "agent and sweeper reports, per job"),
 		{
@@ -433,11 +457,13 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 	leases := kv(BucketLeases, "leader leases")
 	leases.TTL = t.LeaseTTL
 	leases.Storage = jetstream.MemoryStorage
+	jobs := kv(BucketJobs, "job states (CAS by revision) and host results")
+	jobs.TTL = t.JobRetention
 	return []jetstream.KeyValueConfig{
-		kv(BucketJobs, "job specs, states (CAS by revision) and host results"),
+		jobs,
 		kv(BucketNames, "unique names and idempotency keys"),
 		kv(BucketAgents, "agent registry"),
-		kv(BucketActive, "jobs not yet final"),
+		kv(BucketSweep, "the sweeper's bookmark: no job not yet final has its state below it"),
 		kv(BucketDeadLetters, "messages that failed for good"),
 		kv(BucketEnrolled, "agent enrolments: scope and hosts each agent may serve"),
 		kv(BucketAccounts, "execution account aliases per scope"),

@@ -46,22 +46,7 @@ func putAccount(t *testing.T, s *testenv.System, scope, alias string, body map[s
 }
 
 // storedSpec reads a job's spec as the workers stored it.
-func storedSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec {
-	t.Helper()
-	kv, err := s.JS.KeyValue(t.Context(), schemas.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(t.Context(), schemas.KeyJobSpec(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec schemas.JobSpec
-	if err := json.Unmarshal(e.Value(), &spec); err != nil {
-		t.Fatal(err)
-	}
-	return spec
-}
+func storedSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec { return s.Spec(t, id) }
 
 // openDir is a directory anyone may write into (t.TempDir's parent is
 // closed to other users).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,17 +140,43 @@ func TestAgentOffline(t *testing.T) {
 }
 
 // A worker that takes the sweeper lease over finds the jobs that were
-// waiting before it held it (through the active index) and the jobs created
-// after (through its watch of job states): both time out waiting for their
-// agent.
+// waiting before it held it and the jobs created after: both time out
+// waiting for their agent. No index of active jobs is written; the new
+// sweeper starts from the bookmark the old one stored, which has moved
+// past the jobs that had finished.
 func TestSweeperTakesOverWaitingJobs(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{})
 	stop := s.StartWorkers(t, 1)
 	body := script("echo hi", "10.255.255.2")
-	body["agent_wait"] = 3
+	body["agent_wait"] = 1
+	done := submit(t, s, body, nil)
+	waitJob(t, s, done, 20*time.Second)
+	body["agent_wait"] = 8
 	before := submit(t, s, body, nil)
 	waitStatus(t, s, before, "10.255.255.2", schemas.HostWaitingAgent, 10*time.Second)
+	ctx := context.Background()
+	jobs, err := s.JS.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doneRec, err := jobs.Get(ctx, schemas.KeyJobState(done))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bookmarks, err := s.JS.KeyValue(ctx, schemas.BucketSweep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from uint64
+	for deadline := time.Now().Add(20 * time.Second); from <= doneRec.Revision(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sweeper's bookmark is %d, still not past finished job %d's state at %d", from, done, doneRec.Revision())
+		}
+		if e, err := bookmarks.Get(ctx, schemas.KeySweepFrom); err == nil {
+			from, _ = strconv.ParseUint(string(e.Value()), 10, 64)
+		}
+	}
 	stop() // its lease goes with it
 	s.StartWorkers(t, 1)
 	after := submit(t, s, body, nil)
@@ -442,5 +469,24 @@ func TestSensitiveParamsMaskedInLogs(t *testing.T) {
 	waitJob(t, s, id, 20*time.Second)
 	if got := readLog(t, s, id, "127.0.0.1", 0, 5).Lines; len(got) != 1 || got[0] != "user=****** pass=****** token=******" {
 		t.Errorf("sensitive values in the log: %q", got)
+	}
+}
+
+// A job that has not ended when it nears the jobs' retention is failed
+// with the reason, its waiting hosts with it, before its spec and state
+// could age out of JetStream under it.
+func TestJobOutlivingItsRetentionFails(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, JobRetention: schemas.RetentionMargin + 3*time.Second})
+	body := script("echo hi", "10.255.255.3")
+	body["agent_wait"] = 600
+	id := submit(t, s, body, nil)
+	sum := waitJob(t, s, id, 30*time.Second)
+	if sum.Status != schemas.JobFailed {
+		t.Fatalf("job: got %s, want failed", sum.Status)
+	}
+	h := hostByIP(t, s, id, "10.255.255.3")
+	if !strings.Contains(h.Error, "retention") {
+		t.Errorf("host: got %s %q, want the retention named", h.Status, h.Error)
 	}
 }

@@ -282,20 +282,9 @@ func redisValue(ctx context.Context, s *testenv.System, k string) []byte {
 func deadLetterOf(t *testing.T, s *testenv.System, id int64) {
 	t.Helper()
 	ctx := context.Background()
-	kv, err := s.JS.KeyValue(ctx, schemas.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, schemas.KeyJobSpec(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec schemas.JobSpec
-	if err := json.Unmarshal(e.Value(), &spec); err != nil {
-		t.Fatal(err)
-	}
+	spec := s.Spec(t, id)
 	if spec.Steps[0].Script.Sealed == nil {
-		t.Fatalf("stored spec not sealed: %s", e.Value())
+		t.Fatalf("stored spec not sealed: %+v", spec.Steps[0].Script)
 	}
 	spec.Steps[0].Timeout = -1 // invalid: the worker refuses it for good
 	b, _ := json.Marshal(schemas.SubmitCommand{V: schemas.MessageVersion, Spec: spec, SubmittedAt: time.Now()})

@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/api"
+	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -400,22 +402,7 @@ func TestScopesIsolateCallers(t *testing.T) {
 	}
 }
 
-func loadSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec {
-	t.Helper()
-	var spec schemas.JobSpec
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		kv, err := s.JS.KeyValue(context.Background(), schemas.BucketJobs)
-		if err != nil {
-			return false
-		}
-		e, err := kv.Get(context.Background(), schemas.KeyJobSpec(id))
-		if err != nil {
-			return false
-		}
-		return json.Unmarshal(e.Value(), &spec) == nil
-	}, "spec of job %d", id)
-	return spec
-}
+func loadSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec { return s.Spec(t, id) }
 
 // TestRevokedTokenFailsAtOnce: a revoked token fails on its next request,
 // on every API process.
@@ -558,19 +545,35 @@ func TestWritesAreAudited(t *testing.T) {
 	}
 }
 
+// auditEvent finds the audit record of action on object: audit records go
+// out in batches per action (events.KindBatches), so it reads them all.
 func auditEvent(t *testing.T, s *testenv.System, action, object string) api.AuditRecord {
 	t.Helper()
 	var rec api.AuditRecord
 	testenv.Eventually(t, 10*time.Second, func() bool {
-		st, err := s.JS.Stream(context.Background(), schemas.StreamEvents)
+		ctx := context.Background()
+		cons, err := s.JS.OrderedConsumer(ctx, schemas.StreamEvents, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{schemas.SubjEventPrefix + action + ".>"}})
 		if err != nil {
 			return false
 		}
-		m, err := st.GetLastMsgForSubject(context.Background(), schemas.SubjEventPrefix+action+"."+object)
+		batch, err := cons.FetchNoWait(10000)
 		if err != nil {
 			return false
 		}
-		return json.Unmarshal(m.Data, &rec) == nil
+		found := false
+		for m := range batch.Messages() {
+			all, err := events.DecodeAll(m.Headers(), m.Data())
+			if err != nil {
+				continue
+			}
+			for _, d := range all {
+				if d.Subject == object && json.Unmarshal(d.Data, &rec) == nil {
+					found = true
+				}
+			}
+		}
+		return found
 	}, "audit event %s %s", action, object)
 	return rec
 }

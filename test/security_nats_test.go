@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -145,6 +146,11 @@ func TestNATSAgentCredentialsAllowOnlyItsOwn(t *testing.T) {
 	msgGet := "$JS.API.STREAM.MSG.GET." + schemas.StreamLogs
 	denied(t, &v, msgGet, "read the log stream by sequence", func(ctx context.Context) error {
 		_, err := nc.RequestWithContext(ctx, msgGet, []byte(`{"seq":1}`))
+		return err
+	})
+	cmdGet := "$JS.API.DIRECT.GET." + schemas.StreamJobs
+	denied(t, &v, cmdGet, "read a job's submit command (its spec)", func(ctx context.Context) error {
+		_, err := nc.RequestWithContext(ctx, cmdGet, []byte(`{"seq":`+strconv.FormatInt(id, 10)+`}`))
 		return err
 	})
 	specGet := "$JS.API.DIRECT.GET.KV_" + schemas.BucketJobs + "." + schemas.KVSubject(schemas.BucketJobs, schemas.KeyJobSpec(id))

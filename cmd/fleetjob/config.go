@@ -112,6 +112,8 @@ type topologyConfig struct {
 	Replicas    int           `koanf:"replicas"`
 	AckWait     time.Duration `koanf:"ack_wait"`
 	TaskAckWait time.Duration `koanf:"task_ack_wait"`
+	// JobRetention applies to streams and buckets created with it.
+	JobRetention time.Duration `koanf:"job_retention"`
 }
 
 // secret is a setting that must not reach a log: slog and fmt print it
@@ -195,6 +197,7 @@ var settings = []setting{
 	{"topology.replicas", "FLEETJOB_REPLICAS", schemas.DefaultTopology().Replicas, "stream and bucket replicas (3 in a cluster); every process must agree"},
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
+	{"topology.job_retention", "FLEETJOB_JOB_RETENTION", schemas.DefaultTopology().JobRetention, "how long JetStream keeps a job (its submit command, state and results); a job not ended an hour before is failed. Applies to the JOBS stream and jobs bucket when they are created"},
 }
 
 // configEnv names the config file when --config is not given.
@@ -382,6 +385,7 @@ func (c *Config) topology() schemas.Topology {
 	t.Replicas = c.Topology.Replicas
 	t.AckWait = c.Topology.AckWait
 	t.TaskWait = c.Topology.TaskAckWait
+	t.JobRetention = c.Topology.JobRetention
 	return t
 }
 

@@ -173,6 +173,7 @@ func (c *Config) validate(r role) error {
 	}
 	p.duration("topology.ack_wait", c.Topology.AckWait, time.Second)
 	p.duration("topology.task_ack_wait", c.Topology.TaskAckWait, time.Second)
+	p.duration("topology.job_retention", c.Topology.JobRetention, 2*schemas.RetentionMargin)
 	if r != roleServe {
 		p.required("nats.url", c.NATS.URL)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/fleetjob/fleetjob/internal/roles"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // Logger is a discarding logger, or stderr when FLEETJOB_TEST_LOG is set.
@@ -179,6 +180,8 @@ type Options struct {
 	// of the binary get the same through FLEETJOB_ACK_WAIT and
 	// FLEETJOB_TASK_ACK_WAIT.
 	AckWait, TaskAckWait time.Duration
+	// JobRetention replaces the topology's (tests of its end).
+	JobRetention time.Duration
 	// LogOutput, when set, gets every component's log (text, debug level)
 	// instead of Logger's, for tests that read what the system logged.
 	LogOutput io.Writer
@@ -228,6 +231,9 @@ func Start(t testing.TB, o Options) *System {
 	}
 	if o.TaskAckWait > 0 {
 		top.TaskWait = o.TaskAckWait
+	}
+	if o.JobRetention > 0 {
+		top.JobRetention = o.JobRetention
 	}
 	// tests' callback receivers are httptest servers on loopback
 	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),
@@ -523,4 +529,26 @@ func (s *System) Job(t testing.TB, id int64) schemas.JobSummary {
 		t.Fatalf("get job %d: %d", id, code)
 	}
 	return sum
+}
+
+// Spec waits for job id's spec as the workers read it (its submit command,
+// see statuscache.LoadSpec) and returns it.
+func (s *System) Spec(t testing.TB, id int64) schemas.JobSpec {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := s.JS.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := s.JS.Stream(ctx, schemas.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := statuscache.New(s.RDB, kv, cmds, Logger())
+	var spec *schemas.JobSpec
+	Eventually(t, 10*time.Second, func() bool {
+		spec, err = c.LoadSpec(ctx, id)
+		return err == nil
+	}, "spec of job %d", id)
+	return *spec
 }

@@ -3,7 +3,6 @@ package contract
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -104,19 +103,7 @@ func startBKAgent(t *testing.T, s *testenv.System, id, ip string, hostID int64) 
 }
 
 // storedSpec reads a job's spec as the workers stored it.
-func storedSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec {
-	t.Helper()
-	kv, err := s.JS.KeyValue(t.Context(), schemas.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec schemas.JobSpec
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		e, err := kv.Get(t.Context(), schemas.KeyJobSpec(id))
-		return err == nil && json.Unmarshal(e.Value(), &spec) == nil
-	}, "spec of job %d", id)
-	return spec
-}
+func storedSpec(t *testing.T, s *testenv.System, id int64) schemas.JobSpec { return s.Spec(t, id) }
 
 // bkSubmitted checks fast_execute_script / fast_transfer_file's answer and
 // returns the job and step instance ids.

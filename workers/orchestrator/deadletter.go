@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,7 +121,6 @@ func (w *Worker) failJob(ctx context.Context, id int64, submit []byte, reason st
 		if err := w.effects(ctx, spec, st, rev, t); err != nil {
 			return err
 		}
-		_ = w.active.Delete(ctx, strconv.FormatInt(id, 10))
 		return nil
 	}
 	return fmt.Errorf("fail job %d: state kept changing", id)

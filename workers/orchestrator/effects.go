@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -71,9 +70,6 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	if t.finished {
 		if t.changed { // not again when replayed
 			w.m.JobsFinished.WithLabelValues(st.Status).Inc()
-		}
-		if err := w.active.Delete(ctx, strconv.FormatInt(st.ID, 10)); err != nil {
-			w.log.Warn("unindex finished job", "job", st.ID, "err", err)
 		}
 		w.specMu.Lock()
 		delete(w.specs, st.ID)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -106,11 +105,6 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		if resend {
 			t.resend()
 		}
-		if t.reopened { // index it for the sweeper before it runs again
-			if _, err := w.active.Put(ctx, strconv.FormatInt(id, 10), nil); err != nil {
-				return fmt.Errorf("index reopened job %d: %w", id, err)
-			}
-		}
 		if t.changed {
 			st.UpdatedAt = t.now
 			if err := w.storeResults(ctx, spec, st, t.results); err != nil {
@@ -147,7 +141,7 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 // replay redoes the effects of a commit whose worker may have died before
 // them, for a job that commit finished: the cache, the events (replayEvents
 // was called; those the EVENTS stream holds already are not published
-// again) and the active index.
+// again).
 func (w *Worker) replay(ctx context.Context, spec *schemas.JobSpec, st *schemas.JobState, rev uint64, t *txn, reports []schemas.Report) error {
 	if err := w.replayResults(ctx, spec, st, t, reports); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,10 +27,8 @@ const sweeperLease = "sweeper"
 // The sweeper looks at every active job each period, so it must not ask
 // NATS for each one each time: with thousands of jobs waiting for agents
 // that alone kept a core busy. While it holds the lease it keeps a view of
-// the active jobs' state records instead: a watch on the jobs bucket's
-// state keys feeds it every write, the active index seeds it when the
-// lease is taken and again every resyncEvery (a job the watch missed while
-// NATS failed over is found there).
+// the active jobs' state records instead, fed by every write to the jobs
+// bucket's state keys (see sweepView).
 func (w *Worker) sweep(ctx context.Context) error {
 	tick := time.NewTicker(w.cfg.SweepEvery)
 	defer tick.Stop()
@@ -75,22 +74,35 @@ func (w *Worker) sweep(ctx context.Context) error {
 		if err := w.sweepOnce(ctx, v); err != nil && ctx.Err() == nil {
 			w.log.Warn("sweep", "err", err)
 		}
+		w.bookmark(ctx, v)
 	}
 }
 
-// resyncEvery is how often the sweeper's view is rebuilt from the active
-// index.
-const resyncEvery = time.Minute
-
 // sweepView holds the latest state record of every active job, as the
 // sweeper last saw it.
+//
+// No index of active jobs is written: the view is derived from the jobs
+// bucket itself. Its stream keeps one message per key (history 1), so an
+// ordered consumer of the state keys ($KV.jobs.<id>) from sequence L
+// delivers the latest record of every job written since L, and then every
+// write as it happens, gap-free (an ordered consumer recreates itself
+// where it left off after a reconnect). L is the view's low-water mark:
+// the oldest revision among the jobs not yet final, or the next sequence
+// when there are none. No active job's latest record can lie below it, so
+// a sweeper that starts from it misses none; it is kept in the sweep
+// bucket (at most one write per bookmarkEvery, and only when it moved) so
+// that a new lease holder does not read every job ever kept. Records of
+// final jobs are dropped as they are read, so memory holds active jobs
+// only.
 type sweepView struct {
-	w       jetstream.KeyWatcher
-	opened  time.Time
+	cc      jetstream.ConsumeContext
 	done    chan struct{}
 	mu      sync.Mutex
 	records map[int64]viewRecord
-	broken  bool // the watch ended: rebuild
+	next    uint64 // the stream sequence after the last one read
+	saved   uint64 // the low-water mark last stored
+	savedAt time.Time
+	broken  bool // the consumer ended: rebuild
 	// kicked holds the jobs kicked and the state revision they were
 	// kicked at; only the sweeping goroutine uses it.
 	kicked map[int64]kickMark
@@ -109,80 +121,111 @@ type kickMark struct {
 // resent, waits this long.
 const kickAgain = 5 * time.Second
 
+// bookmarkEvery bounds how often the low-water mark is stored.
+const bookmarkEvery = 5 * time.Second
+
 type viewRecord struct {
-	raw    []byte
-	rev    uint64
-	listed bool // found through the active index (its entry may be stale)
+	raw []byte
+	rev uint64
 }
 
-// openView starts the watch first and then reads the active index, so a
-// job written between the two is seen by one or the other.
+// openView reads the stored low-water mark and follows the jobs bucket's
+// state keys from there.
 func (w *Worker) openView(ctx context.Context) (*sweepView, error) {
-	kw, err := w.jobs.Watch(ctx, "*", jetstream.UpdatesOnly())
+	from := uint64(1)
+	e, err := w.sweepKV.Get(ctx, schemas.KeySweepFrom)
+	switch {
+	case err == nil:
+		if n, perr := strconv.ParseUint(string(e.Value()), 10, 64); perr == nil && n > 0 {
+			from = n
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, fmt.Errorf("read the sweeper's bookmark: %w", err)
+	}
+	cons, err := w.js.OrderedConsumer(ctx, "KV_"+schemas.BucketJobs, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{schemas.KVSubject(schemas.BucketJobs, "*")},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("watch job states: %w", err)
+		return nil, fmt.Errorf("follow job states: %w", err)
 	}
-	v := &sweepView{w: kw, opened: time.Now(), done: make(chan struct{}), records: map[int64]viewRecord{},
-		kicked: map[int64]kickMark{}}
-	go v.follow()
-	lister, err := w.active.ListKeys(ctx)
-	if err != nil {
-		v.stop()
-		return nil, fmt.Errorf("list active jobs: %w", err)
+	v := &sweepView{done: make(chan struct{}), records: map[int64]viewRecord{}, next: from,
+		saved: from, savedAt: time.Now(), kicked: map[int64]kickMark{}}
+	if v.cc, err = cons.Consume(v.apply); err != nil {
+		return nil, fmt.Errorf("follow job states: %w", err)
 	}
-	for key := range lister.Keys() {
-		id, err := strconv.ParseInt(key, 10, 64)
-		if err != nil {
-			continue
-		}
-		e, err := w.jobs.Get(ctx, schemas.KeyJobState(id))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			// the submit command has not been taken yet: its create
-			// comes through the watch
-			continue
-		}
-		if err != nil {
-			v.stop()
-			return nil, fmt.Errorf("load job %d: %w", id, err)
-		}
-		v.put(id, e.Value(), e.Revision(), true)
-	}
+	go func() {
+		<-v.cc.Closed()
+		v.mu.Lock()
+		v.broken = true
+		v.mu.Unlock()
+		close(v.done)
+	}()
 	return v, nil
 }
 
-// follow applies the watch's updates until it ends.
-func (v *sweepView) follow() {
-	defer close(v.done)
-	for e := range v.w.Updates() {
-		if e == nil {
-			continue
-		}
-		id, err := strconv.ParseInt(e.Key(), 10, 64)
-		if err != nil {
-			continue
-		}
-		if e.Operation() != jetstream.KeyValuePut {
-			v.mu.Lock()
-			delete(v.records, id)
-			v.mu.Unlock()
-			continue
-		}
-		v.put(id, e.Value(), e.Revision(), false)
-	}
-	v.mu.Lock()
-	v.broken = true
-	v.mu.Unlock()
-}
-
-// put records a job's state record at rev, unless the view already holds
-// that revision or a newer one.
-func (v *sweepView) put(id int64, raw []byte, rev uint64, listed bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if old, ok := v.records[id]; ok && old.rev >= rev {
+// apply takes one state record (or its deletion) into the view.
+func (v *sweepView) apply(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
 		return
 	}
-	v.records[id] = viewRecord{raw: raw, rev: rev, listed: listed}
+	seq := meta.Sequence.Stream
+	id, err := strconv.ParseInt(strings.TrimPrefix(m.Subject(), schemas.KVSubject(schemas.BucketJobs, "")), 10, 64)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.next = max(v.next, seq+1)
+	if err != nil {
+		return
+	}
+	if op := m.Headers().Get(kvOperationHdr); op != "" || final(m.Data()) {
+		delete(v.records, id)
+		return
+	}
+	if old, ok := v.records[id]; ok && old.rev >= seq {
+		return
+	}
+	v.records[id] = viewRecord{raw: m.Data(), rev: seq}
+}
+
+// kvOperationHdr marks a KV delete or purge.
+const kvOperationHdr = "KV-Operation"
+
+// final peeks at a state record's status without decoding the rest.
+func final(raw []byte) bool {
+	var st struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(raw, &st) == nil && schemas.JobFinal(st.Status)
+}
+
+// lowWater is where a new view must start so that it misses no job that is
+// not final: the oldest revision held, or the next sequence.
+func (v *sweepView) lowWater() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	l := v.next
+	for _, r := range v.records {
+		l = min(l, r.rev)
+	}
+	return l
+}
+
+// bookmark stores the low-water mark when it moved, at most every
+// bookmarkEvery.
+func (w *Worker) bookmark(ctx context.Context, v *sweepView) {
+	if time.Since(v.savedAt) < bookmarkEvery {
+		return
+	}
+	l := v.lowWater()
+	if l == v.saved {
+		return
+	}
+	if _, err := w.sweepKV.Put(ctx, schemas.KeySweepFrom, []byte(strconv.FormatUint(l, 10))); err != nil {
+		w.log.Warn("store the sweeper's bookmark", "err", err)
+		return
+	}
+	v.saved, v.savedAt = l, time.Now()
 }
 
 // drop forgets a job whose record at rev was final, unless a newer one came.
@@ -203,11 +246,11 @@ func (v *sweepView) snapshot() map[int64]viewRecord {
 func (v *sweepView) stale() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.broken || time.Since(v.opened) > resyncEvery
+	return v.broken
 }
 
 func (v *sweepView) stop() {
-	_ = v.w.Stop()
+	v.cc.Stop()
 	<-v.done
 }
 
@@ -254,8 +297,12 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 		}
 		if schemas.JobFinal(st.Status) {
 			v.drop(id, rec.rev)
-			if rec.listed { // an index entry its worker failed to delete
-				_ = w.active.Delete(ctx, strconv.FormatInt(id, 10))
+			continue
+		}
+		if keep := w.cfg.Topology.JobRetention; keep > 0 && now.Sub(st.CreatedAt) > keep-schemas.RetentionMargin {
+			// its spec and state would soon age out of JetStream under it
+			if err := w.failJob(ctx, id, nil, fmt.Sprintf("the job did not end within its retention (%s less %s)", keep, schemas.RetentionMargin)); err != nil {
+				return err
 			}
 			continue
 		}

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -47,18 +46,19 @@ type Config struct {
 
 // Worker drives jobs.
 type Worker struct {
-	cfg    Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	jobs   jetstream.KeyValue
-	active jetstream.KeyValue
-	leases jetstream.KeyValue
-	dead   jetstream.KeyValue
-	dir    Directory
-	cache  *statuscache.Cache
-	pub    *events.Publisher
-	m      *Metrics
-	log    *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	jobs jetstream.KeyValue
+	// sweepKV holds the sweeper's bookmark (see sweepView).
+	sweepKV jetstream.KeyValue
+	leases  jetstream.KeyValue
+	dead    jetstream.KeyValue
+	dir     Directory
+	cache   *statuscache.Cache
+	pub     *events.Publisher
+	m       *Metrics
+	log     *slog.Logger
 
 	locks keyedMutex
 	sem   chan struct{}
@@ -68,6 +68,10 @@ type Worker struct {
 	specs  map[int64]*schemas.JobSpec
 
 	segs *Segments
+	// writeSpecs: the JOBS stream was created as a work queue, which
+	// removes a command once taken, so each job's spec is written to the
+	// jobs bucket as it was before the commands were kept.
+	writeSpecs bool
 }
 
 // New builds a worker. The topology must already exist.
@@ -90,12 +94,20 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	}
 	var err error
 	for name, dst := range map[string]*jetstream.KeyValue{
-		schemas.BucketJobs: &w.jobs, schemas.BucketActive: &w.active, schemas.BucketLeases: &w.leases,
+		schemas.BucketJobs: &w.jobs, schemas.BucketSweep: &w.sweepKV, schemas.BucketLeases: &w.leases,
 		schemas.BucketDeadLetters: &w.dead,
 	} {
 		if *dst, err = js.KeyValue(ctx, name); err != nil {
 			return nil, fmt.Errorf("bucket %s: %w", name, err)
 		}
+	}
+	cmds, err := js.Stream(ctx, schemas.StreamJobs)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", schemas.StreamJobs, err)
+	}
+	if cmds.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
+		w.writeSpecs = true
+		w.log.Warn("the JOBS stream is a work queue (created by an older fleetjob): every job's spec is written to the jobs bucket as well; recreate JOBS with limits retention to save that write")
 	}
 	return w, nil
 }
@@ -132,8 +144,71 @@ func (w *Worker) spawn(f func()) {
 }
 
 func (w *Worker) onCommands(batch []jetstream.Msg) {
-	for _, m := range batch {
-		w.spawn(func() { w.onCommand(m) })
+	if len(batch) == 0 {
+		return
+	}
+	h := w.hold(len(batch))
+	for i, m := range batch {
+		h.add(i, m)
+		w.spawn(func() {
+			defer h.done(i)
+			w.onCommand(m)
+		})
+	}
+}
+
+// held keeps a fetched batch's messages from being redelivered while they
+// wait for a slot or a job's lock and while they are processed: every
+// AckWait/3 it tells the server each one not done yet is in progress.
+// Without it a batch that waits out the AckWait behind a busy pool is
+// delivered again and handled twice at once, and the second handler,
+// taking it for a replay after a crash, publishes again events the first
+// has in flight (a batch of them has no single id to deduplicate by).
+type held struct {
+	mu    sync.Mutex
+	msgs  map[int][]jetstream.Msg
+	stop  chan struct{}
+	count int
+}
+
+// hold starts keeping n units of work (messages, or groups of them) alive.
+func (w *Worker) hold(n int) *held {
+	h := &held{msgs: make(map[int][]jetstream.Msg, n), stop: make(chan struct{}), count: n}
+	every := max(w.cfg.Topology.AckWait/3, 100*time.Millisecond)
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+			}
+			h.mu.Lock()
+			for _, ms := range h.msgs {
+				for _, m := range ms {
+					_ = m.InProgress()
+				}
+			}
+			h.mu.Unlock()
+		}
+	}()
+	return h
+}
+
+func (h *held) add(unit int, ms ...jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs[unit] = append(h.msgs[unit], ms...)
+	h.mu.Unlock()
+}
+
+// done ends the keeping of one unit; the last one stops the ticker.
+func (h *held) done(unit int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.msgs, unit)
+	if h.count--; h.count == 0 {
+		close(h.stop)
 	}
 }
 
@@ -242,9 +317,12 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	if err := spec.Normalize(); err != nil {
 		return fmt.Errorf("submit %d: %w", id, err)
 	}
-	specJSON, _ := json.Marshal(spec)
-	if _, err := w.jobs.Create(ctx, schemas.KeyJobSpec(id), specJSON); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("store spec %d: %w", id, err)
+	// The command stays in JOBS as the job's spec (see LoadSpec).
+	if w.writeSpecs {
+		specJSON, _ := json.Marshal(spec)
+		if _, err := w.jobs.Create(ctx, schemas.KeyJobSpec(id), specJSON); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("store spec %d: %w", id, err)
+		}
 	}
 	// The job is created already advanced (its first hosts dispatched):
 	// one state write, not a create and then a compare-and-set.
@@ -258,11 +336,6 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 		return err
 	}
 	stJSON, _ := json.Marshal(st)
-	// Index the job for the sweeper first: a crash after the create must
-	// not leave a job no deadline ever looks at. A stale entry is harmless.
-	if _, err := w.active.Put(ctx, strconv.FormatInt(id, 10), nil); err != nil {
-		return fmt.Errorf("index active job %d: %w", id, err)
-	}
 	rev, err := w.jobs.Create(ctx, schemas.KeyJobState(id), stJSON)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
@@ -292,9 +365,19 @@ func (w *Worker) onReports(batch []jetstream.Msg) {
 		}
 		groups[id] = append(groups[id], m)
 	}
-	for _, id := range order {
+	if len(order) == 0 {
+		return
+	}
+	h := w.hold(len(order))
+	for i, id := range order {
+		h.add(i, groups[id]...)
+	}
+	for i, id := range order {
 		msgs := groups[id]
-		w.spawn(func() { w.onJobReports(id, msgs) })
+		w.spawn(func() {
+			defer h.done(i)
+			w.onJobReports(id, msgs)
+		})
 	}
 }
 

@@ -270,8 +270,20 @@ func (c *Cache) Load(ctx context.Context, id int64) (*schemas.JobSpec, *schemas.
 	return spec, &st, se.Revision(), nil
 }
 
-// LoadSpec reads a job's spec from the KV bucket.
+// LoadSpec reads a job's spec: its submit command in JOBS (the job id is
+// its sequence), or the spec key of the jobs bucket for a job whose
+// command cannot serve (see schemas.KeyJobSpec).
 func (c *Cache) LoadSpec(ctx context.Context, id int64) (*schemas.JobSpec, error) {
+	m, err := c.cmds.GetMsg(ctx, uint64(id))
+	switch {
+	case err == nil && m.Subject == schemas.SubjSubmit:
+		var cmd schemas.SubmitCommand
+		if json.Unmarshal(m.Data, &cmd) == nil && cmd.Spec.Normalize() == nil {
+			return &cmd.Spec, nil
+		}
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, schemas.Unavailable(err, "load job %d spec", id)
+	}
 	e, err := c.kv.Get(ctx, schemas.KeyJobSpec(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, schemas.NotFound("job %d does not exist", id)

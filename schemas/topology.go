@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strconv"
 	"strings"
@@ -70,6 +71,9 @@ const (
 	SubjControls = "fleetjob.ctl.>"
 	// SubjSweeperResults matches the sweeper's kicks.
 	SubjSweeperResults = resultSubjectPrefix + sweeperToken + ".*"
+	// SubjPartitionedSweeperResults matches the sweeper's kicks into a
+	// partitioned RESULTS stream.
+	SubjPartitionedSweeperResults = resultSubjectPrefix + "*." + sweeperToken + "." + sweeperAgent + ".*"
 )
 
 // subjCmdPrefix starts every command subject.
@@ -158,6 +162,61 @@ func SweeperResultSubject(job int64) string {
 	return resultSubjectPrefix + sweeperToken + "." + strconv.FormatInt(job, 10)
 }
 
+// Partitioned results. A RESULTS stream created with partitions stores an
+// agent's report fleetjob.result.<pool>.<agent>.<job> as
+// fleetjob.result.<p>.<pool>.<agent>.<job>, p = ResultPartition(job): the
+// stream's subject transform puts it there as the report is stored, so
+// agents publish as before and cannot choose p. Each partition has a
+// durable consumer, and one worker at a time consumes it (see the
+// orchestrator's partitions.go), so one job's reports are folded by one
+// worker. The sweeper kicks a job of a partitioned stream directly on
+// fleetjob.result.<p>.sweeper.~.<job>: six tokens, a shape no agent can
+// publish on (and "~" is no agent id), which the transform (it takes
+// five) leaves alone.
+const sweeperAgent = "~"
+
+// ResultPartition is the partition of a job's reports among n: the NATS
+// server's partition() mapping (FNV-1a of the job token, modulo n), so a
+// kick lands in the partition the job's reports do.
+func ResultPartition(job int64, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(strconv.FormatInt(job, 10)))
+	return int(h.Sum32() % uint32(n))
+}
+
+// PartitionedSweeperResultSubject is SweeperResultSubject in a RESULTS
+// stream of n partitions.
+func PartitionedSweeperResultSubject(job int64, n int) string {
+	return resultSubjectPrefix + strconv.Itoa(ResultPartition(job, n)) + "." + sweeperToken + "." + sweeperAgent + "." + strconv.FormatInt(job, 10)
+}
+
+// resultTransform is the RESULTS stream's subject transform into n
+// partitions.
+func resultTransform(n int) *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{
+		Source:      resultSubjectPrefix + "*.*.*",
+		Destination: fmt.Sprintf("%s{{partition(%d,3)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}", resultSubjectPrefix, n),
+	}
+}
+
+// ResultPartitionsOf reads the partition count back from a RESULTS
+// stream's configuration: 0 when it has none (created unpartitioned).
+func ResultPartitionsOf(cfg jetstream.StreamConfig) int {
+	st := cfg.SubjectTransform
+	if st == nil {
+		return 0
+	}
+	for n := 1; n <= MaxResultPartitions; n++ {
+		if *st == *resultTransform(n) {
+			return n
+		}
+	}
+	return 0
+}
+
+// MaxResultPartitions bounds topology.result_partitions.
+const MaxResultPartitions = 256
+
 // AgentResultSubjects matches every report an agent of pool may publish:
 // with agent "*", any agent of the pool (a simulator's).
 func AgentResultSubjects(pool, agent string) string {
@@ -180,6 +239,15 @@ func ParseResultSubject(subj string) (ResultFrom, error) {
 		return ResultFrom{}, fmt.Errorf("%q is not a result subject", subj)
 	}
 	p := strings.Split(rest, ".")
+	if len(p) == 4 { // partitioned: drop the partition
+		if _, err := strconv.ParseUint(p[0], 10, 16); err != nil {
+			return ResultFrom{}, fmt.Errorf("%q is not a result subject", subj)
+		}
+		p = p[1:]
+		if p[0] == sweeperToken && p[1] == sweeperAgent { // not an agent id
+			p = []string{sweeperToken, p[2]}
+		}
+	}
 	var f ResultFrom
 	switch {
 	case len(p) == 2 && p[0] == sweeperToken:
@@ -384,6 +452,9 @@ type Topology struct {
 	// jobs bucket. A job still running when it nears this age is failed
 	// (see RetentionMargin), so nothing of a live job ages out.
 	JobRetention time.Duration
+	// ResultPartitions is how many partitions the RESULTS stream is
+	// created with (0: none, one consumer shared by every worker).
+	ResultPartitions int
 }
 
 // RetentionMargin is how long before JobRetention a job that has not
@@ -404,6 +475,8 @@ func DefaultTopology() Topology {
 		MaxDeliver:  10,
 
 		JobRetention: 30 * 24 * time.Hour,
+
+		ResultPartitions: 8,
 	}
 }
 
@@ -422,10 +495,14 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 	// sequence), so the commands are kept, not removed once taken: the
 	// workers' consumer acks them all the same.
 	jobsStream.Retention, jobsStream.MaxAge = jetstream.LimitsPolicy, t.JobRetention
+	results := wq(StreamResults, subjResAll, "agent and sweeper reports, per job")
+	if t.ResultPartitions > 0 {
+		results.SubjectTransform = resultTransform(t.ResultPartitions)
+	}
 	return []jetstream.StreamConfig{
 		jobsStream,
 		wq(StreamTasks, subjTaskAll, "per-agent tasks"),
-		wq(StreamResults, subjResAll, "agent and sweeper reports, per job"),
+		results,
 		{
 			Name: StreamLogs, Description: "execution output in chunks",
 			Subjects: []string{subjLogAll}, Retention: jetstream.LimitsPolicy,
@@ -492,6 +569,23 @@ func (t Topology) CommandConsumer() jetstream.ConsumerConfig {
 		BackOff:       nil,
 	}
 }
+
+// PartitionConsumer is the workers' consumer of partition k of a
+// partitioned RESULTS stream; one worker at a time consumes it.
+func (t Topology) PartitionConsumer(k int) jetstream.ConsumerConfig {
+	c := t.ResultConsumer()
+	c.Durable = PartitionConsumerName(k)
+	c.FilterSubject = resultSubjectPrefix + strconv.Itoa(k) + ".>"
+	c.MaxAckPending = 4096
+	return c
+}
+
+// PartitionConsumerName is the durable name of partition k's consumer.
+func PartitionConsumerName(k int) string { return fmt.Sprintf("%s-p%d", ConsumerResults, k) }
+
+// PartitionLeaseKey is the leases bucket's key of partition k's owner (its
+// value is the owning worker's name).
+func PartitionLeaseKey(k int) string { return "part." + strconv.Itoa(k) }
 
 // ResultConsumer is the workers' shared consumer of RESULTS. Reports are
 // never dropped for being redelivered often: a result must reach the job.

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -106,6 +107,9 @@ func TestParseResultSubject(t *testing.T) {
 		ResultSubject("sim", "sim-7", 3):         {Job: 3, Pool: "sim", Agent: "sim-7"},
 		SweeperResultSubject(9):                  {Job: 9, Sweeper: true},
 		ResultSubject(DefaultPool, "sweeper", 9): {Job: 9, Pool: DefaultPool, Agent: "sweeper"},
+		"fleetjob.result.3.a.web-1.42":           {Job: 42, Pool: DefaultPool, Agent: "web-1"},
+		PartitionedSweeperResultSubject(9, 8):    {Job: 9, Sweeper: true},
+		"fleetjob.result.3.sweeper.-.9":          {Job: 9, Pool: "sweeper", Agent: "-"},
 	} {
 		got, err := ParseResultSubject(subj)
 		if err != nil || got != want {
@@ -113,7 +117,8 @@ func TestParseResultSubject(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"fleetjob.result.42", "fleetjob.result.a.web-1", "fleetjob.result.a.web-1.x",
-		"fleetjob.result.a.b.c.1", "fleetjob.result.a.*.1", "fleetjob.log.job.a.w.1.0.0.1"} {
+		"fleetjob.result.a.b.c.1", "fleetjob.result.a.*.1", "fleetjob.log.job.a.w.1.0.0.1",
+		"fleetjob.result.x.sweeper.~.1", "fleetjob.result.1.2.3.4.5"} {
 		if f, err := ParseResultSubject(bad); err == nil {
 			t.Errorf("ParseResultSubject(%q) accepted: %+v", bad, f)
 		}
@@ -141,5 +146,46 @@ func TestResultSegmentMerge(t *testing.T) {
 	}
 	if KeyResultSegmentOf(9, 0, "", 255) != "9.0.g0" || KeyResultSegmentOf(9, 0, PhaseUpload, 256) != "9.0.ug1" {
 		t.Error("segment keys")
+	}
+}
+
+// The RESULTS stream's transform files an agent's report under the
+// partition ResultPartition computes, so a sweeper's kick, published
+// straight into its partition, meets the job's reports there.
+func TestResultPartitionsAgreeWithTheServer(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	top := DefaultTopology()
+	if err := top.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ResultPartitionsOf(st.CachedInfo().Config); n != top.ResultPartitions {
+		t.Fatalf("ResultPartitionsOf: got %d, want %d", n, top.ResultPartitions)
+	}
+	for job := int64(1); job <= 200; job++ {
+		ack, err := js.Publish(ctx, ResultSubject(DefaultPool, "web-1", job), []byte("r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := st.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "fleetjob.result." + strconv.Itoa(ResultPartition(job, top.ResultPartitions)) + ".a.web-1." + strconv.FormatInt(job, 10)
+		if m.Subject != want {
+			t.Fatalf("job %d stored on %q, want %q", job, m.Subject, want)
+		}
+		kick := PartitionedSweeperResultSubject(job, top.ResultPartitions)
+		ack, err = js.Publish(ctx, kick, []byte("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err = st.GetMsg(ctx, ack.Sequence); err != nil || m.Subject != kick {
+			t.Fatalf("kick of job %d stored on %q (%v), want %q unchanged", job, m.Subject, err, kick)
+		}
 	}
 }

@@ -23,7 +23,7 @@ func TestChaosWorkerKilledWhileExpiringBigJob(t *testing.T) {
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
 		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 	doomed := startProc(t, "", append(env, "FLEETJOB_FAILPOINTS=results-stored=5"), "worker")
-	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 1)
+	s.WaitResultPullers(t, 1)
 	targets := make([]string, hosts)
 	for i := range targets {
 		targets[i] = fmt.Sprintf("10.203.%d.%d", i/250, i%250+1)
@@ -59,7 +59,7 @@ func TestChaosJobThatCannotProgressEnds(t *testing.T) {
 	env := []string{"NATS_URL=" + s.NATSURL, "REDIS_URL=" + s.RedisURL, "FLEETJOB_ACK_WAIT=2s", "FLEETJOB_LOG_LEVEL=error",
 		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker), "FLEETJOB_FAILPOINTS=process=1:fail"}
 	startProc(t, "", env, "worker")
-	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 1)
+	s.WaitResultPullers(t, 1)
 	body := script("true", "10.204.0.1", "10.204.0.2", "10.204.0.3")
 	body["agent_wait"] = 1
 	id := submit(t, s, body, nil)
@@ -70,7 +70,7 @@ func TestChaosJobThatCannotProgressEnds(t *testing.T) {
 	s.JSON(t, "GET", "/v1/deadletters", nil, nil, &dead)
 	kicks := 0
 	for _, d := range dead.Items {
-		if d.JobID == id && d.Subject == schemas.SweeperResultSubject(id) {
+		if from, err := schemas.ParseResultSubject(d.Subject); err == nil && d.JobID == id && from.Sweeper {
 			kicks++
 		}
 	}

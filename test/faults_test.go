@@ -79,7 +79,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		"FLEETJOB_NATS_CREDS=" + s.NATS.CredsFile(t, natsauth.RoleWorker)}
 	w1 := startProc(t, "", env, "worker", "--workers", "2")
 	w2 := startProc(t, "", env, "worker", "--workers", "2")
-	s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, 2)
+	s.WaitResultPullers(t, 2)
 
 	l := newLedger(t)
 	body := script(l.append("$FLEETJOB_EXEC_ID")+"; sleep 0.3", ips...)

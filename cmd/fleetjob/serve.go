@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
@@ -122,7 +123,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	apiCfg.AgentNATSURLs = []string{natsURL}
 	apiCfg.Issuer = issuer
 	g.Go(func() error { return roles.RunAPI(gctx, apiP, ln, apiCfg) })
-	g.Go(func() error { return roles.RunWorkers(gctx, wrkP, cfg.Workers.Count, "serve-"+hostname()) })
+	g.Go(func() error {
+		return roles.RunWorkers(gctx, wrkP, cfg.Workers.Count, fmt.Sprintf("serve-%s-%d", hostname(), os.Getpid()))
+	})
 	if !cfg.Agent.Disabled {
 		g.Go(func() error {
 			err := roles.RunAgent(gctx, agentP, acfg, nil)

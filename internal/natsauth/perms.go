@@ -110,7 +110,7 @@ func servicePermissions(role Role) jwt.Permissions {
 		// consume commands and reports, write state, publish tasks,
 		// events, kicks and kill requests
 		p.Pub.Allow.Add(
-			schemas.SubjTasks, schemas.SubjSweeperResults, schemas.SubjEventPrefix+">", schemas.SubjControls,
+			schemas.SubjTasks, schemas.SubjSweeperResults, schemas.SubjPartitionedSweeperResults, schemas.SubjEventPrefix+">", schemas.SubjControls,
 			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>",
 		)
 		p.Pub.Deny.Add(topology...)

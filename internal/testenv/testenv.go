@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,7 +309,9 @@ func (s *System) StartWorkers(t testing.TB, n int) func() {
 	p := s.rolePlumbing(t, natsauth.RoleWorker)
 	p.Reg = prometheus.NewRegistry()
 	s.WorkerMetrics = p.Reg
-	return s.run(t, "workers", func(ctx context.Context) error { return roles.RunWorkers(ctx, p, n, "test") })
+	return s.run(t, "workers", func(ctx context.Context) error {
+		return roles.RunWorkers(ctx, p, n, fmt.Sprintf("test%d", workerSets.Add(1)))
+	})
 }
 
 // StartAgent runs an agent in-process (real agent code, real bash),
@@ -531,6 +534,10 @@ func (s *System) Job(t testing.TB, id int64) schemas.JobSummary {
 	return sum
 }
 
+// workerSets numbers the worker sets tests start, so each worker has a
+// name of its own (result partitions are owned by name).
+var workerSets atomic.Int64
+
 // Spec waits for job id's spec as the workers read it (its submit command,
 // see statuscache.LoadSpec) and returns it.
 func (s *System) Spec(t testing.TB, id int64) schemas.JobSpec {
@@ -551,4 +558,44 @@ func (s *System) Spec(t testing.TB, id int64) schemas.JobSpec {
 		return err == nil
 	}, "spec of job %d", id)
 	return *spec
+}
+
+// WaitResultPullers waits until n workers consume the reports: with a
+// partitioned RESULTS stream, every partition's consumer has a puller and
+// the partitions' leases name n workers (fewer when there are fewer
+// partitions); without, the shared consumer has n pullers.
+func (s *System) WaitResultPullers(t testing.TB, n int) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.JS.Stream(ctx, schemas.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := schemas.ResultPartitionsOf(st.CachedInfo().Config)
+	if parts == 0 {
+		s.WaitPullers(t, schemas.StreamResults, schemas.ConsumerResults, n)
+		return
+	}
+	leases, err := s.JS.KeyValue(ctx, schemas.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, time.Minute, func() bool {
+		owners := map[string]bool{}
+		for k := range parts {
+			c, err := s.JS.Consumer(ctx, schemas.StreamResults, schemas.PartitionConsumerName(k))
+			if err != nil {
+				return false
+			}
+			if info, err := c.Info(ctx); err != nil || info.NumWaiting < 1 {
+				return false
+			}
+			e, err := leases.Get(ctx, schemas.PartitionLeaseKey(k))
+			if err != nil {
+				return false
+			}
+			owners[string(e.Value())] = true
+		}
+		return len(owners) >= min(n, parts)
+	}, "%d workers consuming the %d result partitions", n, parts)
 }

@@ -19,6 +19,8 @@ type Metrics struct {
 	CASConflicts    prometheus.Counter
 	Kicks           prometheus.Counter
 	KicksHeld       prometheus.Counter
+	// PartitionsOwned is, per worker, the result partitions it consumes.
+	PartitionsOwned *prometheus.GaugeVec
 	ProcessSeconds  prometheus.Histogram
 	// ConsumerPending is, per durable consumer, messages not yet delivered;
 	// ConsumerAckPending those delivered and not yet acked. A consumer whose
@@ -63,9 +65,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.AgentsKnown = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetjob_agents_registered", Help: "Agents in the registry."})
 	m.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetjob_dead_letters_total", Help: "Messages that failed for good and were recorded as dead letters."}, []string{"stream"})
+	m.PartitionsOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetjob_result_partitions_owned", Help: "Result partitions a worker consumes."}, []string{"worker"})
 	m.ReportsRefused = newRefusedCounter()
 	reg.MustRegister(m.ReportsRefused)
-	reg.MustRegister(m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
+	reg.MustRegister(m.PartitionsOwned, m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.KicksHeld, m.ProcessSeconds)
 	return m
 }
@@ -80,8 +84,19 @@ func (m *Metrics) Observe(ctx context.Context, js jetstream.JetStream, agents fu
 		{schemas.StreamResults, schemas.ConsumerResults},
 		{schemas.StreamLogs, schemas.ConsumerIndexer},
 	}
+	if st, err := js.Stream(ctx, schemas.StreamResults); err == nil {
+		if n := schemas.ResultPartitionsOf(st.CachedInfo().Config); n > 0 {
+			consumers[1] = [2]string{}
+			for k := range n {
+				consumers = append(consumers, [2]string{schemas.StreamResults, schemas.PartitionConsumerName(k)})
+			}
+		}
+	}
 	for {
 		for _, c := range consumers {
+			if c[0] == "" {
+				continue
+			}
 			cons, err := js.Consumer(ctx, c[0], c[1])
 			if err != nil {
 				continue

@@ -325,7 +325,11 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 
 func (w *Worker) kick(ctx context.Context, win *pubflow.Window, id int64, now time.Time) error {
 	b, _ := json.Marshal(schemas.Report{V: schemas.MessageVersion, Kind: schemas.ReportKick, JobID: id})
-	m := nats.NewMsg(schemas.SweeperResultSubject(id))
+	subj := schemas.SweeperResultSubject(id)
+	if w.partitions > 0 {
+		subj = schemas.PartitionedSweeperResultSubject(id, w.partitions)
+	}
+	m := nats.NewMsg(subj)
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("kick.%d.%d", id, now.Unix()))
 	if err := win.Publish(ctx, m); err != nil {

@@ -72,6 +72,9 @@ type Worker struct {
 	// removes a command once taken, so each job's spec is written to the
 	// jobs bucket as it was before the commands were kept.
 	writeSpecs bool
+	// partitions is the RESULTS stream's partition count (see
+	// partitions.go); 0: one consumer shared by every worker.
+	partitions int
 }
 
 // New builds a worker. The topology must already exist.
@@ -105,6 +108,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", schemas.StreamJobs, err)
 	}
+	results, err := js.Stream(ctx, schemas.StreamResults)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", schemas.StreamResults, err)
+	}
+	w.partitions = schemas.ResultPartitionsOf(results.CachedInfo().Config)
 	if cmds.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
 		w.writeSpecs = true
 		w.log.Warn("the JOBS stream is a work queue (created by an older fleetjob): every job's spec is written to the jobs bucket as well; recreate JOBS with limits retention to save that write")
@@ -120,13 +128,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("command consumer: %w", err)
 	}
-	res, err := w.js.CreateOrUpdateConsumer(ctx, schemas.StreamResults, w.cfg.Topology.ResultConsumer())
-	if err != nil {
-		return fmt.Errorf("result consumer: %w", err)
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pull.Batches(gctx, cmds, 256, w.onCommands) })
-	g.Go(func() error { return pull.Batches(gctx, res, 1024, w.onReports) })
+	if w.partitions > 0 {
+		g.Go(func() error { return w.consumePartitions(gctx, w.partitions) })
+	} else {
+		res, err := w.js.CreateOrUpdateConsumer(ctx, schemas.StreamResults, w.cfg.Topology.ResultConsumer())
+		if err != nil {
+			return fmt.Errorf("result consumer: %w", err)
+		}
+		g.Go(func() error { return pull.Batches(gctx, res, 1024, w.onReports) })
+	}
 	g.Go(func() error { return w.sweep(gctx) })
 	err = g.Wait()
 	w.wg.Wait()
@@ -349,7 +361,11 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	return w.effects(ctx, spec, st, rev, t)
 }
 
-func (w *Worker) onReports(batch []jetstream.Msg) {
+func (w *Worker) onReports(batch []jetstream.Msg) { w.reportBatch(batch, nil) }
+
+// reportBatch hands a batch of reports, grouped by job, to the pool;
+// started (when not nil) counts the groups until each has ended.
+func (w *Worker) reportBatch(batch []jetstream.Msg, started *sync.WaitGroup) {
 	groups := map[int64][]jetstream.Msg{}
 	var order []int64
 	for _, m := range batch {
@@ -374,8 +390,14 @@ func (w *Worker) onReports(batch []jetstream.Msg) {
 	}
 	for i, id := range order {
 		msgs := groups[id]
+		if started != nil {
+			started.Add(1)
+		}
 		w.spawn(func() {
 			defer h.done(i)
+			if started != nil {
+				defer started.Done()
+			}
 			w.onJobReports(id, msgs)
 		})
 	}

@@ -3,6 +3,7 @@ package schemas
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -91,6 +92,10 @@ type Task struct {
 	// worker has already given the host up as agent_offline.
 	NotAfter      time.Time `json:"not_after"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
+	// InlineLog lets the agent send a small output in its finished report
+	// (Report.Log) instead of a LOGS message: set for jobs whose results
+	// live in their state (JobSpec.InlineResults).
+	InlineLog bool `json:"inline_log,omitempty"`
 }
 
 // Task kinds besides StepScript.
@@ -146,6 +151,26 @@ type Report struct {
 	// Phase and Files belong to upload units: the files they stored.
 	Phase string      `json:"phase,omitempty"`
 	Files []FileEntry `json:"files,omitempty"`
+	// Log is the whole output of a task asked for it (Task.InlineLog) when
+	// it fit in one chunk of at most MaxInlineLog bytes that was not sent
+	// yet: its Lines lines joined by "\n", masked, exactly what that LOGS
+	// chunk would have carried; nothing of the execution is in LOGS then.
+	// Nil when the log is in LOGS; "" is a log of no lines, or of one
+	// empty line (Lines tells).
+	Log *string `json:"log,omitempty"`
+}
+
+// MaxInlineLog bounds the bytes of a log that rides in its report
+// (Report.Log) and then in its host result (HostResult.Log).
+const MaxInlineLog = 1 << 10
+
+// InlineLines splits an inline log of n lines into its lines, as a LOGS
+// chunk's body is split.
+func InlineLines(log string, n int) []string {
+	if n <= 0 {
+		return []string{}
+	}
+	return strings.Split(log, "\n")
 }
 
 // KillRequest asks an agent to kill executions' process groups.

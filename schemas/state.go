@@ -348,6 +348,18 @@ type HostResult struct {
 	EndedAt   time.Time  `json:"ended_at,omitzero"`
 	Lines     int        `json:"lines"`
 	Error     string     `json:"error,omitempty"`
+	// Log is the attempt's whole output when it rode in its finished
+	// report (Report.Log), kept only in a small job's state (JobSpec.
+	// InlineResults); the log reader serves it. Host rows, events and API
+	// answers carry results WithoutLog.
+	Log *string `json:"log,omitempty"`
+}
+
+// WithoutLog returns r without its inline log, as host rows, events and
+// API answers carry it: a log is read through the log reader.
+func (r HostResult) WithoutLog() HostResult {
+	r.Log = nil
+	return r
 }
 
 // DurationMS is the run time in milliseconds, or 0 when it has not ended.

@@ -432,6 +432,15 @@ func KeyCallback(id int64) string { return strconv.FormatInt(id, 10) + ".callbac
 // KeyHostResults matches every host result segment of a job.
 func KeyHostResults(id int64) string { return strconv.FormatInt(id, 10) + ".*.*" }
 
+// KeyEarlierResult is where a small job keeps the result of a unit's
+// attempt that an operator's retry superseded, when that result carries
+// its inline log (HostResult.Log): the job state holds only the latest
+// attempt of each unit. "<id>.<step>.<unit>.<attempt>.log": no pattern
+// of state keys or result segments matches it.
+func KeyEarlierResult(id int64, step int, phase string, idx, attempt int) string {
+	return fmt.Sprintf("%d.%d.%s.%d.log", id, step, UnitToken(phase, idx), attempt)
+}
+
 // Topology holds the tunables of the streams and buckets. The binary
 // fills one from its configuration (Replicas, AckWait and TaskWait are
 // settings there); every process of one system must agree on them.

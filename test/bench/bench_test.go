@@ -478,11 +478,13 @@ func (c streamCounts) total() uint64 {
 	return n
 }
 
-// per lists, stream by stream, what was stored since before, per job.
+// per lists, stream by stream, what was stored since before, per job:
+// the streams that stored any, and LOGS always (a one-host job's short
+// output rides in its result: LOGS 0).
 func (c streamCounts) per(before streamCounts, jobs int) string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(c)) {
-		if d := c[name] - before[name]; d > 0 {
+		if d := c[name] - before[name]; d > 0 || name == schemas.StreamLogs {
 			parts = append(parts, fmt.Sprintf("%s %.1f", name, float64(d)/float64(jobs)))
 		}
 	}

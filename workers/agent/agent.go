@@ -522,8 +522,17 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	}
 	// The output is stored before the result is reported, however long
 	// NATS takes to come back (a failover, a restart): a log is never
-	// reported complete with lines missing.
-	lines, err := logs.Close(a.halt)
+	// reported complete with lines missing. A small output of a task that
+	// asks for it rides in the report instead (one message, not two), and
+	// is journaled with it.
+	var lines int
+	var inline *string
+	var err error
+	if t.InlineLog {
+		lines, inline, err = logs.CloseInline(a.halt)
+	} else {
+		lines, err = logs.Close(a.halt)
+	}
 	close(stopHB)
 	if !startedTimer.Stop() {
 		<-startedSent // in order: the start before the result
@@ -540,12 +549,18 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	}
 	r := a.report(t, schemas.ReportFinished)
 	r.Status, r.ExitCode, r.Error, r.Files = o.status, o.exitCode, o.err, o.files
-	r.StartedAt, r.EndedAt, r.Lines = start, time.Now().UTC(), lines
+	r.StartedAt, r.EndedAt, r.Lines, r.Log = start, time.Now().UTC(), lines, inline
 	a.m.Duration.Observe(r.EndedAt.Sub(start).Seconds())
-	if err := a.journal.end(&r); err != nil {
-		a.log.Error("journal end", "exec", t.ExecID, "err", err)
+	jerr := a.journal.end(&r)
+	if jerr != nil {
+		a.log.Error("journal end", "exec", t.ExecID, "err", jerr)
 	}
-	os.Remove(spoolPath(a.spool, t.ExecID))
+	// An output that is only in the report, not journaled with it, keeps
+	// its spool file: a restart before the report is stored publishes it
+	// to LOGS (recover).
+	if jerr == nil || inline == nil {
+		os.Remove(spoolPath(a.spool, t.ExecID))
+	}
 	a.mu.Lock()
 	delete(a.running, t.ExecID)
 	a.mu.Unlock()

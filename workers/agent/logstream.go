@@ -38,10 +38,13 @@ type logStream struct {
 	skip  int    // lines already stored (a restarted agent resuming a log)
 	// sent are the chunks not known to be stored yet, in order; a nil
 	// future is a chunk the client refused to send at once.
-	sent    []sentChunk
-	timer   *time.Timer
-	closed  bool
-	onBytes func(int)
+	sent []sentChunk
+	// published says a chunk of this log has been sent (or, resuming,
+	// that the stream holds some): the log can no longer ride in a report.
+	published bool
+	timer     *time.Timer
+	closed    bool
+	onBytes   func(int)
 	// mask replaces sensitive parameter values in every line.
 	mask *strings.Replacer
 	// attempt bounds each resend's wait for its ack.
@@ -164,6 +167,7 @@ func (l *logStream) flushLocked(final bool) {
 	if err != nil {
 		f = nil
 	}
+	l.published = true
 	// forget the stored prefix so a long log is not held in memory
 	for len(l.sent) > 0 && l.sent[0].stored() {
 		l.sent = l.sent[1:]
@@ -211,6 +215,37 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 	sent, total := l.sent, l.first
 	l.sent = nil
 	l.mu.Unlock()
+	return total, l.await(ctx, sent)
+}
+
+// CloseInline is Close for a log that may ride in its finished report
+// (schemas.Task.InlineLog): when no chunk of it has been published and the
+// lines not sent yet take at most schemas.MaxInlineLog bytes, it publishes
+// nothing and returns them, joined as that final chunk would have carried
+// them. Otherwise it is Close, and log is nil.
+func (l *logStream) CloseInline(ctx context.Context) (lines int, log *string, err error) {
+	l.mu.Lock()
+	if l.published || l.first > 0 || l.skip > 0 || len(l.buf) > schemas.MaxInlineLog {
+		l.mu.Unlock()
+		lines, err = l.Close(ctx)
+		return lines, nil, err
+	}
+	defer l.mu.Unlock()
+	l.closed = true
+	l.timer.Stop()
+	s := string(l.buf)
+	if l.onBytes != nil {
+		l.onBytes(len(s))
+	}
+	lines = l.n
+	l.first += l.n
+	l.buf, l.n = l.buf[:0], 0
+	return lines, &s, nil
+}
+
+// await waits for the acks of the chunks sent, and sends again, in order,
+// those from the first that failed (see Close).
+func (l *logStream) await(ctx context.Context, sent []sentChunk) error {
 	failed := -1
 	for i, c := range sent {
 		if c.fut == nil {
@@ -222,13 +257,13 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 			continue
 		case <-c.fut.Err():
 		case <-ctx.Done():
-			return total, ctx.Err()
+			return ctx.Err()
 		}
 		failed = i
 		break
 	}
 	if failed < 0 {
-		return total, nil
+		return nil
 	}
 	for _, c := range sent[failed:] {
 		m := nats.NewMsg(c.msg.Subject)
@@ -245,12 +280,12 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 				break
 			}
 			if ctx.Err() != nil {
-				return total, fmt.Errorf("log chunk %s: %w", m.Header.Get(nats.MsgIdHdr), err)
+				return fmt.Errorf("log chunk %s: %w", m.Header.Get(nats.MsgIdHdr), err)
 			}
 			time.Sleep(min(time.Duration(i+1)*100*time.Millisecond, time.Second))
 		}
 	}
-	return total, nil
+	return nil
 }
 
 // lastLogChunk reads the last stored chunk of one of the agent's own log

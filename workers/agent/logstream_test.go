@@ -91,3 +91,101 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 		t.Fatalf("first stored chunk %q, %v: want the three lines", first.Data, err)
 	}
 }
+
+// CloseInline hands back a log none of whose chunks was sent and whose
+// lines fit in schemas.MaxInlineLog bytes, joined as its one chunk would
+// have carried them, and publishes nothing; any other log it closes as
+// Close does, into LOGS.
+func TestCloseInline(t *testing.T) {
+	js, err := jetstream.New(natstest.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LOGS", Subjects: []string{"fleetjob.log.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := strings.Repeat("w", schemas.MaxInlineLog/2)
+	for i, c := range []struct {
+		name      string
+		sensitive bool
+		write     func(l *logStream)
+		lines     int
+		inline    *string
+		chunks    int // LOGS messages of the execution
+	}{
+		{"three lines", false, func(l *logStream) {
+			l.Line("a")
+			l.Line("")
+			l.Line("c")
+		}, 3, ptr("a\n\nc"), 0},
+		{"no output", false, func(*logStream) {}, 0, ptr(""), 0},
+		{"one empty line", false, func(l *logStream) { l.Line("") }, 1, ptr(""), 0},
+		{"exactly the cap", false, func(l *logStream) {
+			l.Line(wide)
+			l.Line(wide[1:])
+		}, 2, ptr(wide + "\n" + wide[1:]), 0},
+		{"a byte past the cap", false, func(l *logStream) {
+			l.Line(wide)
+			l.Line(wide)
+		}, 2, nil, 1},
+		{"a chunk already sent", false, func(l *logStream) {
+			l.Line("a")
+			l.mu.Lock()
+			l.flushLocked(false) // what the 200 ms tick does
+			l.mu.Unlock()
+			l.Line("b")
+		}, 2, nil, 2},
+		{"a chunk already sent, nothing after it", false, func(l *logStream) {
+			l.Line("a")
+			l.mu.Lock()
+			l.flushLocked(false)
+			l.mu.Unlock()
+		}, 1, nil, 2},
+		{"sensitive values masked", true, func(l *logStream) { l.Line("token=s3cret") }, 1, ptr("token=******"), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			task := &schemas.Task{JobID: 20, Host: i, Attempt: 1, ExecID: schemas.ExecID(20, 0, i, 1), InlineLog: true,
+				Script: &schemas.Script{Content: "true", Sensitive: c.sensitive, Env: map[string]string{"TOKEN": "s3cret"}}}
+			subject := schemas.LogRef{Job: task.JobID, Host: task.Host, Attempt: 1, Pool: schemas.DefaultPool, Agent: "a1"}.Subject()
+			l := newLogStream(js, subject, task, nil)
+			l.mu.Lock()
+			l.timer.Stop() // no tick: the case says what was sent
+			l.mu.Unlock()
+			c.write(l)
+			lines, inline, err := l.CloseInline(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lines != c.lines {
+				t.Errorf("lines: got %d, want %d", lines, c.lines)
+			}
+			if (inline == nil) != (c.inline == nil) || (inline != nil && *inline != *c.inline) {
+				t.Errorf("inline log: got %v, want %v", deref(inline), deref(c.inline))
+			}
+			info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := int(info.State.Subjects[subject]); got != c.chunks {
+				t.Errorf("LOGS messages: got %d, want %d", got, c.chunks)
+			}
+			if c.chunks > 0 {
+				last, err := st.GetLastMsgForSubject(ctx, subject)
+				if err != nil || last.Header.Get(schemas.HdrFinal) != "1" {
+					t.Errorf("the last chunk is not final: %v %v", last, err)
+				}
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func deref(s *string) string {
+	if s == nil {
+		return "nil"
+	}
+	return fmt.Sprintf("%q", *s)
+}

@@ -130,8 +130,10 @@ func (s *Simulator) register(ctx context.Context, stopping bool) error {
 	return events.Await(ctx, futs)
 }
 
-// onTask finishes a task at once: a started and a finished report and one
-// line of output, acked once they are stored.
+// onTask finishes a task at once: a finished report and one line of
+// output, acked once they are stored. The line rides in the report when
+// the task asks for it (schemas.Task.InlineLog), as a real agent's short
+// output does; otherwise it is a LOGS message of its own.
 func (s *Simulator) onTask(m jetstream.Msg) {
 	var t schemas.Task
 	agent, ok := schemas.AgentOfTaskSubject(m.Subject())
@@ -145,14 +147,20 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 		ExecID: t.ExecID, AgentID: agent, Phase: t.Phase, StartedAt: now}
 	finished := base // done at once: no started report (see startedDelay)
 	finished.Kind, finished.Status, finished.ExitCode, finished.EndedAt, finished.Lines = schemas.ReportFinished, schemas.HostSuccess, &code, now, 1
-	logm := nats.NewMsg(schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,
-		Pool: s.cfg.Pool, Agent: agent}.Subject())
-	logm.Data = []byte("simulated " + t.ExecID + " on " + t.Target.IP)
-	logm.Header.Set(schemas.HdrFirstLine, "0")
-	logm.Header.Set(schemas.HdrLineCount, "1")
-	logm.Header.Set(schemas.HdrFinal, "1")
-	logm.Header.Set(nats.MsgIdHdr, t.ExecID+".0.f")
-	msgs := []*nats.Msg{logm}
+	output := "simulated " + t.ExecID + " on " + t.Target.IP
+	var msgs []*nats.Msg
+	if t.InlineLog {
+		finished.Log = &output
+	} else {
+		logm := nats.NewMsg(schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,
+			Pool: s.cfg.Pool, Agent: agent}.Subject())
+		logm.Data = []byte(output)
+		logm.Header.Set(schemas.HdrFirstLine, "0")
+		logm.Header.Set(schemas.HdrLineCount, "1")
+		logm.Header.Set(schemas.HdrFinal, "1")
+		logm.Header.Set(nats.MsgIdHdr, t.ExecID+".0.f")
+		msgs = append(msgs, logm)
+	}
 	b, _ := json.Marshal(finished)
 	rm := nats.NewMsg(schemas.ResultSubject(s.cfg.Pool, agent, t.JobID))
 	rm.Data = b

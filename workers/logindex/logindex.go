@@ -2,14 +2,18 @@
 // in Redis (first line → LOGS stream sequence), and serves line-range reads
 // from that index plus direct gets. The LOGS stream is the truth: a read
 // whose range the index does not cover (a flushed or lagging Redis) rebuilds
-// that log's index from the stream's headers.
+// that log's index from the stream's headers. A small task's log that rode
+// in its result instead (schemas.Report.Log) is read from the result, in
+// the jobs bucket.
 package logindex
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,7 +69,9 @@ func chunkOf(h map[string][]string, seq uint64) (chunk, bool) {
 	return chunk{f, c, seq}, err1 == nil && err2 == nil
 }
 
-// Indexer consumes job log chunks and records their ranges in Redis.
+// Indexer consumes job log chunks and records their ranges in Redis. A
+// log that rode in its result (schemas.Report.Log) has no chunk, so no
+// index either: the reader serves it from the result (readInline).
 type Indexer struct {
 	js  jetstream.JetStream
 	rdb redis.UniversalClient
@@ -118,16 +124,22 @@ func (ix *Indexer) index(ctx context.Context, msgs []jetstream.Msg) {
 type Reader struct {
 	rdb    redis.UniversalClient
 	stream jetstream.Stream
+	jobs   jetstream.KeyValue
 	log    *slog.Logger
 }
 
-// NewReader returns a reader over the LOGS stream.
+// NewReader returns a reader over the LOGS stream and, for the logs that
+// rode in their results, the jobs bucket.
 func NewReader(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient, log *slog.Logger) (*Reader, error) {
 	s, err := js.Stream(ctx, schemas.StreamLogs)
 	if err != nil {
 		return nil, fmt.Errorf("logs stream: %w", err)
 	}
-	return &Reader{rdb: rdb, stream: s, log: log.With("component", "log-reader")}, nil
+	jobs, err := js.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("jobs bucket: %w", err)
+	}
+	return &Reader{rdb: rdb, stream: s, jobs: jobs, log: log.With("component", "log-reader")}, nil
 }
 
 // Read returns lines from..from+limit-1 of a log.
@@ -135,7 +147,7 @@ func (r *Reader) Read(ctx context.Context, ref schemas.LogRef, from, limit int) 
 	p := schemas.LogPage{From: from, To: from, Lines: []string{}}
 	last, err := r.stream.GetLastMsgForSubject(ctx, ref.Subject())
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return p, nil
+		return r.readInline(ctx, ref, from, limit)
 	}
 	if err != nil {
 		return p, schemas.Unavailable(err, "read log")
@@ -176,6 +188,80 @@ func (r *Reader) Read(ctx context.Context, ref schemas.LogRef, from, limit int) 
 	}
 	p.To = from + len(p.Lines)
 	return p, nil
+}
+
+// readInline serves a log that LOGS does not hold from its execution's
+// result, when the log rode there (schemas.Report.Log), exactly as one
+// final chunk of its lines would be served. A log found nowhere is an
+// empty page, not complete: its execution has not written any yet.
+func (r *Reader) readInline(ctx context.Context, ref schemas.LogRef, from, limit int) (schemas.LogPage, error) {
+	p := schemas.LogPage{From: from, To: from, Lines: []string{}}
+	hr, ok, err := r.inlineResult(ctx, ref)
+	if err != nil || !ok {
+		return p, err
+	}
+	lines := schemas.InlineLines(*hr.Log, hr.Lines)
+	p.Total, p.Complete = len(lines), true
+	if from >= p.Total || limit <= 0 {
+		return p, nil
+	}
+	p.Lines = lines[from:min(from+limit, p.Total)]
+	p.To = from + len(p.Lines)
+	return p, nil
+}
+
+// inlineResult finds the result of ref's execution if it carries its log:
+// in the job's state, where a small job keeps its units' latest results,
+// or, for an attempt a retry superseded, under its own key. Only a small
+// job's script units have one; for any other the state has no result of
+// the unit and ok is false.
+func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
+	if ref.Phase != "" {
+		return schemas.HostResult{}, false, nil
+	}
+	e, err := r.jobs.Get(ctx, schemas.KeyJobState(ref.Job))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return schemas.HostResult{}, false, nil
+	}
+	if err != nil {
+		return schemas.HostResult{}, false, schemas.Unavailable(err, "read job %d", ref.Job)
+	}
+	var st struct {
+		Results []schemas.HostResult `json:"results"`
+	}
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return schemas.HostResult{}, false, fmt.Errorf("decode job %d: %w", ref.Job, err)
+	}
+	i := slices.IndexFunc(st.Results, func(hr schemas.HostResult) bool {
+		return hr.Step == ref.Step && hr.Phase == ref.Phase && hr.Index == ref.Host
+	})
+	switch {
+	case i < 0:
+		return schemas.HostResult{}, false, nil
+	case st.Results[i].Attempt == ref.Attempt:
+		return st.Results[i], st.Results[i].Log != nil, nil
+	case st.Results[i].Attempt > ref.Attempt:
+		return r.supersededResult(ctx, ref)
+	}
+	return schemas.HostResult{}, false, nil
+}
+
+// supersededResult reads an earlier attempt's result that the worker kept
+// apart when a retry superseded it (schemas.KeyEarlierResult).
+func (r *Reader) supersededResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
+	key := schemas.KeyEarlierResult(ref.Job, ref.Step, ref.Phase, ref.Host, ref.Attempt)
+	e, err := r.jobs.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return schemas.HostResult{}, false, nil
+	}
+	if err != nil {
+		return schemas.HostResult{}, false, schemas.Unavailable(err, "read %s", key)
+	}
+	var hr schemas.HostResult
+	if err := json.Unmarshal(e.Value(), &hr); err != nil {
+		return schemas.HostResult{}, false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return hr, hr.Log != nil && hr.Attempt == ref.Attempt, nil
 }
 
 // lookup finds in Redis the chunks covering [from, end); ok is false when

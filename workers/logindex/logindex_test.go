@@ -2,6 +2,7 @@ package logindex
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -140,6 +141,93 @@ func TestRefOf(t *testing.T) {
 	for _, bad := range []string{"fleetjob.log.job.a.w.7.1.x.1", "fleetjob.log.agent.a", "fleetjob.log.job.a.w.7.1.3", "fleetjob.log.job.7.1.3.2", "fleetjob.log.job.a.*.7.1.3.2"} {
 		if _, ok := schemas.LogRefOf(bad); ok {
 			t.Errorf("schemas.LogRefOf(%q) accepted", bad)
+		}
+	}
+}
+
+// A log that rode in its result (schemas.Report.Log) is not in LOGS: the
+// reader serves it from the job's state, or for an attempt a retry
+// superseded from the key it was kept under, paged as one final chunk.
+func TestReadInline(t *testing.T) {
+	js, _ := jetstream.New(natstest.Conn(t))
+	ctx := t.Context()
+	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1, DialerRetries: 1})
+	defer rdb.Close()
+	r, err := NewReader(ctx, js, rdb, slogDiscard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, schemas.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := kv.Put(ctx, key, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := func(s string) *string { return &s }
+	put(schemas.KeyJobState(5), schemas.JobState{V: 1, ID: 5, Results: []schemas.HostResult{
+		{Step: 0, Index: 0, Attempt: 1, Status: schemas.HostSuccess, Lines: 3, Log: log("a\n\nc")},
+		{Step: 0, Index: 1, Attempt: 1, Status: schemas.HostSuccess, Lines: 0, Log: log("")},
+		{Step: 0, Index: 2, Attempt: 1, Status: schemas.HostSuccess, Lines: 1, Log: log("")},
+		{Step: 0, Index: 3, Attempt: 1, Status: schemas.HostRunning},
+		{Step: 0, Index: 4, Attempt: 2, Status: schemas.HostRunning},          // retried: attempt 1 kept apart
+		{Step: 1, Index: 0, Attempt: 1, Status: schemas.HostFailed, Lines: 2}, // its log is in LOGS (lost here)
+	}})
+	put(schemas.KeyEarlierResult(5, 0, "", 4, 1), schemas.HostResult{Step: 0, Index: 4, Attempt: 1, Status: schemas.HostFailed, Lines: 1, Log: log("boom")})
+	for _, c := range []struct {
+		name        string
+		ref         schemas.LogRef
+		from, limit int
+		lines       []string
+		total       int
+		complete    bool
+	}{
+		{"the whole log", schemas.LogRef{Job: 5, Host: 0, Attempt: 1}, 0, 100, []string{"a", "", "c"}, 3, true},
+		{"a page", schemas.LogRef{Job: 5, Host: 0, Attempt: 1}, 1, 1, []string{""}, 3, true},
+		{"the last page", schemas.LogRef{Job: 5, Host: 0, Attempt: 1}, 2, 100, []string{"c"}, 3, true},
+		{"past the end", schemas.LogRef{Job: 5, Host: 0, Attempt: 1}, 3, 100, []string{}, 3, true},
+		{"no output", schemas.LogRef{Job: 5, Host: 1, Attempt: 1}, 0, 100, []string{}, 0, true},
+		{"one empty line", schemas.LogRef{Job: 5, Host: 2, Attempt: 1}, 0, 100, []string{""}, 1, true},
+		{"still running", schemas.LogRef{Job: 5, Host: 3, Attempt: 1}, 0, 100, []string{}, 0, false},
+		{"an attempt a retry superseded", schemas.LogRef{Job: 5, Host: 4, Attempt: 1}, 0, 100, []string{"boom"}, 1, true},
+		{"the retry, running", schemas.LogRef{Job: 5, Host: 4, Attempt: 2}, 0, 100, []string{}, 0, false},
+		{"a result without a log", schemas.LogRef{Job: 5, Step: 1, Attempt: 1}, 0, 100, []string{}, 0, false},
+		{"a unit without a result", schemas.LogRef{Job: 5, Host: 9, Attempt: 1}, 0, 100, []string{}, 0, false},
+		{"an upload unit", schemas.LogRef{Job: 5, Phase: schemas.PhaseUpload, Attempt: 1}, 0, 100, []string{}, 0, false},
+		{"no such job", schemas.LogRef{Job: 6, Attempt: 1}, 0, 100, []string{}, 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := r.Read(ctx, c.ref, c.from, c.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := schemas.LogPage{From: c.from, To: c.from + len(c.lines), Total: c.total, Complete: c.complete, Lines: c.lines}
+			if fmt.Sprintf("%#v", p) != fmt.Sprintf("%#v", want) {
+				t.Errorf("got %+v, want %+v", p, want)
+			}
+		})
+	}
+	// the same log as one final LOGS chunk reads the same
+	chunked := schemas.LogRef{Job: 7, Attempt: 1}
+	m := nats.NewMsg(schemas.LogRef{Job: 7, Attempt: 1, Pool: schemas.DefaultPool, Agent: "a1"}.Subject())
+	m.Data = []byte("a\n\nc")
+	m.Header.Set(schemas.HdrFirstLine, "0")
+	m.Header.Set(schemas.HdrLineCount, "3")
+	m.Header.Set(schemas.HdrFinal, "1")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, pg := range [][2]int{{0, 100}, {1, 1}, {2, 100}, {3, 100}} {
+		got, err1 := r.Read(ctx, schemas.LogRef{Job: 5, Attempt: 1}, pg[0], pg[1])
+		want, err2 := r.Read(ctx, chunked, pg[0], pg[1])
+		if err1 != nil || err2 != nil || fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+			t.Errorf("page %v: inline %+v (%v), chunk %+v (%v)", pg, got, err1, want, err2)
 		}
 	}
 }

@@ -89,6 +89,9 @@ func (t *txn) task(u unit, agent string, dispatchedAt time.Time) schemas.Task {
 		Timeout:       spec.Timeout,
 		NotAfter:      dispatchedAt.Add(time.Duration(t.spec.AgentWait)*time.Second + startSlack),
 		CorrelationID: t.spec.CorrelationID,
+		// a small job's results live in its state: a small output can
+		// ride in its result too (see apply)
+		InlineLog: t.spec.InlineResults(),
 	}
 	if f := spec.File; f != nil {
 		if u.phase == schemas.PhaseUpload {

@@ -85,6 +85,7 @@ func (t *txn) emitFinished() {
 // replayResult puts a recorded host result back in the cache rows and
 // emits its host.finished event again (same id as the first time).
 func (t *txn) replayResult(exec string, hr schemas.HostResult) {
+	hr = hr.WithoutLog()
 	u := unit{step: hr.Step, idx: hr.Index, phase: hr.Phase}
 	r := t.row(u)
 	r.HostResult, r.Since = hr, hr.EndedAt

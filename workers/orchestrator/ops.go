@@ -80,6 +80,11 @@ func (t *txn) op(cmd schemas.OpCommand) error {
 	case schemas.OpRetryFailed, schemas.OpRetryAll:
 		for i, s := range ss.Hosts.Status {
 			if cmd.Op == schemas.OpRetryAll || jobstate.Retried(s) {
+				// the state keeps a unit's latest attempt only: an
+				// inline log of the one retried is kept apart
+				if hr, ok := st.Result(st.Step, "", i); ok && hr.Log != nil && hr.Attempt == ss.Hosts.AttemptOf(i) {
+					t.superseded = append(t.superseded, hr)
+				}
 				ss.Hosts.Retry(i, st.Sec(t.now))
 				r := t.row(unit{step: st.Step, idx: i})
 				r.HostResult = schemas.HostResult{Step: st.Step, Index: i, Host: t.target(st.Step, i), Status: schemas.HostPending, Attempt: ss.Hosts.AttemptOf(i)}

@@ -107,6 +107,9 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 		}
 		if t.changed {
 			st.UpdatedAt = t.now
+			if err := w.keepSuperseded(ctx, st.ID, t.superseded); err != nil {
+				return err
+			}
 			if err := w.storeResults(ctx, spec, st, t.results); err != nil {
 				return err
 			}

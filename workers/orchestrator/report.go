@@ -49,7 +49,14 @@ func (t *txn) apply(r schemas.Report) {
 		row := t.set(u, r.Status)
 		row.AgentID, row.ExitCode, row.StartedAt, row.EndedAt = r.AgentID, r.ExitCode, started, r.EndedAt
 		row.Lines, row.Error, row.Attempt = r.Lines, r.Error, r.Attempt
-		t.results = append(t.results, row.HostResult)
+		// The log that rode in the report goes to the stored result
+		// only: not to the cache row nor the event. Only a small job
+		// asks for one (its tasks' InlineLog); it stays in the state.
+		res := row.HostResult
+		if r.Log != nil && t.spec.InlineResults() && len(*r.Log) <= schemas.MaxInlineLog {
+			res.Log = r.Log
+		}
+		t.results = append(t.results, res)
 		t.emit(events.HostFinished, t.jobID(), r.ExecID, row.HostResult)
 		if r.Phase == schemas.PhaseUpload && r.Status == schemas.HostSuccess {
 			t.addFiles(r.Step, r.Files)

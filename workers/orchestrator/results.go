@@ -49,6 +49,22 @@ func (w *Worker) hostResult(ctx context.Context, spec *schemas.JobSpec, st *sche
 	return hr, ok, nil
 }
 
+// keepSuperseded stores, each under its own key, the results with an
+// inline log that a retry is about to supersede in a small job's state,
+// before the commit that retries them: the log reader finds an earlier
+// attempt's log there. Writing one again (a lost race, a redelivery)
+// writes the same value.
+func (w *Worker) keepSuperseded(ctx context.Context, id int64, rs []schemas.HostResult) error {
+	for _, r := range rs {
+		b, _ := json.Marshal(r)
+		key := schemas.KeyEarlierResult(id, r.Step, r.Phase, r.Index, r.Attempt)
+		if _, err := w.jobs.Put(ctx, key, b); err != nil {
+			return fmt.Errorf("keep earlier result %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
 // loadSegment reads a result segment and its revision (0: none yet).
 func (w *Worker) loadSegment(ctx context.Context, key string) (schemas.ResultSegmentValue, uint64, error) {
 	var seg schemas.ResultSegmentValue

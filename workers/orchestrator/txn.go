@@ -61,6 +61,10 @@ type txn struct {
 	// replaying: the events include every one the record implies, some
 	// of them perhaps published already (replayEvents)
 	replaying bool
+
+	// superseded are results with an inline log whose unit a retry gave a
+	// new attempt: stored apart before the commit (keepSuperseded)
+	superseded []schemas.HostResult
 }
 
 func newTxn(spec *schemas.JobSpec, st *schemas.JobState, now time.Time, dir Directory) *txn {

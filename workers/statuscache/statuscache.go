@@ -400,14 +400,15 @@ func (c *Cache) rowsFromKV(ctx context.Context, spec *schemas.JobSpec, st *schem
 }
 
 // BuildRows makes every host row of a job from its state table, filling in
-// stored results where the table agrees with them.
+// stored results where the table agrees with them (without their inline
+// logs: a row is never a log).
 func BuildRows(spec *schemas.JobSpec, st *schemas.JobState, results map[string]schemas.HostResult) []schemas.HostRow {
 	var rows []schemas.HostRow
 	for i, ss := range st.Steps {
 		for j, status := range ss.Hosts.Status {
 			r := schemas.HostRow{Since: st.At(ss.Hosts.Since[j])}
 			if res, ok := results[hostField(i, "", j)]; ok {
-				r.HostResult = res
+				r.HostResult = res.WithoutLog()
 			}
 			r.Step, r.Index, r.Status = i, j, status
 			if i < len(spec.Steps) && j < len(spec.Steps[i].Targets) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,6 +185,40 @@ func TestScriptsReloadedAfterFlush(t *testing.T) {
 	for _, key := range []string{"{fj}:job:6", "{fj}:job:7"} {
 		if n, _ := f.rdb.Exists(ctx, key).Result(); n != 1 {
 			t.Errorf("%s not cached by a batcher whose queue was full", key)
+		}
+	}
+}
+
+// Host rows rebuilt from a small job's state leave out the inline logs its
+// results carry: a row (in Redis, in API answers) is never a log.
+func TestRowsFromKVLeaveLogsOut(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sp := spec(t, "inline")
+	st := schemas.NewJobState(4, sp, time.Now().UTC())
+	st.Status = schemas.JobSuccess
+	out := "hi"
+	for i := range st.Steps[0].Hosts.Status {
+		st.Steps[0].Hosts.Status[i] = schemas.HostSuccess
+		st.PutResults([]schemas.HostResult{{Index: i, Host: sp.Steps[0].Targets[i], Status: schemas.HostSuccess, Attempt: 1, Lines: 1, Log: &out}})
+	}
+	f.store(t, 4, sp, st)
+	rows, err := f.cache.Hosts(ctx, 4) // a miss: built from the state
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("rows: %+v %v", rows, err)
+	}
+	for _, r := range rows {
+		if r.Log != nil || r.Lines != 1 || r.Status != schemas.HostSuccess {
+			t.Errorf("row %d: %+v, want success, 1 line, no log", r.Index, r)
+		}
+	}
+	cached, err := f.rdb.HGetAll(ctx, "{fj}:hosts:4").Result()
+	if err != nil || len(cached) == 0 {
+		t.Fatalf("cached rows: %v %v", cached, err)
+	}
+	for k, v := range cached {
+		if strings.Contains(v, `"log"`) {
+			t.Errorf("cached row %s: %s", k, v)
 		}
 	}
 }

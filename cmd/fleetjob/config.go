@@ -114,6 +114,8 @@ type topologyConfig struct {
 	TaskAckWait time.Duration `koanf:"task_ack_wait"`
 	// JobRetention applies to streams and buckets created with it.
 	JobRetention time.Duration `koanf:"job_retention"`
+	// ResultPartitions applies to a RESULTS stream created with it.
+	ResultPartitions int `koanf:"result_partitions"`
 }
 
 // secret is a setting that must not reach a log: slog and fmt print it
@@ -198,6 +200,7 @@ var settings = []setting{
 	{"topology.ack_wait", "FLEETJOB_ACK_WAIT", schemas.DefaultTopology().AckWait, "redelivery wait of the workers' consumers; every process must agree"},
 	{"topology.task_ack_wait", "FLEETJOB_TASK_ACK_WAIT", schemas.DefaultTopology().TaskWait, "redelivery wait of the agents' task consumers; every process must agree"},
 	{"topology.job_retention", "FLEETJOB_JOB_RETENTION", schemas.DefaultTopology().JobRetention, "how long JetStream keeps a job (its submit command, state and results); a job not ended an hour before is failed. Applies to the JOBS stream and jobs bucket when they are created"},
+	{"topology.result_partitions", "FLEETJOB_RESULT_PARTITIONS", schemas.DefaultTopology().ResultPartitions, "partitions of the RESULTS stream by job, each consumed by one worker at a time (0: one consumer shared by all); applies when the stream is created"},
 }
 
 // configEnv names the config file when --config is not given.
@@ -386,6 +389,7 @@ func (c *Config) topology() schemas.Topology {
 	t.AckWait = c.Topology.AckWait
 	t.TaskWait = c.Topology.TaskAckWait
 	t.JobRetention = c.Topology.JobRetention
+	t.ResultPartitions = c.Topology.ResultPartitions
 	return t
 }
 

@@ -96,7 +96,7 @@ func TestConfigEnvironment(t *testing.T) {
 	want.NATS.Addr, want.NATS.URL, want.Redis.URL = "0.0.0.0:4222", "nats://n1:4222,nats://n2:4222", "redis://r:6379/1"
 	want.API = apiConfig{Token: "admin", OctansAllow: "10.1.0.0/16=biz:2", Rate: 7, Burst: 9, RiskRules: "/etc/rules.json"}
 	want.Agent.DataDir = "/var/lib/fj-agent"
-	want.Topology = topologyConfig{Replicas: 3, AckWait: 3 * time.Second, TaskAckWait: 4 * time.Second, JobRetention: schemas.DefaultTopology().JobRetention}
+	want.Topology = topologyConfig{Replicas: 3, AckWait: 3 * time.Second, TaskAckWait: 4 * time.Second, JobRetention: schemas.DefaultTopology().JobRetention, ResultPartitions: schemas.DefaultTopology().ResultPartitions}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("(-got +want)\n%s", diff)
 	}
@@ -181,7 +181,7 @@ topology: {replicas: 3, ack_wait: 45s, task_ack_wait: 50s}
 	want.API = apiConfig{Token: "tok", OctansAllow: "10.2.0.0/16", Rate: 5, Burst: 6, RiskRules: "/etc/r.json"}
 	want.Agent = agentConfig{ID: "box", IP: "10.1.2.3", CloudID: 4, Labels: []string{"zone=a", "rack=7"}, Slots: 16,
 		ShutdownGrace: 20 * time.Second, DataDir: "/var/lib/box"}
-	want.Topology = topologyConfig{Replicas: 3, AckWait: 45 * time.Second, TaskAckWait: 50 * time.Second, JobRetention: schemas.DefaultTopology().JobRetention}
+	want.Topology = topologyConfig{Replicas: 3, AckWait: 45 * time.Second, TaskAckWait: 50 * time.Second, JobRetention: schemas.DefaultTopology().JobRetention, ResultPartitions: schemas.DefaultTopology().ResultPartitions}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("(-got +want)\n%s", diff)
 	}

@@ -174,6 +174,9 @@ func (c *Config) validate(r role) error {
 	p.duration("topology.ack_wait", c.Topology.AckWait, time.Second)
 	p.duration("topology.task_ack_wait", c.Topology.TaskAckWait, time.Second)
 	p.duration("topology.job_retention", c.Topology.JobRetention, 2*schemas.RetentionMargin)
+	if n := c.Topology.ResultPartitions; n < 0 || n > schemas.MaxResultPartitions {
+		p.add("topology.result_partitions", "want 0 to %d, got %d", schemas.MaxResultPartitions, n)
+	}
 	if r != roleServe {
 		p.required("nats.url", c.NATS.URL)
 	}

@@ -184,6 +184,16 @@ func ResultPartition(job int64, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
+// StoredResultSubject is the subject an agent's report on
+// ResultSubject(pool, agent, job) is stored under in a RESULTS stream of n
+// partitions (n = 0: the same).
+func StoredResultSubject(pool, agent string, job int64, n int) string {
+	if n == 0 {
+		return ResultSubject(pool, agent, job)
+	}
+	return resultSubjectPrefix + strconv.Itoa(ResultPartition(job, n)) + "." + pool + "." + agent + "." + strconv.FormatInt(job, 10)
+}
+
 // PartitionedSweeperResultSubject is SweeperResultSubject in a RESULTS
 // stream of n partitions.
 func PartitionedSweeperResultSubject(job int64, n int) string {

@@ -176,7 +176,7 @@ func TestResultPartitionsAgreeWithTheServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := "fleetjob.result." + strconv.Itoa(ResultPartition(job, top.ResultPartitions)) + ".a.web-1." + strconv.FormatInt(job, 10)
-		if m.Subject != want {
+		if m.Subject != want || StoredResultSubject(DefaultPool, "web-1", job, top.ResultPartitions) != want {
 			t.Fatalf("job %d stored on %q, want %q", job, m.Subject, want)
 		}
 		kick := PartitionedSweeperResultSubject(job, top.ResultPartitions)

@@ -133,6 +133,13 @@ func TestNATSAgentCredentialsAllowOnlyItsOwn(t *testing.T) {
 		_, err := js.Publish(ctx, forged, []byte(`{}`))
 		return err
 	})
+	for _, kick := range []string{schemas.PartitionedSweeperResultSubject(id, schemas.DefaultTopology().ResultPartitions),
+		schemas.SweeperResultSubject(id)} {
+		denied(t, &v, kick, "kick a job as the sweeper", func(ctx context.Context) error {
+			_, err := js.Publish(ctx, kick, []byte(`{}`))
+			return err
+		})
+	}
 	otherLog := schemas.LogRef{Job: id, Attempt: 1, Pool: schemas.DefaultPool, Agent: "a2"}.Subject()
 	denied(t, &v, otherLog, "publish a log chunk as another agent", func(ctx context.Context) error {
 		_, err := js.Publish(ctx, otherLog, []byte("forged"))

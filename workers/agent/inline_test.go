@@ -70,7 +70,7 @@ func TestInlineLogRidesInTheReport(t *testing.T) {
 	}
 	var rep schemas.Report
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		m, err := results.GetLastMsgForSubject(t.Context(), schemas.ResultSubject(schemas.DefaultPool, "a1", 1))
+		m, err := results.GetLastMsgForSubject(t.Context(), schemas.StoredResultSubject(schemas.DefaultPool, "a1", 1, schemas.DefaultTopology().ResultPartitions))
 		return err == nil && json.Unmarshal(m.Data, &rep) == nil && rep.Kind == schemas.ReportFinished
 	}, "the script's finished report")
 	check("report", rep)

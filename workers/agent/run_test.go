@@ -56,7 +56,7 @@ func TestRunLeavesNoGoroutineBehind(t *testing.T) {
 	}
 	var rep schemas.Report
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		m, err := results.GetLastMsgForSubject(t.Context(), schemas.ResultSubject(schemas.DefaultPool, "a1", 1))
+		m, err := results.GetLastMsgForSubject(t.Context(), schemas.StoredResultSubject(schemas.DefaultPool, "a1", 1, schemas.DefaultTopology().ResultPartitions))
 		return err == nil && json.Unmarshal(m.Data, &rep) == nil && rep.Kind == schemas.ReportFinished
 	}, "the script's finished report")
 	if rep.Status != schemas.HostSuccess || rep.Lines != 1 {

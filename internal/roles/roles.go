@@ -116,6 +116,7 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	})
 	g.Go(func() error { return m.Observe(gctx, p.JS, dir.All, AgentTTL, 5*time.Second) })
 	g.Go(func() error { return cache.RunTrimmer(gctx, 10*time.Second) })
+	g.Go(func() error { return cache.RunRepairs(gctx, 2*time.Second) })
 	// agents move files only through the relay: one per process, in a
 	// queue group with every other worker process's
 	obs, err := p.JS.ObjectStore(ctx, schemas.BucketArtifacts)

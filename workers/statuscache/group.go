@@ -17,6 +17,7 @@ import (
 
 type pendingWrite struct {
 	build func(redis.Pipeliner)
+	rows  int
 	done  chan error
 }
 
@@ -31,11 +32,11 @@ const maxGroup = 256
 
 // runGrouped runs build in a shared pipeline and returns that pipeline's
 // error.
-func (c *Cache) runGrouped(ctx context.Context, build func(redis.Pipeliner)) error {
+func (c *Cache) runGrouped(ctx context.Context, rows int, build func(redis.Pipeliner)) error {
 	done := make(chan error, 1)
 	g := &c.group
 	g.mu.Lock()
-	g.pending = append(g.pending, pendingWrite{build, done})
+	g.pending = append(g.pending, pendingWrite{build, rows, done})
 	if !g.running {
 		g.running = true
 		go c.flushGroups()
@@ -62,7 +63,13 @@ func (c *Cache) flushGroups() {
 			return
 		}
 		g.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// 5 s, and a second more per 5,000 host rows: ten 20,000-host
+		// jobs ending in one group are 200,000 rows
+		rows := 0
+		for _, w := range batch {
+			rows += w.rows
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second+time.Duration(rows/5000)*time.Second)
 		err := c.run(ctx, func(pipe redis.Pipeliner) {
 			for _, w := range batch {
 				w.build(pipe)

@@ -100,6 +100,10 @@ type Cache struct {
 
 	retentionMu sync.Mutex
 	retention   Retention
+
+	// repairs are the jobs whose last cache write failed (repair.go).
+	repairMu sync.Mutex
+	repairs  map[int64]struct{}
 }
 
 // New returns a cache over rdb that rebuilds from the jobs bucket kv; cmds
@@ -192,23 +196,31 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 		b, _ := json.Marshal(r)
 		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
 	}
-	err := c.runGrouped(ctx, func(pipe redis.Pipeliner) {
+	err := c.runGrouped(ctx, len(rows), func(pipe redis.Pipeliner) {
 		c.queueJob(ctx, pipe, sum, rev)
 		if complete {
 			queueHostIndex(ctx, pipe, spec, st.ID)
 		}
-		if len(args) > 0 {
-			putHosts.EvalSha(ctx, pipe, []string{keyHosts(st.ID)}, args...)
+		// rows in scripts of at most rowsPerScript, so one big commit
+		// does not hold Redis in one script for long
+		for a := args; len(a) > 0; {
+			n := min(len(a), 3*rowsPerScript)
+			putHosts.EvalSha(ctx, pipe, []string{keyHosts(st.ID)}, a[:n]...)
+			a = a[n:]
 		}
 		if complete {
 			pipe.HSet(ctx, keyHosts(st.ID), completeFld, "1")
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("cache job %d: %w", st.ID, err)
+		c.stale(st.ID) // rewritten from JetStream later: see repair.go
+		return fmt.Errorf("cache job %d (to be repaired from JetStream): %w", st.ID, err)
 	}
 	return nil
 }
+
+// rowsPerScript bounds the host rows one putHosts call writes.
+const rowsPerScript = 1000
 
 func queueHostIndex(ctx context.Context, pipe redis.Pipeliner, spec *schemas.JobSpec, id int64) {
 	for _, h := range allTargets(spec) {

@@ -222,3 +222,37 @@ func TestRowsFromKVLeaveLogsOut(t *testing.T) {
 		}
 	}
 }
+
+// A committed state whose cache write fails is not left behind: the job
+// is remembered and its entry rewritten from JetStream.
+func TestFailedWriteIsRepaired(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sp := spec(t, "r")
+	st := schemas.NewJobState(7, sp, time.Now().UTC())
+	rev := f.store(t, 7, sp, st)
+	if err := f.cache.Created(ctx, sp, st, rev, statuscache.BuildRows(sp, st, nil)); err != nil {
+		t.Fatal(err)
+	}
+	done := *st
+	done.Status = schemas.JobFailed
+	done.Reason = "finished while Redis was away"
+	rev = f.store(t, 7, sp, &done)
+	gone, cancel := context.WithCancel(ctx)
+	cancel() // the write cannot reach Redis
+	if err := f.cache.Update(gone, sp, &done, rev, nil); err == nil {
+		t.Fatal("a write that never reached Redis reported success")
+	}
+	if sum, _ := f.cache.Job(ctx, 7); sum.Status != schemas.JobWaiting {
+		t.Fatalf("before the repair: %s, want the old entry (waiting)", sum.Status)
+	}
+	if f.cache.Stale() != 1 {
+		t.Fatalf("stale entries: %d, want 1", f.cache.Stale())
+	}
+	if n := f.cache.Repair(ctx); n != 1 || f.cache.Stale() != 0 {
+		t.Fatalf("repaired %d, %d left", n, f.cache.Stale())
+	}
+	if sum, _ := f.cache.Job(ctx, 7); sum.Status != schemas.JobFailed || sum.Reason != done.Reason {
+		t.Errorf("after the repair: %s %q, want failed with the reason", sum.Status, sum.Reason)
+	}
+}

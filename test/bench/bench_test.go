@@ -7,7 +7,9 @@
 // Knobs: FLEETJOB_BENCH_HEAPPROFILE=<file> writes a heap profile in
 // BenchmarkMemoryQueued; FLEETJOB_BENCH_SHARED_CONN=1 makes the 1,000 agents
 // of BenchmarkRealAgents1000 share one NATS connection (as testenv's
-// agents do) instead of one each.
+// agents do) instead of one each; FLEETJOB_BENCH_SERVE_ARGS adds flags to
+// the `fleetjob serve` of BenchmarkServeRSS (e.g. --cache-keep-finished
+// 1000000).
 package bench
 
 import (

@@ -46,6 +46,7 @@ var benchOrder = []string{
 	"BenchmarkSubmit", "BenchmarkStartLatency", "BenchmarkJobsPerSecond", "BenchmarkWorkers124",
 	"BenchmarkFanOut200", "BenchmarkRealAgents1000", "BenchmarkFanOut10kSimulated",
 	"BenchmarkFileDistribution", "BenchmarkLogThroughput", "BenchmarkLogRead1M", "BenchmarkMemoryQueued",
+	"BenchmarkBigJobsNoAgents", "BenchmarkBigJobsWithAgents", "BenchmarkServeRSS",
 }
 
 var (

@@ -158,7 +158,7 @@ func BenchmarkWorkers124(b *testing.B) {
 				return sum
 			}
 			s.WaitPullers(b, schemas.StreamJobs, schemas.ConsumerCommands, r.procs)
-			s.WaitPullers(b, schemas.StreamResults, schemas.ConsumerResults, r.procs)
+			s.WaitResultPullers(b, r.procs)
 			for b.Loop() {
 				w0, t0, start := workerCPU(), cpuSeconds(b, 0), time.Now()
 				m0, n0 := machineBusy(b)

@@ -86,6 +86,10 @@ func startAgents(b *testing.B, s *testenv.System, prefix string, n int, ip func(
 			}
 		}(cfg.ID)
 	}
+	// the agents stop before their connections close (each connection's
+	// own cleanup, registered in the loop, runs before this one would
+	// otherwise): an agent whose connection closes under it reports that
+	b.Cleanup(func() { cancel(); wg.Wait() })
 	testenv.Eventually(b, 5*time.Minute, func() bool {
 		var out struct {
 			Total int `json:"total"`

@@ -263,6 +263,9 @@ func Start(t testing.TB, o Options) *System {
 	})
 	if o.Workers > 0 {
 		s.StartWorkers(t, o.Workers)
+		// every worker owns its result partitions before the test starts,
+		// so none is handed over under the test's first jobs
+		s.WaitResultPullers(t, o.Workers)
 	}
 	for _, a := range o.Agents {
 		id, ip, _ := cut(a)

@@ -68,6 +68,18 @@ func (w *Worker) consumePartitions(ctx context.Context, n int) error {
 	}()
 	tick := time.NewTicker(partitionEvery)
 	defer tick.Stop()
+	// Say it is here and give the workers starting with it a moment to
+	// say so too before taking anything: a partition taken and given
+	// back at once hands its fetched reports back, and each comes again
+	// as a redelivery, which replays its commit.
+	if _, err := w.leases.Put(ctx, memberKeyPrefix+w.member(), nil); err != nil && ctx.Err() == nil {
+		w.log.Warn("result partitions: heartbeat", "err", err)
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-tick.C:
+	}
 	for {
 		if err := w.balance(ctx, n, own); err != nil && ctx.Err() == nil {
 			w.log.Warn("result partitions", "err", err)

@@ -230,24 +230,28 @@ func TestFailedWriteIsRepaired(t *testing.T) {
 	ctx := context.Background()
 	sp := spec(t, "r")
 	st := schemas.NewJobState(7, sp, time.Now().UTC())
-	rev := f.store(t, 7, sp, st)
-	if err := f.cache.Created(ctx, sp, st, rev, statuscache.BuildRows(sp, st, nil)); err != nil {
-		t.Fatal(err)
-	}
+	oldRev := f.store(t, 7, sp, st)
 	done := *st
 	done.Status = schemas.JobFailed
-	done.Reason = "finished while Redis was away"
-	rev = f.store(t, 7, sp, &done)
-	gone, cancel := context.WithCancel(ctx)
-	cancel() // the write cannot reach Redis
-	if err := f.cache.Update(gone, sp, &done, rev, nil); err == nil {
-		t.Fatal("a write that never reached Redis reported success")
+	done.Reason = "finished while Redis refused the write"
+	rev := f.store(t, 7, sp, &done)
+	// the entry's key holds a string: Redis refuses the write (WRONGTYPE)
+	if err := f.rdb.Set(ctx, "{fj}:job:7", "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
-	if sum, _ := f.cache.Job(ctx, 7); sum.Status != schemas.JobWaiting {
-		t.Fatalf("before the repair: %s, want the old entry (waiting)", sum.Status)
+	if err := f.cache.Update(ctx, sp, &done, rev, nil); err == nil {
+		t.Fatal("a write Redis refused reported success")
 	}
 	if f.cache.Stale() != 1 {
 		t.Fatalf("stale entries: %d, want 1", f.cache.Stale())
+	}
+	// Redis answers again, still holding the job's older entry
+	f.rdb.Del(ctx, "{fj}:job:7")
+	if err := f.cache.Created(ctx, sp, st, oldRev, statuscache.BuildRows(sp, st, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if sum, _ := f.cache.Job(ctx, 7); sum.Status != schemas.JobWaiting {
+		t.Fatalf("before the repair: %s, want the old entry (waiting)", sum.Status)
 	}
 	if n := f.cache.Repair(ctx); n != 1 || f.cache.Stale() != 0 {
 		t.Fatalf("repaired %d, %d left", n, f.cache.Stale())

@@ -132,6 +132,9 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 			rev = newRev
 			if len(reports) > 0 {
 				failpoint.Hit("report-committed")
+				if schemas.JobFinal(st.Status) {
+					failpoint.Hit("report-committed-final") // the commit that ends the job
+				}
 			}
 		}
 		if err := w.replayResults(ctx, spec, st, t, replayed); err != nil {

@@ -295,10 +295,6 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 			v.drop(id, rec.rev)
 			continue
 		}
-		if schemas.JobFinal(st.Status) {
-			v.drop(id, rec.rev)
-			continue
-		}
 		if keep := w.cfg.Topology.JobRetention; keep > 0 && now.Sub(st.CreatedAt) > keep-schemas.RetentionMargin {
 			// its spec and state would soon age out of JetStream under it
 			if err := w.failJob(ctx, id, nil, fmt.Sprintf("the job did not end within its retention (%s less %s)", keep, schemas.RetentionMargin)); err != nil {

@@ -67,20 +67,14 @@ func (c *Cache) repairOne(ctx context.Context, id int64) error {
 
 // RunRepairs repairs every period until ctx ends.
 func (c *Cache) RunRepairs(ctx context.Context, every time.Duration) error {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+	return runEvery(ctx, every, func() {
+		if c.Stale() == 0 {
+			return
 		}
-		if c.Stale() > 0 {
-			rctx, cancel := context.WithTimeout(ctx, time.Minute)
-			if n := c.Repair(rctx); n > 0 {
-				c.log.Info("cache entries repaired from JetStream", "jobs", n, "left", c.Stale())
-			}
-			cancel()
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if n := c.Repair(rctx); n > 0 {
+			c.log.Info("cache entries repaired from JetStream", "jobs", n, "left", c.Stale())
 		}
-	}
+	})
 }

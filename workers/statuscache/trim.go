@@ -220,6 +220,19 @@ func (c *Cache) trimAll(ctx context.Context, now time.Time) (int, error) {
 
 // RunTrimmer trims every period until ctx ends.
 func (c *Cache) RunTrimmer(ctx context.Context, every time.Duration) error {
+	return runEvery(ctx, every, func() {
+		n, err := c.trimAll(ctx, time.Now())
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("trim the status cache", "err", err)
+		}
+		if n > 0 {
+			c.log.Debug("status cache trimmed", "jobs", n)
+		}
+	})
+}
+
+// runEvery calls f every period until ctx ends.
+func runEvery(ctx context.Context, every time.Duration, f func()) error {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -228,12 +241,6 @@ func (c *Cache) RunTrimmer(ctx context.Context, every time.Duration) error {
 			return nil
 		case <-tick.C:
 		}
-		n, err := c.trimAll(ctx, time.Now())
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("trim the status cache", "err", err)
-		}
-		if n > 0 {
-			c.log.Debug("status cache trimmed", "jobs", n)
-		}
+		f()
 	}
 }

@@ -4,7 +4,9 @@
 // the run TestMain prints one table of figure, limit, ratio and goal
 // (main_test.go). Nothing here asserts on speed.
 //
-// Knobs: FLEETJOB_BENCH_HEAPPROFILE=<file> writes a heap profile in
+// Knobs: FLEETJOB_BENCH_TIMELINE=1 prints the streams' last sequences
+// every 50 ms through BenchmarkFanOut10kSimulated's window;
+// FLEETJOB_BENCH_HEAPPROFILE=<file> writes a heap profile in
 // BenchmarkMemoryQueued; FLEETJOB_BENCH_SHARED_CONN=1 makes the 1,000 agents
 // of BenchmarkRealAgents1000 share one NATS connection (as testenv's
 // agents do) instead of one each; FLEETJOB_BENCH_SERVE_ARGS adds flags to
@@ -344,7 +346,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		stop := profileWindow(b, "")
+		stop, tl := profileWindow(b, ""), timeline(s)
 		start = time.Now()
 		id, err := post(client, s, body)
 		if err != nil {
@@ -359,6 +361,7 @@ func BenchmarkFanOut10kSimulated(b *testing.B) {
 		}
 		el := time.Since(start)
 		stop()
+		tl()
 		sub.Unsubscribe()
 		var sum schemas.JobSummary
 		s.JSON(b, "GET", fmt.Sprintf("/v1/jobs/%d", id), nil, nil, &sum)

@@ -354,3 +354,34 @@ func idleCPU(b *testing.B, d time.Duration) float64 {
 	time.Sleep(d) // on purpose: the window the CPU is measured over
 	return (cpu() - c0).Seconds() / time.Since(t0).Seconds()
 }
+
+// timeline prints, every 50 ms until the returned func is called, the last
+// sequence of each of fleetjob's streams, when FLEETJOB_BENCH_TIMELINE is
+// set: where a window's time goes (dispatch, answers, folding, events).
+func timeline(s *testenv.System) func() {
+	if os.Getenv("FLEETJOB_BENCH_TIMELINE") == "" {
+		return func() {}
+	}
+	start, done := time.Now(), make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			var parts []string
+			for _, name := range []string{schemas.StreamJobs, schemas.StreamTasks, schemas.StreamResults, schemas.StreamEvents, "KV_" + schemas.BucketJobs} {
+				if str, err := s.JS.Stream(context.Background(), name); err == nil {
+					if i, err := str.Info(context.Background()); err == nil {
+						parts = append(parts, fmt.Sprintf("%s=%d", name, i.State.LastSeq))
+					}
+				}
+			}
+			fmt.Printf("timeline %5dms %s\n", time.Since(start).Milliseconds(), strings.Join(parts, " "))
+		}
+	}()
+	return func() { close(done) }
+}

@@ -61,8 +61,10 @@ type Worker struct {
 	log     *slog.Logger
 
 	locks keyedMutex
-	sem   chan struct{}
-	wg    sync.WaitGroup
+	// queues holds the reports of jobs being folded (fold.go).
+	queues reportQueues
+	sem    chan struct{}
+	wg     sync.WaitGroup
 
 	specMu sync.Mutex
 	specs  map[int64]*schemas.JobSpec
@@ -95,6 +97,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		sem:   make(chan struct{}, cfg.Parallel),
 		specs: map[int64]*schemas.JobSpec{}, segs: cfg.Segments,
 	}
+	w.queues.commit = w.onJobReports
 	var err error
 	for name, dst := range map[string]*jetstream.KeyValue{
 		schemas.BucketJobs: &w.jobs, schemas.BucketSweep: &w.sweepKV, schemas.BucketLeases: &w.leases,
@@ -363,8 +366,9 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 
 func (w *Worker) onReports(batch []jetstream.Msg) { w.reportBatch(batch, nil) }
 
-// reportBatch hands a batch of reports, grouped by job, to the pool;
-// started (when not nil) counts the groups until each has ended.
+// reportBatch hands a batch of reports, grouped by job, to the jobs'
+// queues (fold.go); started (when not nil) counts the groups until each
+// has ended.
 func (w *Worker) reportBatch(batch []jetstream.Msg, started *sync.WaitGroup) {
 	groups := map[int64][]jetstream.Msg{}
 	var order []int64
@@ -389,16 +393,14 @@ func (w *Worker) reportBatch(batch []jetstream.Msg, started *sync.WaitGroup) {
 		h.add(i, groups[id]...)
 	}
 	for i, id := range order {
-		msgs := groups[id]
 		if started != nil {
 			started.Add(1)
 		}
-		w.spawn(func() {
-			defer h.done(i)
+		w.enqueue(id, groups[id], func() {
+			h.done(i)
 			if started != nil {
-				defer started.Done()
+				started.Done()
 			}
-			w.onJobReports(id, msgs)
 		})
 	}
 }

@@ -191,6 +191,9 @@ func TestAgentArrivesWhileWaiting(t *testing.T) {
 	body["agent_wait"] = 30
 	id := submit(t, s, body, nil)
 	waitStatus(t, s, id, "127.0.0.5", schemas.HostWaitingAgent, 10*time.Second)
+	// on purpose: the sweeper (every second) looks at the job and leaves
+	// it alone until its deadline; only the agent's arrival moves it now
+	time.Sleep(2500 * time.Millisecond)
 	s.StartAgent(t, "late", "127.0.0.5")
 	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
 		t.Fatalf("got %s, want success once the agent came online", sum.Status)

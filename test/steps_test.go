@@ -143,3 +143,33 @@ func TestMultiStepIgnoreAndSkip(t *testing.T) {
 		}
 	}
 }
+
+// Jobs outnumbering the workers' spec cache (one spec kept) all run every
+// step: a job whose spec was pushed out reads it again from its submit
+// command at each commit.
+func TestJobsOutnumberingTheSpecCache(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 2, SpecCache: 1, Agents: []string{"a1=127.0.0.1"}})
+	var ids []int64
+	for i := range 6 {
+		ids = append(ids, submit(t, s, map[string]any{
+			"name": fmt.Sprintf("many-%d", i), "targets": []string{"127.0.0.1"},
+			"steps": []any{
+				map[string]any{"script": map[string]any{"content": fmt.Sprintf("echo one %d", i)}},
+				map[string]any{"script": map[string]any{"content": fmt.Sprintf("echo two %d", i)}},
+			},
+		}, nil))
+	}
+	for i, id := range ids {
+		sum := waitJob(t, s, id, 30*time.Second)
+		if sum.Status != schemas.JobSuccess || len(sum.Steps) != 2 {
+			t.Fatalf("job %d: got %s with %d steps, want success in 2", id, sum.Status, len(sum.Steps))
+		}
+		for step := range 2 {
+			want := fmt.Sprintf("%s %d", []string{"one", "two"}[step], i)
+			if log := readLogStep(t, s, id, "127.0.0.1", step); strings.Join(log, "|") != want {
+				t.Errorf("job %d step %d log %q, want %q", id, step, log, want)
+			}
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/orchestrator"
 	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
@@ -83,7 +84,8 @@ type apiConfig struct {
 }
 
 type workersConfig struct {
-	Count int `koanf:"count"`
+	Count     int `koanf:"count"`
+	SpecCache int `koanf:"spec_cache"`
 }
 
 type metricsConfig struct {
@@ -178,6 +180,7 @@ var settings = []setting{
 	{"api.burst", "FLEETJOB_API_BURST", 200, "requests a credential may make at once above its rate"},
 	{"api.risk_rules", "FLEETJOB_RISK_RULES", "", "JSON file of high-risk command rules that replaces the shipped ones"},
 	{"workers.count", "", 1, "workers in this process"},
+	{"workers.spec_cache", "FLEETJOB_SPEC_CACHE", orchestrator.DefaultSpecs, "job specs a worker process keeps in memory, least recently used out first; a job whose spec is not kept reads it again from JetStream (its submit command)"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
 	{"agent.disabled", "", false, "do not run an agent for this machine"},
 	{"agent.id", "", "", "agent id (default: hostname-ip)"},

@@ -88,7 +88,7 @@ func TestConfigEnvironment(t *testing.T) {
 		"FLEETJOB_NATS_ADDR=0.0.0.0:4222", "NATS_URL=nats://n1:4222,nats://n2:4222", "REDIS_URL=redis://r:6379/1",
 		"FLEETJOB_TOKEN=admin", "FLEETJOB_OCTANS_ALLOW=10.1.0.0/16=biz:2", "FLEETJOB_API_RATE=7", "FLEETJOB_API_BURST=9", "FLEETJOB_RISK_RULES=/etc/rules.json",
 		"FLEETJOB_AGENT_DIR=/var/lib/fj-agent", "FLEETJOB_REPLICAS=3", "FLEETJOB_ACK_WAIT=3s", "FLEETJOB_TASK_ACK_WAIT=4s",
-		"UNRELATED=1",
+		"FLEETJOB_SPEC_CACHE=99", "UNRELATED=1",
 	}
 	got := mustLoad(t, roleAgent, environ)
 	want := mustLoad(t, roleAgent, nil)
@@ -96,6 +96,7 @@ func TestConfigEnvironment(t *testing.T) {
 	want.NATS.Addr, want.NATS.URL, want.Redis.URL = "0.0.0.0:4222", "nats://n1:4222,nats://n2:4222", "redis://r:6379/1"
 	want.API = apiConfig{Token: "admin", OctansAllow: "10.1.0.0/16=biz:2", Rate: 7, Burst: 9, RiskRules: "/etc/rules.json"}
 	want.Agent.DataDir = "/var/lib/fj-agent"
+	want.Workers.SpecCache = 99
 	want.Topology = topologyConfig{Replicas: 3, AckWait: 3 * time.Second, TaskAckWait: 4 * time.Second, JobRetention: schemas.DefaultTopology().JobRetention, ResultPartitions: schemas.DefaultTopology().ResultPartitions}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("(-got +want)\n%s", diff)

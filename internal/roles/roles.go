@@ -52,6 +52,9 @@ type Plumbing struct {
 	// CacheRetention bounds the finished jobs the status cache keeps
 	// (statuscache.DefaultRetention for the Redis in use).
 	CacheRetention statuscache.Retention
+	// SpecCache is how many job specs a worker process keeps in memory
+	// (0: orchestrator.DefaultSpecs).
+	SpecCache int
 }
 
 // Cache returns the status cache over this plumbing.
@@ -125,9 +128,10 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	}
 	relay := artifactrelay.New(p.NC, obs, cache, dir, artifactrelay.NewMetrics(p.Reg), p.Log)
 	g.Go(func() error { return relay.Run(gctx) })
-	segs := orchestrator.NewSegments() // one for the process's workers
+	// one segment and one spec cache for the process's workers
+	segs, specs := orchestrator.NewSegments(), orchestrator.NewSpecs(p.SpecCache)
 	for i := 0; i < n; i++ {
-		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs},
+		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs, Specs: specs},
 			p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {
 			return err

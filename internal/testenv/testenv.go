@@ -182,6 +182,8 @@ type Options struct {
 	AckWait, TaskAckWait time.Duration
 	// JobRetention replaces the topology's (tests of its end).
 	JobRetention time.Duration
+	// SpecCache bounds the specs the workers keep (0: the default).
+	SpecCache int
 	// LogOutput, when set, gets every component's log (text, debug level)
 	// instead of Logger's, for tests that read what the system logged.
 	LogOutput io.Writer
@@ -237,7 +239,7 @@ func Start(t testing.TB, o Options) *System {
 	}
 	// tests' callback receivers are httptest servers on loopback
 	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),
-		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, SpecCache: o.SpecCache}
 	if o.LogOutput != nil {
 		s.P.Log = slog.New(slog.NewTextHandler(o.LogOutput, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

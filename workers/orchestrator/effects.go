@@ -71,9 +71,7 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 		if t.changed { // not again when replayed
 			w.m.JobsFinished.WithLabelValues(st.Status).Inc()
 		}
-		w.specMu.Lock()
-		delete(w.specs, st.ID)
-		w.specMu.Unlock()
+		w.specs.forget(st.ID)
 		w.segs.forgetJob(st.ID)
 	}
 	return nil

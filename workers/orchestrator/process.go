@@ -19,27 +19,15 @@ import (
 
 // spec returns a job's spec, cached: specs never change.
 func (w *Worker) spec(ctx context.Context, id int64) (*schemas.JobSpec, error) {
-	w.specMu.Lock()
-	s, ok := w.specs[id]
-	w.specMu.Unlock()
-	if ok {
+	if s, ok := w.specs.get(id); ok {
 		return s, nil
 	}
 	s, err := w.cache.LoadSpec(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	w.rememberSpec(id, s)
+	w.specs.put(id, s)
 	return s, nil
-}
-
-func (w *Worker) rememberSpec(id int64, s *schemas.JobSpec) {
-	w.specMu.Lock()
-	defer w.specMu.Unlock()
-	if len(w.specs) > 10000 {
-		clear(w.specs)
-	}
-	w.specs[id] = s
 }
 
 func (w *Worker) loadState(ctx context.Context, id int64) (*schemas.JobState, uint64, error) {

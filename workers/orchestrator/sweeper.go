@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,9 +123,14 @@ const kickAgain = 5 * time.Second
 // bookmarkEvery bounds how often the low-water mark is stored.
 const bookmarkEvery = 5 * time.Second
 
+// viewRecord is an active job's latest state record: its revision, and
+// the record itself until the sweeper has looked at it and left it alone
+// (then mark says until when; the record is read again from the bucket
+// when the job is due, so a job waiting long costs the view a few bytes).
 type viewRecord struct {
-	raw []byte
-	rev uint64
+	raw  []byte
+	rev  uint64
+	mark *sweepMark
 }
 
 // openView reads the stored low-water mark and follows the jobs bucket's
@@ -237,10 +241,48 @@ func (v *sweepView) drop(id int64, rev uint64) {
 	}
 }
 
-func (v *sweepView) snapshot() map[int64]viewRecord {
+// sweepCandidate is a job the sweep must look at, with its state record
+// when the view holds it (nil: read it from the bucket).
+type sweepCandidate struct {
+	id  int64
+	rev uint64
+	raw []byte
+}
+
+// due lists the jobs to look at now: those not looked at since their last
+// change, and those whose mark has run out (sweepdue.go); it forgets the
+// kicks of jobs no longer active, and skips jobs whose kick is in flight.
+func (v *sweepView) due(now time.Time, arrivals uint64, counted bool, keep time.Duration, held func()) []sweepCandidate {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return maps.Clone(v.records)
+	for id := range v.kicked {
+		if _, ok := v.records[id]; !ok {
+			delete(v.kicked, id)
+		}
+	}
+	var out []sweepCandidate
+	for id, rec := range v.records {
+		if k, ok := v.kicked[id]; ok && k.rev == rec.rev && now.Sub(k.at) < kickAgain {
+			held()
+			continue // its kick is in flight: nothing moved since
+		}
+		if c := rec.mark; c != nil && counted && c.arrivals == arrivals && now.Before(c.due) &&
+			(keep <= 0 || now.Sub(c.created) <= keep-schemas.RetentionMargin) {
+			continue // nothing can have moved it since it was looked at
+		}
+		out = append(out, sweepCandidate{id: id, rev: rec.rev, raw: rec.raw})
+	}
+	return out
+}
+
+// leave marks a job looked at and left alone, unless its record changed
+// meanwhile, and lets go of its state record.
+func (v *sweepView) leave(id int64, rev uint64, m sweepMark) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if r, ok := v.records[id]; ok && r.rev == rev {
+		v.records[id] = viewRecord{rev: rev, mark: &m}
+	}
 }
 
 func (v *sweepView) stale() bool {
@@ -278,24 +320,33 @@ func (w *Worker) holdLease(ctx context.Context, rev uint64) uint64 {
 func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 	now := time.Now().UTC()
 	win := pubflow.New(w.js, pubflow.DefaultSize)
-	records := v.snapshot()
-	for id := range v.kicked {
-		if _, ok := records[id]; !ok {
-			delete(v.kicked, id)
-		}
-	}
-	for id, rec := range records {
-		if k, ok := v.kicked[id]; ok && k.rev == rec.rev && now.Sub(k.at) < kickAgain {
-			w.m.KicksHeld.Inc()
-			continue // its kick is in flight: nothing moved since
+	// read before the jobs are: an agent arriving meanwhile is seen by
+	// the next sweep
+	arrivals, counted := w.arrivals()
+	keep := w.cfg.Topology.JobRetention
+	for _, c := range v.due(now, arrivals, counted, keep, w.m.KicksHeld.Inc) {
+		id, rev, raw := c.id, c.rev, c.raw
+		if raw == nil {
+			e, err := w.jobs.Get(ctx, schemas.KeyJobState(id))
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				v.drop(id, rev)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("sweeper: read job %d: %w", id, err)
+			}
+			raw = e.Value()
+			if e.Revision() != rev {
+				continue // a newer record is on its way to the view
+			}
 		}
 		var st schemas.JobState
-		if err := json.Unmarshal(rec.raw, &st); err != nil {
+		if err := json.Unmarshal(raw, &st); err != nil {
 			w.log.Warn("sweeper: undecodable job state", "job", id, "err", err)
-			v.drop(id, rec.rev)
+			v.drop(id, rev)
 			continue
 		}
-		if keep := w.cfg.Topology.JobRetention; keep > 0 && now.Sub(st.CreatedAt) > keep-schemas.RetentionMargin {
+		if keep > 0 && now.Sub(st.CreatedAt) > keep-schemas.RetentionMargin {
 			// its spec and state would soon age out of JetStream under it
 			if err := w.failJob(ctx, id, nil, fmt.Sprintf("the job did not end within its retention (%s less %s)", keep, schemas.RetentionMargin)); err != nil {
 				return err
@@ -309,12 +360,13 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 		t := newTxn(spec, &st, now, w.dir)
 		t.advance()
 		if !t.changed && len(t.kills) == 0 {
+			v.leave(id, rev, sweepMark{arrivals: arrivals, due: dueAt(spec, &st, now), created: st.CreatedAt})
 			continue
 		}
 		if err := w.kick(ctx, win, id, now); err != nil {
 			return err
 		}
-		v.kicked[id] = kickMark{rev: rec.rev, at: now}
+		v.kicked[id] = kickMark{rev: rev, at: now}
 	}
 	return win.Wait(ctx)
 }

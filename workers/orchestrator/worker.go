@@ -42,6 +42,9 @@ type Config struct {
 	// last (NewSegments), shared so that a job's batches taken by either
 	// worker need no read before their write; nil: this worker's own.
 	Segments *Segments
+	// Specs is the spec cache of the process's workers (NewSpecs); nil:
+	// this worker's own, of DefaultSpecs.
+	Specs *Specs
 }
 
 // Worker drives jobs.
@@ -66,8 +69,7 @@ type Worker struct {
 	sem    chan struct{}
 	wg     sync.WaitGroup
 
-	specMu sync.Mutex
-	specs  map[int64]*schemas.JobSpec
+	specs *Specs
 
 	segs *Segments
 	// writeSpecs: the JOBS stream was created as a work queue, which
@@ -90,12 +92,15 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if cfg.Segments == nil {
 		cfg.Segments = NewSegments()
 	}
+	if cfg.Specs == nil {
+		cfg.Specs = NewSpecs(DefaultSpecs)
+	}
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, dir: dir, cache: cache, m: m,
 		log:   log.With("component", "worker", "worker", cfg.Name),
 		pub:   events.NewPublisher(js, "fleetjob/worker/"+cfg.Name),
 		sem:   make(chan struct{}, cfg.Parallel),
-		specs: map[int64]*schemas.JobSpec{}, segs: cfg.Segments,
+		specs: cfg.Specs, segs: cfg.Segments,
 	}
 	w.queues.commit = w.onJobReports
 	var err error
@@ -360,7 +365,7 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 		return fmt.Errorf("create job %d: %w", id, err)
 	}
 	w.m.JobsCreated.Inc()
-	w.rememberSpec(id, spec)
+	w.specs.put(id, spec)
 	return w.effects(ctx, spec, st, rev, t)
 }
 

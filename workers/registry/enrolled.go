@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,7 +87,8 @@ func (r *Registry) applyEnrolment(e jetstream.KeyValueEntry) {
 // judge indexes agent id's claim if its enrolment allows it and drops it
 // otherwise. r.mu is held.
 func (r *Registry) judge(id string) {
-	if old, ok := r.agents[id]; ok {
+	old, had := r.agents[id]
+	if had {
 		r.unindex(old)
 		delete(r.agents, id)
 	}
@@ -115,6 +117,10 @@ func (r *Registry) judge(id string) {
 		a.HostID = 0
 	}
 	a.Labels = trustedLabels(a.Labels, en.Labels)
+	now := time.Now()
+	if a.Online(now, r.ttl) && !(had && old.Online(now, r.ttl) && old.Host() == a.Host() && old.Pool == a.Pool) {
+		r.arrivals.Add(1)
+	}
 	r.agents[id] = a
 	r.byHost[a.Host()] = append(r.byHost[a.Host()], id)
 }

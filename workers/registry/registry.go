@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,6 +57,9 @@ type Registry struct {
 	// heard is when the watch last delivered anything; resumed is when it
 	// was first heard again after a stall (or when the registry started).
 	heard, resumed time.Time
+	// arrivals counts agents accepted that were not online a moment
+	// before (new, back, admitted, or moved to another host or pool).
+	arrivals atomic.Uint64
 }
 
 // Probe timing: a probe every probeEvery; a watch silent for stallAfter
@@ -244,6 +248,10 @@ func laterOf(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// Arrivals counts agents coming online: a job waiting for agents needs
+// another look only when it moved (see orchestrator's sweeper).
+func (r *Registry) Arrivals() uint64 { return r.arrivals.Load() }
 
 // Agent returns one agent by id.
 func (r *Registry) Agent(id string) (schemas.AgentInfo, bool) {

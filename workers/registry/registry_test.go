@@ -83,3 +83,37 @@ func TestGoneOnlyWhenTheViewIsFresh(t *testing.T) {
 		t.Fatal("the probe key is listed as an agent")
 	}
 }
+
+// Arrivals counts agents coming online (new, back after their TTL, back
+// from stopping, moved to another host), not heartbeats of agents online.
+func TestArrivalsCountAgentsComingOnline(t *testing.T) {
+	ctx := context.Background()
+	const ttl = 10 * time.Second
+	h1, h2, h3 := schemas.Host{IP: "10.0.0.1"}, schemas.Host{IP: "10.0.0.2"}, schemas.Host{IP: "10.0.0.3"}
+	r := New(nil, nil, ttl, nil)
+	r.enrolments["a1"] = schemas.Enrolment{Agent: "a1", Hosts: []schemas.Host{h1, h3}}
+	r.enrolments["a2"] = schemas.Enrolment{Agent: "a2", Hosts: []schemas.Host{h2}}
+	now := time.Now()
+	stopping := func(id, ip string) entry {
+		b, _ := json.Marshal(schemas.AgentInfo{ID: id, IP: ip, LastSeen: now, Stopping: true})
+		return entry{key: id, value: b, at: now}
+	}
+	for i, c := range []struct {
+		what string
+		e    entry
+		want uint64
+	}{
+		{"a new agent", agentEntry("a1", h1.IP, now), 1},
+		{"its heartbeat", agentEntry("a1", h1.IP, now), 1},
+		{"a record older than the TTL", agentEntry("a2", h2.IP, now.Add(-2*ttl)), 1},
+		{"that agent heard again", agentEntry("a2", h2.IP, now), 2},
+		{"an agent moved to another host", agentEntry("a1", h3.IP, now), 3},
+		{"an agent stopping", stopping("a1", h3.IP), 3},
+		{"an agent back from stopping", agentEntry("a1", h3.IP, now), 4},
+	} {
+		r.apply(ctx, c.e, now)
+		if got := r.Arrivals(); got != c.want {
+			t.Fatalf("step %d, %s: %d arrivals, want %d", i, c.what, got, c.want)
+		}
+	}
+}

@@ -41,6 +41,11 @@ type Config struct {
 	Outbound outboundConfig `koanf:"outbound"`
 	Enrol    enrolConfig    `koanf:"enrol"`
 	Client   clientConfig   `koanf:"client"`
+	Debug    debugConfig    `koanf:"debug"`
+}
+
+type debugConfig struct {
+	PprofAddr string `koanf:"pprof_addr"`
 }
 
 type clientConfig struct {
@@ -182,6 +187,7 @@ var settings = []setting{
 	{"workers.count", "", 1, "workers in this process"},
 	{"workers.spec_cache", "FLEETJOB_SPEC_CACHE", orchestrator.DefaultSpecs, "job specs a worker process keeps in memory, least recently used out first; a job whose spec is not kept reads it again from JetStream (its submit command)"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
+	{"debug.pprof_addr", "FLEETJOB_PPROF_ADDR", "", "serve Go's profiles (/debug/pprof/) on this loopback address, for whoever runs the process (off when empty; only 127.0.0.1 or [::1])"},
 	{"agent.disabled", "", false, "do not run an agent for this machine"},
 	{"agent.id", "", "", "agent id (default: hostname-ip)"},
 	{"agent.ip", "", "", "IP address of the host this agent serves"},

@@ -83,7 +83,11 @@ func roleCmd(r role, short string, environ []string, run func(context.Context, C
 			if err != nil {
 				return err
 			}
-			return run(cmd.Context(), cfg, newLogger(cfg.LogLevel))
+			log := newLogger(cfg.LogLevel)
+			if err := servePprof(cmd.Context(), cfg.Debug.PprofAddr, log); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg, log)
 		},
 	}
 	bindFlags(cmd.Flags(), r, roleFlags[r])

@@ -186,6 +186,14 @@ func (c *Config) validate(r role) error {
 	if r == roleServe && c.NATS.TLSCA != "" && c.NATS.TLSCert == "" {
 		p.add("nats.tls_ca", "client certificates are checked only with TLS on: set nats.tls_cert and nats.tls_key too")
 	}
+	if a := c.Debug.PprofAddr; a != "" {
+		p.addr("debug.pprof_addr", a, 1)
+		if host, _, err := net.SplitHostPort(a); err == nil {
+			if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+				p.add("debug.pprof_addr", "%q: profiles are served on a loopback address only (127.0.0.1 or [::1])", a)
+			}
+		}
+	}
 	if c.Metrics.Addr != "" && (r == roleWorker || r == roleAgent) {
 		p.addr("metrics.addr", c.Metrics.Addr, 0)
 	}

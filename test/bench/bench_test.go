@@ -5,13 +5,17 @@
 // (main_test.go). Nothing here asserts on speed.
 //
 // Knobs: FLEETJOB_BENCH_TIMELINE=1 prints the streams' last sequences
-// every 50 ms through BenchmarkFanOut10kSimulated's window;
-// FLEETJOB_BENCH_HEAPPROFILE=<file> writes a heap profile in
+// every 50 ms through BenchmarkFanOut10kSimulated's window, and each
+// big-job probe's stages (probeStages); FLEETJOB_BENCH_CPUPROFILE=<dir>
+// writes CPU profiles of measured windows (profileWindow);
+// FLEETJOB_BENCH_HEAPPROFILE=<file> writes heap profiles in
 // BenchmarkMemoryQueued; FLEETJOB_BENCH_SHARED_CONN=1 makes the 1,000 agents
 // of BenchmarkRealAgents1000 share one NATS connection (as testenv's
 // agents do) instead of one each; FLEETJOB_BENCH_SERVE_ARGS adds flags to
 // the `fleetjob serve` of BenchmarkServeRSS (e.g. --cache-keep-finished
-// 1000000).
+// 1000000), FLEETJOB_BENCH_SERVE_JOBS runs it with another number of jobs
+// (100000: the issue's figure, ~5 min) and FLEETJOB_BENCH_SERVE_HEAPPROFILE
+// saves serve's heap profiles.
 package bench
 
 import (

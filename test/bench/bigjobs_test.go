@@ -276,6 +276,7 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 				return
 			}
 			r.during = append(r.during, time.Since(t0))
+			probeStages(client, s, id, t0, time.Now())
 		}
 	}()
 	for _, id := range r.ids {
@@ -375,6 +376,33 @@ func hostFinishedEvents(b *testing.B, s *testenv.System, id int64) hostEvents {
 }
 
 // finalWithin polls a job until it is final, from any goroutine.
+// probeStages prints, when FLEETJOB_BENCH_TIMELINE is set, where a probe
+// job's time went: submit → its first commit (created_at) → its host
+// started → ended (the agent) → its final commit (ended_at) → seen final
+// through the API (the status cache).
+func probeStages(client *http.Client, s *testenv.System, id int64, submitted, seen time.Time) {
+	if os.Getenv("FLEETJOB_BENCH_TIMELINE") == "" {
+		return
+	}
+	var sum schemas.JobSummary
+	var hosts struct {
+		Items []struct {
+			StartedAt time.Time `json:"started_at"`
+			EndedAt   time.Time `json:"ended_at"`
+		} `json:"items"`
+	}
+	getJSON(client, s, fmt.Sprintf("/v1/jobs/%d", id), &sum)
+	getJSON(client, s, fmt.Sprintf("/v1/jobs/%d/hosts", id), &hosts)
+	if len(hosts.Items) != 1 {
+		return
+	}
+	h := hosts.Items[0]
+	ms := func(a, b time.Time) int64 { return b.Sub(a).Milliseconds() }
+	fmt.Printf("probe %d: created +%dms, started +%dms, ran %dms, final commit +%dms, seen +%dms (total %dms)\n", id,
+		ms(submitted, sum.CreatedAt), ms(sum.CreatedAt, h.StartedAt), ms(h.StartedAt, h.EndedAt),
+		ms(h.EndedAt, sum.EndedAt), ms(sum.EndedAt, seen), ms(submitted, seen))
+}
+
 func finalWithin(client *http.Client, s *testenv.System, id int64, timeout, every time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {

@@ -96,7 +96,7 @@ type Cache struct {
 	log  *slog.Logger
 	sf   singleflight.Group
 
-	group writeGroup
+	lanes lanes
 
 	retentionMu sync.Mutex
 	retention   Retention

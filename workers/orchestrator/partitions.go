@@ -151,9 +151,12 @@ func (w *Worker) members(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// mine reports whether partition k is name's among members: the member
-// with the highest hash of (k, member) has it.
-func mine(k int, name string, members []string) bool {
+// mine reports whether partition k is name's among members.
+func mine(k int, name string, members []string) bool { return PartitionOwner(k, members) == name }
+
+// PartitionOwner is the member that partition k belongs to: the one with
+// the highest hash of (k, member).
+func PartitionOwner(k int, members []string) string {
 	best, top := "", uint64(0)
 	for _, m := range members {
 		h := fnv.New64a()
@@ -162,17 +165,20 @@ func mine(k int, name string, members []string) bool {
 			best, top = m, s
 		}
 	}
-	return best == name
+	return best
 }
 
 // member is the worker's name as one key token.
-func (w *Worker) member() string {
+func (w *Worker) member() string { return MemberName(w.cfg.Name) }
+
+// MemberName is a worker's name as one key token (its member.<name> key).
+func MemberName(name string) string {
 	return strings.Map(func(r rune) rune {
 		if r == '.' || r == '*' || r == '>' || r == ' ' {
 			return '_'
 		}
 		return r
-	}, w.cfg.Name)
+	}, name)
 }
 
 func partitionKey(k int) string { return schemas.PartitionLeaseKey(k) }

@@ -21,19 +21,27 @@ import (
 // are dropped.
 const forgetKeyVersionsEvery = time.Minute
 
+// keyVersions is db's map of key versions, settable, and whether it was
+// found; its server must be locked while it is used.
+func keyVersions(db *miniredis.RedisDB) (reflect.Value, bool) {
+	f := reflect.ValueOf(db).Elem().FieldByName("keyVersion")
+	if !f.IsValid() || f.Kind() != reflect.Map || f.Type().Key().Kind() != reflect.String {
+		return reflect.Value{}, false
+	}
+	return reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem(), true
+}
+
 // forgetKeyVersions empties db 0's key versions; it reports whether it
 // could.
 func forgetKeyVersions(mr *miniredis.Miniredis) bool {
-	db := mr.DB(0)
+	db := mr.DB(0) // outside the lock: DB takes it too
 	mr.Lock()
 	defer mr.Unlock()
-	f := reflect.ValueOf(db).Elem().FieldByName("keyVersion")
-	if !f.IsValid() || f.Kind() != reflect.Map || f.Type().Key().Kind() != reflect.String {
-		return false
+	f, ok := keyVersions(db)
+	if ok {
+		f.Set(reflect.MakeMap(f.Type()))
 	}
-	f = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
-	f.Set(reflect.MakeMap(f.Type()))
-	return true
+	return ok
 }
 
 // keyVersionsLen is how many key versions db 0 holds (-1: unknown).
@@ -41,8 +49,8 @@ func keyVersionsLen(mr *miniredis.Miniredis) int {
 	db := mr.DB(0)
 	mr.Lock()
 	defer mr.Unlock()
-	f := reflect.ValueOf(db).Elem().FieldByName("keyVersion")
-	if !f.IsValid() || f.Kind() != reflect.Map {
+	f, ok := keyVersions(db)
+	if !ok {
 		return -1
 	}
 	return f.Len()

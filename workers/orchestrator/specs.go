@@ -35,6 +35,3 @@ func NewSpecs(n int) *Specs {
 func (s *Specs) get(id int64) (*schemas.JobSpec, bool) { return s.c.Get(id) }
 func (s *Specs) put(id int64, spec *schemas.JobSpec)   { s.c.Add(id, spec) }
 func (s *Specs) forget(id int64)                       { s.c.Remove(id) }
-
-// Len is how many specs are cached.
-func (s *Specs) Len() int { return s.c.Len() }

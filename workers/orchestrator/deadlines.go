@@ -19,7 +19,8 @@ const (
 	runSlack   = 60 * time.Second // a running host with no result past timeout + runSlack ends as timeout
 )
 
-// expire ends units whose deadlines passed.
+// expire ends units whose deadlines passed. The sweeper skips a job until
+// the first of them (dueAt, sweepdue.go): a new deadline goes in both.
 func (t *txn) expire(step int) {
 	for _, phase := range t.phases(step) {
 		t.expireTable(step, phase)

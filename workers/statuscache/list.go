@@ -159,7 +159,7 @@ func (c *Cache) summaries(ctx context.Context, ids []int64) ([]schemas.JobSummar
 	pipe := c.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGet(ctx, keyJob(id), "v")
+		cmds[i] = pipe.Get(ctx, keyJob(id))
 	}
 	if len(ids) > 0 {
 		_, _ = pipe.Exec(ctx)
@@ -167,7 +167,7 @@ func (c *Cache) summaries(ctx context.Context, ids []int64) ([]schemas.JobSummar
 	out := make([]schemas.JobSummary, 0, len(ids))
 	for i, id := range ids {
 		var s schemas.JobSummary
-		b, err := cmds[i].Bytes()
+		b, err := readSummary(cmds[i])
 		if err == nil && json.Unmarshal(b, &s) == nil {
 			out = append(out, s)
 			continue

@@ -46,31 +46,7 @@ func hostField(step int, phase string, idx int) string {
 	return strconv.Itoa(step) + "." + schemas.UnitToken(phase, idx)
 }
 
-// putJob replaces the summary and moves the job between index sets, but only
-// when the revision is not older than the one already cached. The hash
-// remembers the status set the job is in ('si'), so a move touches two sets,
-// not all of them (a hash without it, from an older fleetjob, is cleaned
-// from every set once).
-var putJob = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'rev', 'si')
-if cur[1] and tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
-local si = tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'v', ARGV[2], 'si', si)
-local old = tonumber(cur[2])
-if not cur[1] then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
-elseif not old then
-  for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
-elseif old ~= si and old > 0 then
-  redis.call('ZREM', KEYS[4 + old], ARGV[3])
-end
-if si > 0 then redis.call('ZADD', KEYS[4 + si], ARGV[3], ARGV[3]) end
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-return 1
-`)
-
-// putHosts sets host rows "rev|json" field by field, never over a newer row.
+// putHosts sets host rows "rev|row" (rows.go) field by field, never over a newer row.
 var putHosts = redis.NewScript(`
 for i = 1, #ARGV, 3 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
@@ -193,8 +169,7 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 	sum := schemas.Summarize(spec, st)
 	args := make([]any, 0, 3*len(rows))
 	for _, r := range rows {
-		b, _ := json.Marshal(r)
-		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, b)
+		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, encodeRow(r))
 	}
 	err := c.runGrouped(ctx, len(rows), func(pipe redis.Pipeliner) {
 		c.queueJob(ctx, pipe, sum, rev)
@@ -317,10 +292,13 @@ func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 	var v []byte
 	err := errRedisDown
 	if c.redisUp() {
-		v, err = c.rdb.HGet(ctx, keyJob(id), "v").Bytes()
+		v, err = readSummary(c.rdb.Get(ctx, keyJob(id)))
 	}
 	if err == nil && json.Unmarshal(v, &sum) == nil {
 		return sum, nil
+	}
+	if legacy(err) {
+		err = redis.Nil // an older fleetjob's hash: rewritten below
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.redisFailed(err, id)
@@ -351,9 +329,7 @@ func (c *Cache) Hosts(ctx context.Context, id int64) ([]schemas.HostRow, error) 
 			if k == completeFld {
 				continue
 			}
-			_, js, ok := strings.Cut(v, "|")
-			var r schemas.HostRow
-			if ok && json.Unmarshal([]byte(js), &r) == nil {
+			if r, ok := decodeRow(k, v); ok {
 				rows = append(rows, r)
 			}
 		}

@@ -235,8 +235,8 @@ func TestFailedWriteIsRepaired(t *testing.T) {
 	done.Status = schemas.JobFailed
 	done.Reason = "finished while Redis refused the write"
 	rev := f.store(t, 7, sp, &done)
-	// the entry's key holds a string: Redis refuses the write (WRONGTYPE)
-	if err := f.rdb.Set(ctx, "{fj}:job:7", "not a hash", 0).Err(); err != nil {
+	// the entry's key holds a list: Redis refuses the write (WRONGTYPE)
+	if err := f.rdb.RPush(ctx, "{fj}:job:7", "not a job").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.cache.Update(ctx, sp, &done, rev, nil); err == nil {

@@ -148,12 +148,8 @@ func (c *Cache) evict(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	pipe := c.rdb.Pipeline()
-	sums := make([]*redis.StringCmd, len(ids))
-	for i, id := range ids {
-		sums[i] = pipe.HGet(ctx, keyJob(id), "v")
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	sums, err := c.readSummaries(ctx, ids)
+	if err != nil {
 		return schemas.Unavailable(err, "trim: read summaries")
 	}
 	hosts := make([][]schemas.Host, len(ids))
@@ -172,7 +168,7 @@ func (c *Cache) evict(ctx context.Context, ids []int64) error {
 				pipe.ZRem(ctx, keyStatus(s), member)
 			}
 			var sum schemas.JobSummary
-			if json.Unmarshal([]byte(sums[i].Val()), &sum) == nil {
+			if json.Unmarshal(sums[i], &sum) == nil {
 				if sum.Name != "" {
 					pipe.ZRem(ctx, keyName(sum.Name), member)
 				}
@@ -185,6 +181,44 @@ func (c *Cache) evict(ctx context.Context, ids []int64) error {
 			}
 		}
 	})
+}
+
+// readSummaries reads the summaries of ids, nil where there is none; a
+// job an older fleetjob kept as a hash is read from its hash.
+func (c *Cache) readSummaries(ctx context.Context, ids []int64) ([][]byte, error) {
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Get(ctx, keyJob(id))
+	}
+	_, _ = pipe.Exec(ctx)
+	out := make([][]byte, len(ids))
+	var old []int
+	for i, cmd := range cmds {
+		b, err := readSummary(cmd)
+		switch {
+		case err == nil:
+			out[i] = b
+		case legacy(err):
+			old = append(old, i)
+		case !errors.Is(err, redis.Nil) && !errors.Is(err, errBadSummary):
+			return nil, err
+		}
+	}
+	if len(old) == 0 {
+		return out, nil
+	}
+	pipe = c.rdb.Pipeline()
+	for _, i := range old {
+		cmds[i] = pipe.HGet(ctx, keyJob(ids[i]), "v")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for _, i := range old {
+		out[i], _ = cmds[i].Bytes()
+	}
+	return out, nil
 }
 
 // Retain sets the retention Rebuild and RunTrimmer apply (none until set).

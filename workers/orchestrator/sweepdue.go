@@ -18,9 +18,16 @@ import (
 // or an agent arrives.
 type sweepMark struct {
 	arrivals uint64
-	due      time.Time
-	created  time.Time // for its retention, checked without a decode
+	due      int64 // unix nanoseconds
+	created  int64 // unix nanoseconds, for its retention, checked without a decode
 }
+
+func newSweepMark(arrivals uint64, due, created time.Time) sweepMark {
+	return sweepMark{arrivals: arrivals, due: due.UnixNano(), created: created.UnixNano()}
+}
+
+// set tells a mark from the zero one (no job is created at the epoch).
+func (m sweepMark) set() bool { return m.created != 0 }
 
 // arrivalCounter is a directory that counts agents coming online (the
 // registry); with another directory the sweeper looks at every job at

@@ -98,6 +98,9 @@ type sweepView struct {
 	done    chan struct{}
 	mu      sync.Mutex
 	records map[int64]viewRecord
+	// fresh holds the state records of the jobs not looked at since their
+	// last change; a job left alone keeps only its viewRecord.
+	fresh map[int64][]byte
 	next    uint64 // the stream sequence after the last one read
 	saved   uint64 // the low-water mark last stored
 	savedAt time.Time
@@ -124,13 +127,12 @@ const kickAgain = 5 * time.Second
 const bookmarkEvery = 5 * time.Second
 
 // viewRecord is an active job's latest state record: its revision, and
-// the record itself until the sweeper has looked at it and left it alone
-// (then mark says until when; the record is read again from the bucket
-// when the job is due, so a job waiting long costs the view a few bytes).
+// once the sweeper has looked at it and left it alone, until when (its
+// record, in fresh until then, is read again from the bucket when the job
+// is due, so a job waiting long costs the view one map entry of 40 bytes).
 type viewRecord struct {
-	raw  []byte
 	rev  uint64
-	mark *sweepMark
+	mark sweepMark // zero: not looked at since its last change
 }
 
 // openView reads the stored low-water mark and follows the jobs bucket's
@@ -153,7 +155,7 @@ func (w *Worker) openView(ctx context.Context) (*sweepView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("follow job states: %w", err)
 	}
-	v := &sweepView{done: make(chan struct{}), records: map[int64]viewRecord{}, next: from,
+	v := &sweepView{done: make(chan struct{}), records: map[int64]viewRecord{}, fresh: map[int64][]byte{}, next: from,
 		saved: from, savedAt: time.Now(), kicked: map[int64]kickMark{}}
 	if v.cc, err = cons.Consume(v.apply); err != nil {
 		return nil, fmt.Errorf("follow job states: %w", err)
@@ -184,12 +186,14 @@ func (v *sweepView) apply(m jetstream.Msg) {
 	}
 	if op := m.Headers().Get(kvOperationHdr); op != "" || final(m.Data()) {
 		delete(v.records, id)
+		delete(v.fresh, id)
 		return
 	}
 	if old, ok := v.records[id]; ok && old.rev >= seq {
 		return
 	}
-	v.records[id] = viewRecord{raw: m.Data(), rev: seq}
+	v.records[id] = viewRecord{rev: seq}
+	v.fresh[id] = m.Data()
 }
 
 // kvOperationHdr marks a KV delete or purge.
@@ -238,6 +242,7 @@ func (v *sweepView) drop(id int64, rev uint64) {
 	defer v.mu.Unlock()
 	if r, ok := v.records[id]; ok && r.rev == rev {
 		delete(v.records, id)
+		delete(v.fresh, id)
 	}
 }
 
@@ -266,11 +271,11 @@ func (v *sweepView) due(now time.Time, arrivals uint64, counted bool, keep time.
 			held()
 			continue // its kick is in flight: nothing moved since
 		}
-		if c := rec.mark; c != nil && counted && c.arrivals == arrivals && now.Before(c.due) &&
-			(keep <= 0 || now.Sub(c.created) <= keep-schemas.RetentionMargin) {
+		if c := rec.mark; c.set() && counted && c.arrivals == arrivals && now.UnixNano() < c.due &&
+			(keep <= 0 || now.UnixNano()-c.created <= int64(keep-schemas.RetentionMargin)) {
 			continue // nothing can have moved it since it was looked at
 		}
-		out = append(out, sweepCandidate{id: id, rev: rec.rev, raw: rec.raw})
+		out = append(out, sweepCandidate{id: id, rev: rec.rev, raw: v.fresh[id]})
 	}
 	return out
 }
@@ -281,7 +286,8 @@ func (v *sweepView) leave(id int64, rev uint64, m sweepMark) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if r, ok := v.records[id]; ok && r.rev == rev {
-		v.records[id] = viewRecord{rev: rev, mark: &m}
+		v.records[id] = viewRecord{rev: rev, mark: m}
+		delete(v.fresh, id)
 	}
 }
 
@@ -360,7 +366,7 @@ func (w *Worker) sweepOnce(ctx context.Context, v *sweepView) error {
 		t := newTxn(spec, &st, now, w.dir)
 		t.advance()
 		if !t.changed && len(t.kills) == 0 {
-			v.leave(id, rev, sweepMark{arrivals: arrivals, due: dueAt(spec, &st, now), created: st.CreatedAt})
+			v.leave(id, rev, newSweepMark(arrivals, dueAt(spec, &st, now), st.CreatedAt))
 			continue
 		}
 		if err := w.kick(ctx, win, id, now); err != nil {

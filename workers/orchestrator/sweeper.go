@@ -100,7 +100,7 @@ type sweepView struct {
 	records map[int64]viewRecord
 	// fresh holds the state records of the jobs not looked at since their
 	// last change; a job left alone keeps only its viewRecord.
-	fresh map[int64][]byte
+	fresh   map[int64][]byte
 	next    uint64 // the stream sequence after the last one read
 	saved   uint64 // the low-water mark last stored
 	savedAt time.Time

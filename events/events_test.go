@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 )
 
 func TestEncodeDecode(t *testing.T) {
@@ -113,5 +115,37 @@ func TestKindBatches(t *testing.T) {
 	all, err := DecodeAll(msgs[0].Header, msgs[0].Data)
 	if err != nil || len(all) != 2 || all[0].Subject != "41" || all[1].ID != "b" {
 		t.Errorf("first batch: %+v, %v", all, err)
+	}
+}
+
+// What the batch encoder writes by hand, the CloudEvents SDK reads as the
+// same valid events.
+func TestBatchIsCloudEvents(t *testing.T) {
+	at := time.Date(2026, 12, 2, 1, 2, 3, 4, time.UTC)
+	evs := []Event{
+		{Kind: HostFinished, Subject: "42", ID: "42.0.1", Time: at, Data: map[string]any{"status": "success", "error": "a \"quoted\" <b>\n"}},
+		{Kind: JobFinished, Subject: "42", ID: `é"\`, Time: at.In(time.FixedZone("x", 3600)), Data: []int{1, 2}},
+	}
+	msgs, err := Batches("fleetjob/test", evs)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("%d messages, %v", len(msgs), err)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(msgs[0].Data, &raw); err != nil || len(raw) != 2 {
+		t.Fatalf("not a JSON array of two: %v", err)
+	}
+	for i, r := range raw {
+		var ce cloudevents.Event
+		if err := json.Unmarshal(r, &ce); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if err := ce.Validate(); err != nil {
+			t.Errorf("event %d: %v", i, err)
+		}
+		want, _ := json.Marshal(evs[i].Data)
+		if ce.ID() != evs[i].ID || ce.Source() != "fleetjob/test" || ce.Type() != TypePrefix+evs[i].Kind || ce.Subject() != "42" ||
+			!ce.Time().Equal(at) || ce.DataContentType() != "application/json" || string(ce.Data()) != string(want) {
+			t.Errorf("event %d read back as %s", i, ce)
+		}
 	}
 }

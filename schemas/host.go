@@ -33,9 +33,23 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 		*h = Host{IP: ip}
 		return nil
 	}
+	out, ok := canonicalHost(b)
+	if !ok {
+		var err error
+		if out, err = decodeHostObject(b); err != nil {
+			return err
+		}
+	}
+	*h = out
+	return nil
+}
+
+// decodeHostObject reads {"cloud_id", "ip"} in any spelling encoding/json
+// accepts, with errors in the client's terms.
+func decodeHostObject(b []byte) (Host, error) {
 	var fields map[string]json.RawMessage
 	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &fields) != nil {
-		return hostError(b, `a host is an IP address string or {"cloud_id": number, "ip": string}, not %s`, abbrev(b))
+		return Host{}, hostError(b, `a host is an IP address string or {"cloud_id": number, "ip": string}, not %s`, abbrev(b))
 	}
 	var out Host
 	for _, k := range slices.Sorted(maps.Keys(fields)) { // the same error for the same body
@@ -47,14 +61,43 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 		case "ip":
 			dst, want = &out.IP, "a string"
 		default:
-			return hostError(b, `a host has only "cloud_id" and "ip", not %q`, k)
+			return Host{}, hostError(b, `a host has only "cloud_id" and "ip", not %q`, k)
 		}
 		if json.Unmarshal(fields[k], dst) != nil {
-			return hostError(b, "a host's %s is %s, not %s", strings.ToLower(k), want, abbrev(fields[k]))
+			return Host{}, hostError(b, "a host's %s is %s, not %s", strings.ToLower(k), want, abbrev(fields[k]))
 		}
 	}
-	*h = out
-	return nil
+	return out, nil
+}
+
+// canonicalHost reads the form Host marshals to, {"cloud_id":N,"ip":"..."}
+// with nothing escaped in the IP: what fleetjob's own messages carry,
+// thousands to a job, read without the general path's map and sort.
+func canonicalHost(b []byte) (Host, bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"cloud_id":`))
+	if !ok {
+		return Host{}, false
+	}
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 18 || (rest[0] == '0' && i > 1) {
+		return Host{}, false
+	}
+	cloud, err := strconv.ParseInt(string(rest[:i]), 10, 64)
+	if err != nil {
+		return Host{}, false
+	}
+	ip, ok := bytes.CutPrefix(rest[i:], []byte(`,"ip":"`))
+	if !ok {
+		return Host{}, false
+	}
+	ip, ok = bytes.CutSuffix(ip, []byte(`"}`))
+	if !ok || bytes.ContainsAny(ip, "\\\"") {
+		return Host{}, false
+	}
+	return Host{CloudID: cloud, IP: string(ip)}, true
 }
 
 func hostError(raw []byte, format string, args ...any) error {

@@ -117,6 +117,11 @@ func FuzzHost(f *testing.F) {
 	f.Add([]byte(`"1.2.3.4"`), "3:[fe80::1]")
 	f.Add([]byte(`"1.2.3.4"`), "[::ffff:1.2.3.4]")
 	f.Fuzz(func(t *testing.T, b []byte, s string) {
+		if fast, ok := canonicalHost(b); ok && json.Valid(b) {
+			if slow, err := decodeHostObject(b); err != nil || slow != fast {
+				t.Errorf("%s: the canonical form reads %+v, the general path %+v (%v)", b, fast, slow, err)
+			}
+		}
 		var h Host
 		if err := json.Unmarshal(b, &h); err == nil && h.Validate() == nil {
 			out, _ := json.Marshal(h)

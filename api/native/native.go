@@ -97,8 +97,11 @@ func (s *Surface) createJob(c echo.Context) error {
 	if len(key) > 256 {
 		return schemas.Invalid("Idempotency-Key", "longer than 256 characters")
 	}
-	// (the core keeps each caller's keys apart: see api.Claim)
-	id, _, err := s.core.Submit(c.Request().Context(), spec, api.IdempotencyClaim(key, api.Fingerprint(req)))
+	fp := ""
+	if key != "" { // (the core keeps each caller's keys apart: see api.Claim)
+		fp = api.Fingerprint(req)
+	}
+	id, _, err := s.core.Submit(c.Request().Context(), spec, api.IdempotencyClaim(key, fp))
 	if err != nil {
 		return err
 	}

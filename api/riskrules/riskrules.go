@@ -2,14 +2,18 @@ package riskrules
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/fleetjob/fleetjob/schemas"
 )
@@ -68,7 +72,16 @@ type Finding struct {
 type Engine struct {
 	rules []compiled
 	dests []compiled // destination rules
+	// checked remembers the findings of scripts already checked, by a
+	// digest of language and content: the rules never change, the same
+	// script is sent again and again, and parsing it as the shell would
+	// is most of what a submission costs the API.
+	checked *lru.Cache[[sha256.Size]byte, []Finding]
 }
+
+// checkedScripts bounds the remembered scripts (a digest and the few
+// findings of each).
+const checkedScripts = 4096
 
 type compiled struct {
 	Rule
@@ -82,6 +95,7 @@ type compiled struct {
 // each named by its id.
 func New(rules []Rule) (*Engine, error) {
 	e := &Engine{rules: make([]compiled, 0, len(rules))}
+	e.checked, _ = lru.New[[sha256.Size]byte, []Finding](checkedScripts)
 	seen := make(map[string]bool, len(rules))
 	var errs []error
 	for i, r := range rules {
@@ -156,6 +170,22 @@ func (e *Engine) Check(language, content string) (findings []Finding, err error)
 	if language == "" {
 		language = "bash"
 	}
+	h := sha256.New()
+	h.Write([]byte(language))
+	h.Write([]byte{0})
+	h.Write([]byte(content))
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	if f, ok := e.checked.Get(key); ok {
+		return slices.Clone(f), refusal(f)
+	}
+	findings = e.check(language, content)
+	e.checked.Add(key, slices.Clone(findings))
+	return findings, refusal(findings)
+}
+
+// check is Check without the memory.
+func (e *Engine) check(language, content string) (findings []Finding) {
 	active := make([]*compiled, 0, len(e.rules))
 	for i := range e.rules {
 		if r := &e.rules[i]; r.langs == nil || r.langs[language] {
@@ -163,7 +193,7 @@ func (e *Engine) Check(language, content string) (findings []Finding, err error)
 		}
 	}
 	if len(active) == 0 {
-		return nil, nil
+		return nil
 	}
 	type at struct {
 		rule string
@@ -191,7 +221,7 @@ func (e *Engine) Check(language, content string) (findings []Finding, err error)
 			match(c.line, c.text)
 		}
 	}
-	return findings, refusal(findings)
+	return findings
 }
 
 // logicalLines calls fn with each line of content worth matching: lines

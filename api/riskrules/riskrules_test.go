@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -339,7 +340,8 @@ func FuzzCheck(f *testing.F) {
 	})
 }
 
-// BenchmarkCheck runs the default rules over a script at the size limit.
+// BenchmarkCheck runs the default rules over a script at the size limit
+// (check: not remembered), and Check over a script it has seen.
 func BenchmarkCheck(b *testing.B) {
 	e, err := New(Defaults())
 	if err != nil {
@@ -359,12 +361,47 @@ func BenchmarkCheck(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(script)))
 			for b.Loop() {
-				if _, err := e.Check(c.lang, script); err != nil {
-					b.Fatal(err)
+				if refusal(e.check(c.lang, script)) != nil {
+					b.Fatal("refused")
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/script")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(lines), "ns/line")
 		})
+	}
+	b.Run("remembered", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := e.Check("bash", "true"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// A script checked before gets the same findings and refusal, and what a
+// caller does to its findings does not change them.
+func TestCheckRemembers(t *testing.T) {
+	e, err := New(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, script := range []string{"rm -rf /", "echo ok", "true"} {
+		f1, err1 := e.Check("bash", script)
+		if len(f1) > 0 {
+			f1[0].RuleID = "changed by the caller"
+		}
+		f2, err2 := e.Check("bash", script)
+		want := e.check("bash", script)
+		if !reflect.DeepEqual(f2, want) || (err1 == nil) != (err2 == nil) || (err2 == nil) != (refusal(want) == nil) {
+			t.Errorf("%q: again %+v %v, want %+v %v", script, f2, err2, want, refusal(want))
+		}
+	}
+	if _, err := e.Check("bash", "rm -rf /"); !errors.Is(err, ErrIntercepted) {
+		t.Errorf("remembered refusal: %v", err)
+	}
+	for _, lang := range []string{"python3", "sh"} { // remembered per language
+		if f, _ := e.Check(lang, "rm -rf /"); !reflect.DeepEqual(f, e.check(lang, "rm -rf /")) {
+			t.Errorf("%s: %+v, want %+v", lang, f, e.check(lang, "rm -rf /"))
+		}
 	}
 }

@@ -157,9 +157,20 @@ func (t Topology) PartitionConsumer(k int) jetstream.ConsumerConfig {
 	c := t.ResultConsumer()
 	c.Durable = PartitionConsumerName(k)
 	c.FilterSubject = resultSubjectPrefix + strconv.Itoa(k) + ".>"
-	c.MaxAckPending = 4096
+	c.MaxAckPending = PartitionAckPending
 	return c
 }
+
+// PartitionAckPending bounds the reports of one partition delivered and
+// not yet folded. A partition's big jobs can hold that many between them
+// while they wait for their commits, and what comes after them in the
+// partition is delivered only as they are acknowledged: at 4,096 (one
+// commit's worth, maxFold) a one-host job's report waited behind ~12,000
+// of ten 20,000-host jobs' reports for up to 10 s. At 32,768 the consumer
+// keeps delivering past a big job's backlog, so a small job's report
+// reaches its own queue (and its own commit) at once; what is held is
+// ~300 bytes a report, at most ~10 MB a partition.
+const PartitionAckPending = 32768
 
 // PartitionConsumerName is the durable name of partition k's consumer.
 func PartitionConsumerName(k int) string { return fmt.Sprintf("%s-p%d", ConsumerResults, k) }

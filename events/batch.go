@@ -183,31 +183,44 @@ func DecodeAll(h nats.Header, data []byte) ([]Decoded, error) {
 		}
 		return []Decoded{d}, nil
 	}
-	var raw []structured
+	var raw []json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("event batch: %w", err)
 	}
 	out := make([]Decoded, 0, len(raw))
 	for _, r := range raw {
-		if r.SpecVersion != cloudevents.CloudEventsVersionV1 || r.ID == "" || r.Type == "" || r.Source == "" {
-			return nil, fmt.Errorf("event batch: an element is not a CloudEvents 1.0 event")
+		d, err := decodeStructured(r)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, Decoded{ID: r.ID, Source: r.Source, Type: r.Type, Subject: r.Subject, Time: r.Time, Data: r.Data})
+		out = append(out, d)
 	}
 	return out, nil
 }
 
-// decodeHeadline returns a batch's headline event.
+// decodeHeadline returns a batch's headline event, decoding only that one.
 func decodeHeadline(h nats.Header, data []byte) (Decoded, error) {
-	all, err := DecodeAll(h, data)
-	if err != nil {
-		return Decoded{}, err
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Decoded{}, fmt.Errorf("event batch: %w", err)
 	}
 	i, err := strconv.Atoi(h.Get(HeadlineHeader))
-	if err != nil || i < 0 || i >= len(all) {
-		return Decoded{}, fmt.Errorf("event batch: no headline %q among its %d events", h.Get(HeadlineHeader), len(all))
+	if err != nil || i < 0 || i >= len(raw) {
+		return Decoded{}, fmt.Errorf("event batch: no headline %q among its %d events", h.Get(HeadlineHeader), len(raw))
 	}
-	return all[i], nil
+	return decodeStructured(raw[i])
+}
+
+// decodeStructured reads one structured-mode event.
+func decodeStructured(b []byte) (Decoded, error) {
+	var r structured
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Decoded{}, fmt.Errorf("event batch: %w", err)
+	}
+	if r.SpecVersion != cloudevents.CloudEventsVersionV1 || r.ID == "" || r.Type == "" || r.Source == "" {
+		return Decoded{}, fmt.Errorf("event batch: an element is not a CloudEvents 1.0 event")
+	}
+	return Decoded{ID: r.ID, Source: r.Source, Type: r.Type, Subject: r.Subject, Time: r.Time, Data: r.Data}, nil
 }
 
 // Key is how an event is told apart from every other: its kind and its id

@@ -83,3 +83,25 @@ func TestPendingHostsSetNoDeadline(t *testing.T) {
 		t.Errorf("the job moved before it was due")
 	}
 }
+
+// final reads a record's status without decoding it, and decodes any
+// record that is not in JobState's own form.
+func TestFinalPeek(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"v":1,"id":7,"status":"success","step":0,"steps":[{"status":"running"}]}`: true,
+		`{"v":1,"id":7,"status":"running","steps":[{"status":"success"}]}`:          false,
+		`{"id":7,"steps":[{"status":"running"}],"status":"failed"}`:                 true,
+		`{"v":1,"steps":[{"status":"success"}],"status":"running"}`:                 false,
+		`{"v":1,"id":7}`: false,
+		`not json`:       false,
+	} {
+		if got := final([]byte(raw)); got != want {
+			t.Errorf("final(%s) = %v, want %v", raw, got, want)
+		}
+	}
+	st := schemas.JobState{V: 1, ID: 9, Status: schemas.JobStopped, Steps: []schemas.StepState{{Status: schemas.JobRunning}}}
+	b, _ := json.Marshal(st)
+	if !final(b) {
+		t.Errorf("final(%s) = false", b)
+	}
+}

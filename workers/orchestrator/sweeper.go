@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -199,8 +200,19 @@ func (v *sweepView) apply(m jetstream.Msg) {
 // kvOperationHdr marks a KV delete or purge.
 const kvOperationHdr = "KV-Operation"
 
-// final peeks at a state record's status without decoding the rest.
+// final peeks at a state record's status without decoding the rest. A
+// record as JobState marshals it starts {"v":N,"id":N,"status":"...": its
+// first "status" is the job's, read without decoding the record (every
+// record of every job passes here); any other is decoded.
 func final(raw []byte) bool {
+	if rest, ok := bytes.CutPrefix(raw, []byte(`{"v":`)); ok {
+		if i := bytes.Index(rest, []byte(`"status":"`)); i >= 0 && !bytes.ContainsAny(rest[:i], "{[") {
+			rest = rest[i+len(`"status":"`):]
+			if j := bytes.IndexByte(rest, '"'); j >= 0 {
+				return schemas.JobFinal(string(rest[:j]))
+			}
+		}
+	}
 	var st struct {
 		Status string `json:"status"`
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/schemas"
@@ -30,17 +31,29 @@ import (
 // Idempotency keys and lookups by name (Resolve) still go to the bucket.
 type WatchedNames struct {
 	KVClaims
+	js  jetstream.JetStream
 	log *slog.Logger
 
 	mu      sync.RWMutex
 	held    map[string]int64
 	pending sync.WaitGroup // records being written
+
+	// records waiting for the writer, which writes them in batches
+	qmu     sync.Mutex
+	queue   []nameRecord
+	writing bool
 }
 
-// NewWatchedNames loads the names of surfaces from the bucket and watches
-// it until ctx ends.
-func NewWatchedNames(ctx context.Context, kv jetstream.KeyValue, surfaces []string, log *slog.Logger) (*WatchedNames, error) {
-	n := &WatchedNames{KVClaims: KVClaims{KV: kv}, log: log.With("component", "names"), held: map[string]int64{}}
+// nameRecord is a claim to write to the bucket.
+type nameRecord struct {
+	key string
+	id  int64
+}
+
+// NewWatchedNames loads the names of surfaces from the bucket (kv, of js)
+// and watches it until ctx ends.
+func NewWatchedNames(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, surfaces []string, log *slog.Logger) (*WatchedNames, error) {
+	n := &WatchedNames{KVClaims: KVClaims{KV: kv}, js: js, log: log.With("component", "names"), held: map[string]int64{}}
 	patterns := make([]string, len(surfaces))
 	for i, s := range surfaces {
 		patterns[i] = s + ".*"
@@ -77,8 +90,12 @@ func (n *WatchedNames) Held(key string) (ClaimHolder, bool) {
 }
 
 // Record notes a name claim at once and writes it to the bucket in the
-// background, trying a few times; a claim another job holds already (a
-// race with another API process, outside the duplicate window) is logged.
+// background: one writer publishes the claims queued meanwhile together
+// (created only if absent, as Claim does) and awaits their acks at once,
+// so a burst of named submissions costs no round trip each. A claim the
+// batch could not create is tried alone, a few times; one another job
+// holds already (a race with another API process, outside the duplicate
+// window) is logged.
 func (n *WatchedNames) Record(key string, id int64) {
 	n.mu.Lock()
 	if _, ok := n.held[key]; !ok {
@@ -86,23 +103,78 @@ func (n *WatchedNames) Record(key string, id int64) {
 	}
 	n.mu.Unlock()
 	n.pending.Add(1)
-	go func() {
-		defer n.pending.Done()
-		for attempt, wait := 0, 100*time.Millisecond; attempt < 5; attempt, wait = attempt+1, 2*wait {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			h, err := n.Claim(ctx, key, id, "")
-			cancel()
-			if err == nil {
-				if h.ID != id {
-					n.log.Error("a task name is held by two jobs", "key", key, "job", id, "holder", h.ID)
-				}
-				return
-			}
-			n.log.Warn("record a task name; retrying", "key", key, "job", id, "attempt", attempt+1, "err", err)
-			time.Sleep(wait)
+	n.qmu.Lock()
+	n.queue = append(n.queue, nameRecord{key, id})
+	start := !n.writing
+	n.writing = true
+	n.qmu.Unlock()
+	if start {
+		go n.write()
+	}
+}
+
+// recordBatch bounds the claims one batch publishes before awaiting them.
+const recordBatch = 256
+
+// write writes queued claims until none is left.
+func (n *WatchedNames) write() {
+	for {
+		n.qmu.Lock()
+		batch := n.queue[:min(len(n.queue), recordBatch)]
+		n.queue = n.queue[len(batch):]
+		if len(batch) == 0 {
+			n.queue, n.writing = nil, false
+			n.qmu.Unlock()
+			return
 		}
-		n.log.Error("task name not recorded: another API process may accept it again once the duplicate window has passed", "key", key, "job", id)
-	}()
+		n.qmu.Unlock()
+		futs := make([]jetstream.PubAckFuture, len(batch))
+		for i, r := range batch {
+			m := nats.NewMsg(schemas.KVSubject(schemas.BucketNames, r.key))
+			m.Data = []byte(strconv.FormatInt(r.id, 10))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // created only if absent
+			futs[i], _ = n.js.PublishMsgAsync(m)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), schemas.PublishAsyncTimeout)
+		for i, f := range futs {
+			ok := false
+			if f != nil {
+				select {
+				case <-f.Ok():
+					ok = true
+				case <-f.Err():
+				case <-ctx.Done():
+				}
+			}
+			if ok {
+				n.pending.Done()
+			} else {
+				go n.recordAlone(batch[i])
+			}
+		}
+		cancel()
+	}
+}
+
+// recordAlone writes one claim the batch did not: the name may be held
+// already (by this job: a retried batch; by another: logged), or the
+// bucket may not have answered.
+func (n *WatchedNames) recordAlone(r nameRecord) {
+	defer n.pending.Done()
+	for attempt, wait := 0, 100*time.Millisecond; attempt < 5; attempt, wait = attempt+1, 2*wait {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h, err := n.Claim(ctx, r.key, r.id, "")
+		cancel()
+		if err == nil {
+			if h.ID != r.id {
+				n.log.Error("a task name is held by two jobs", "key", r.key, "job", r.id, "holder", h.ID)
+			}
+			return
+		}
+		n.log.Warn("record a task name; retrying", "key", r.key, "job", r.id, "attempt", attempt+1, "err", err)
+		time.Sleep(wait)
+	}
+	n.log.Error("task name not recorded: another API process may accept it again once the duplicate window has passed", "key", r.key, "job", r.id)
 }
 
 // Wait waits (until ctx ends) for the claims being recorded: an API

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -37,7 +38,7 @@ func TestNamedSubmissionsStayUnique(t *testing.T) {
 	if _, err := kv.Create(ctx, old.key, []byte("42")); err != nil { // as if claimed last month
 		t.Fatal(err)
 	}
-	names, err := NewWatchedNames(ctx, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	names, err := NewWatchedNames(ctx, js, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestNamedSubmissionsStayUnique(t *testing.T) {
 	}
 	// another API process, whose memory has not seen it: the publish's
 	// duplicate answer refuses it
-	other, err := NewWatchedNames(ctx, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	other, err := NewWatchedNames(ctx, js, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +83,46 @@ func TestNamedSubmissionsStayUnique(t *testing.T) {
 	}
 	if id, found, err := c.Resolve(actx, NameClaim("octans", "weekly")); err != nil || !found || id != first {
 		t.Errorf("resolve: %d %v %v", id, found, err)
+	}
+}
+
+// Claims recorded in a burst are written in batches, every one of them; a
+// name the bucket holds already keeps its holder.
+func TestRecordedNamesWrittenInBatches(t *testing.T) {
+	js, err := jetstream.New(natstest.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := schemas.DefaultTopology().Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, schemas.BucketNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := NameClaim("octans", "taken").key
+	if _, err := kv.Create(ctx, taken, []byte("7")); err != nil {
+		t.Fatal(err)
+	}
+	names, err := NewWatchedNames(ctx, js, kv, []string{"octans"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3*recordBatch + 5
+	for i := range n {
+		names.Record(NameClaim("octans", fmt.Sprintf("burst-%d", i)).key, int64(1000+i))
+	}
+	names.Record(taken, 99) // a race lost to another process
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	names.Wait(wctx)
+	for i := range n {
+		if h, found, err := names.Lookup(ctx, NameClaim("octans", fmt.Sprintf("burst-%d", i)).key); err != nil || !found || h.ID != int64(1000+i) {
+			t.Fatalf("burst-%d: holder %d (%v, %v)", i, h.ID, found, err)
+		}
+	}
+	if h, _, err := names.Lookup(ctx, taken); err != nil || h.ID != 7 {
+		t.Errorf("a name held already went to %d (%v), want 7", h.ID, err)
 	}
 }

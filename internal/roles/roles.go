@@ -183,7 +183,7 @@ func RunAPI(ctx context.Context, p Plumbing, ln net.Listener, cfg APIConfig) err
 		return fmt.Errorf("names bucket: %w", err)
 	}
 	// octans task names in memory: a named run costs one round trip
-	claims, err := api.NewWatchedNames(ctx, names, []string{octans.ClaimKind}, p.Log)
+	claims, err := api.NewWatchedNames(ctx, p.JS, names, []string{octans.ClaimKind}, p.Log)
 	if err != nil {
 		return err
 	}

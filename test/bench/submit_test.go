@@ -64,9 +64,11 @@ func BenchmarkSubmit(b *testing.B) {
 		})
 		stop()
 		var seq atomic.Int64
+		stop = profileWindow(b, "octans")
 		octans := perSecond(b, clients, total, func() error {
 			return octansRun(client, s, fmt.Sprintf("bench-%d", seq.Add(1)))
 		})
+		stop()
 		raw := rawPublish(b, s, rawSubj, body, clients, total)
 		floor := httpFloor(b, client, body, clients, total)
 		b.ReportMetric(api, "submits/s")

@@ -98,3 +98,20 @@ func TestOlderLayoutStillServed(t *testing.T) {
 }
 
 func redisZ(score float64, member int64) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// A summary that is not "<rev>|<si>|<json>" is a miss, rebuilt from
+// JetStream, not a Redis failure.
+func TestMalformedSummaryRebuilt(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sp := spec(t, "bad")
+	st := schemas.NewJobState(8, sp, time.Now().UTC())
+	f.store(t, 8, sp, st)
+	f.rdb.Set(ctx, "{fj}:job:8", "garbage", 0)
+	if sum, err := f.cache.Job(ctx, 8); err != nil || sum.ID != 8 || sum.Name != "bad" {
+		t.Fatalf("read %+v, %v", sum, err)
+	}
+	if v := f.rdb.Get(ctx, "{fj}:job:8").Val(); !strings.Contains(v, `|{"id":8,"name":"bad"`) {
+		t.Errorf("not rewritten: %q", v)
+	}
+}

@@ -297,8 +297,8 @@ func (c *Cache) Job(ctx context.Context, id int64) (schemas.JobSummary, error) {
 	if err == nil && json.Unmarshal(v, &sum) == nil {
 		return sum, nil
 	}
-	if legacy(err) {
-		err = redis.Nil // an older fleetjob's hash: rewritten below
+	if legacy(err) || errors.Is(err, errBadSummary) {
+		err = redis.Nil // an older fleetjob's hash, or garbage: rewritten below
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.redisFailed(err, id)

@@ -183,13 +183,13 @@ func DecodeAll(h nats.Header, data []byte) ([]Decoded, error) {
 		}
 		return []Decoded{d}, nil
 	}
-	var raw []json.RawMessage
+	var raw []structured
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("event batch: %w", err)
 	}
 	out := make([]Decoded, 0, len(raw))
 	for _, r := range raw {
-		d, err := decodeStructured(r)
+		d, err := r.decoded()
 		if err != nil {
 			return nil, err
 		}
@@ -208,15 +208,15 @@ func decodeHeadline(h nats.Header, data []byte) (Decoded, error) {
 	if err != nil || i < 0 || i >= len(raw) {
 		return Decoded{}, fmt.Errorf("event batch: no headline %q among its %d events", h.Get(HeadlineHeader), len(raw))
 	}
-	return decodeStructured(raw[i])
-}
-
-// decodeStructured reads one structured-mode event.
-func decodeStructured(b []byte) (Decoded, error) {
 	var r structured
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := json.Unmarshal(raw[i], &r); err != nil {
 		return Decoded{}, fmt.Errorf("event batch: %w", err)
 	}
+	return r.decoded()
+}
+
+// decoded checks a structured-mode event and returns it.
+func (r structured) decoded() (Decoded, error) {
 	if r.SpecVersion != cloudevents.CloudEventsVersionV1 || r.ID == "" || r.Type == "" || r.Source == "" {
 		return Decoded{}, fmt.Errorf("event batch: an element is not a CloudEvents 1.0 event")
 	}

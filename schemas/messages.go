@@ -65,6 +65,15 @@ func UnitToken(phase string, idx int) string {
 	return strconv.Itoa(idx)
 }
 
+// ParseUnitToken reads UnitToken's phase and index back.
+func ParseUnitToken(tok string) (phase string, idx int, ok bool) {
+	if u, up := strings.CutPrefix(tok, "u"); up {
+		phase, tok = PhaseUpload, u
+	}
+	idx, err := strconv.Atoi(tok)
+	return phase, idx, err == nil
+}
+
 // UnitExecID is ExecID for a target or an upload unit.
 func UnitExecID(job int64, step int, phase string, idx, attempt int) string {
 	return fmt.Sprintf("%d.%d.%s.%d", job, step, UnitToken(phase, idx), attempt)

@@ -258,20 +258,19 @@ func LogRefOf(subject string) (LogRef, bool) {
 		return LogRef{}, false
 	}
 	pool, agent := p[0], p[1]
-	p = p[2:]
-	phase := ""
-	if u, ok := strings.CutPrefix(p[2], "u"); ok {
-		phase, p[2] = PhaseUpload, u
+	phase, host, ok := ParseUnitToken(p[4])
+	if !ok {
+		return LogRef{}, false
 	}
-	var n [4]int64
-	for i, s := range p {
+	var n [3]int64 // job, step, attempt
+	for i, s := range []string{p[2], p[3], p[5]} {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return LogRef{}, false
 		}
 		n[i] = v
 	}
-	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: int(n[2]), Attempt: int(n[3]), Pool: pool, Agent: agent}, true
+	return LogRef{Job: n[0], Step: int(n[1]), Phase: phase, Host: host, Attempt: int(n[2]), Pool: pool, Agent: agent}, true
 }
 
 // AgentConsumer is the durable consumer name of one agent's task queue.

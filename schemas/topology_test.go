@@ -189,3 +189,28 @@ func TestResultPartitionsAgreeWithTheServer(t *testing.T) {
 		}
 	}
 }
+
+// Unit tokens and log subjects read back what wrote them.
+func TestUnitTokensReadBack(t *testing.T) {
+	for _, u := range []struct {
+		phase string
+		idx   int
+	}{{"", 0}, {"", 19999}, {PhaseUpload, 3}} {
+		phase, idx, ok := ParseUnitToken(UnitToken(u.phase, u.idx))
+		if !ok || phase != u.phase || idx != u.idx {
+			t.Errorf("%q read back as %q %d %v", UnitToken(u.phase, u.idx), phase, idx, ok)
+		}
+		ref := LogRef{Job: 42, Step: 2, Phase: u.phase, Host: u.idx, Attempt: 3, Pool: "a", Agent: "ag-1"}
+		if got, ok := LogRefOf(ref.Subject()); !ok || got != ref {
+			t.Errorf("%s read back as %+v %v", ref.Subject(), got, ok)
+		}
+	}
+	for _, bad := range []string{"", "u", "x1", "1u"} {
+		if _, _, ok := ParseUnitToken(bad); ok {
+			t.Errorf("%q read as a unit token", bad)
+		}
+	}
+	if _, ok := LogRefOf("fleetjob.log.job.a.ag-1.42.2.ux.3"); ok {
+		t.Error("a subject with a bad unit token read as a log")
+	}
+}

@@ -44,18 +44,6 @@ func forgetKeyVersions(mr *miniredis.Miniredis) bool {
 	return ok
 }
 
-// keyVersionsLen is how many key versions db 0 holds (-1: unknown).
-func keyVersionsLen(mr *miniredis.Miniredis) int {
-	db := mr.DB(0)
-	mr.Lock()
-	defer mr.Unlock()
-	f, ok := keyVersions(db)
-	if !ok {
-		return -1
-	}
-	return f.Len()
-}
-
 // forgetKeyVersionsLoop drops the key versions periodically until stop
 // is closed.
 func forgetKeyVersionsLoop(mr *miniredis.Miniredis, stop <-chan struct{}) {

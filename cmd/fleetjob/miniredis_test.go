@@ -39,3 +39,15 @@ func TestMiniredisForgetsKeyVersions(t *testing.T) {
 		t.Fatalf("a write after: %q", v)
 	}
 }
+
+// keyVersionsLen is how many key versions db 0 holds (-1: unknown).
+func keyVersionsLen(mr *miniredis.Miniredis) int {
+	db := mr.DB(0)
+	mr.Lock()
+	defer mr.Unlock()
+	f, ok := keyVersions(db)
+	if !ok {
+		return -1
+	}
+	return f.Len()
+}

@@ -6,8 +6,9 @@ package statuscache
 //
 //	<status byte>|<since, unix ns>|<attempt>|<lines>|<cloud>:<ip>|<rest>
 //
-// (the cloud left out when it is 0), and rest is the JSON of what only a dispatched or finished row carries
-// (agent, exit code, start and end, error), empty when there is none. A
+// (the cloud left out when it is 0), and rest is the JSON of what only a
+// dispatched or finished row carries (agent, exit code, start and end,
+// error), empty when there is none. A
 // waiting row is then about 45 bytes, under Redis's listpack bound
 // (hash-max-listpack-value, 64): the hosts hash of a queued job costs a
 // third of what it did as JSON, where each value was ~150 bytes and the
@@ -122,11 +123,9 @@ func parseHostField(f string) (step int, phase string, idx int, ok bool) {
 	if !found {
 		return 0, "", 0, false
 	}
-	if rest, up := strings.CutPrefix(u, "u"); up {
-		phase, u = schemas.PhaseUpload, rest
+	step, err := strconv.Atoi(s)
+	if phase, idx, ok = schemas.ParseUnitToken(u); !ok || err != nil {
+		return 0, "", 0, false
 	}
-	var err1, err2 error
-	step, err1 = strconv.Atoi(s)
-	idx, err2 = strconv.Atoi(u)
-	return step, phase, idx, err1 == nil && err2 == nil
+	return step, phase, idx, true
 }

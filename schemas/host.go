@@ -71,7 +71,7 @@ func decodeHostObject(b []byte) (Host, error) {
 }
 
 // canonicalHost reads the form Host marshals to, {"cloud_id":N,"ip":"..."}
-// with nothing escaped in the IP: what fleetjob's own messages carry,
+// with the IP plain printable ASCII: what fleetjob's own messages carry,
 // thousands to a job, read without the general path's map and sort.
 func canonicalHost(b []byte) (Host, bool) {
 	rest, ok := bytes.CutPrefix(b, []byte(`{"cloud_id":`))
@@ -94,8 +94,14 @@ func canonicalHost(b []byte) (Host, bool) {
 		return Host{}, false
 	}
 	ip, ok = bytes.CutSuffix(ip, []byte(`"}`))
-	if !ok || bytes.ContainsAny(ip, "\\\"") {
+	if !ok {
 		return Host{}, false
+	}
+	for _, c := range ip { // plain printable ASCII only: escapes, quotes and
+		// bytes that are not UTF-8 (which encoding/json replaces) take the general path
+		if c < 0x20 || c > 0x7e || c == '\\' || c == '"' {
+			return Host{}, false
+		}
 	}
 	return Host{CloudID: cloud, IP: string(ip)}, true
 }

@@ -263,3 +263,18 @@ func hostLogs(id int64, ips []string) []logRef {
 	}
 	return logs
 }
+
+// storedBySubject counts the messages a stream holds on each subject that
+// filter matches.
+func storedBySubject(t *testing.T, s *testenv.System, stream, filter string) map[string]uint64 {
+	t.Helper()
+	st, err := s.JS.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects
+}

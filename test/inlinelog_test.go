@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
 	"github.com/fleetjob/fleetjob/workers/agent"
@@ -18,16 +16,8 @@ import (
 // logsMessages counts the LOGS messages of a job, every host and step.
 func logsMessages(t *testing.T, s *testenv.System, id int64) int {
 	t.Helper()
-	st, err := s.JS.Stream(t.Context(), schemas.StreamLogs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(fmt.Sprintf("fleetjob.log.job.*.*.%d.>", id)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, c := range info.State.Subjects {
+	for _, c := range storedBySubject(t, s, schemas.StreamLogs, fmt.Sprintf("fleetjob.log.job.*.*.%d.>", id)) {
 		n += int(c)
 	}
 	return n

@@ -89,8 +89,9 @@ type apiConfig struct {
 }
 
 type workersConfig struct {
-	Count     int `koanf:"count"`
-	SpecCache int `koanf:"spec_cache"`
+	Count        int           `koanf:"count"`
+	SpecCache    int           `koanf:"spec_cache"`
+	CreateWindow time.Duration `koanf:"create_window"`
 }
 
 type metricsConfig struct {
@@ -186,6 +187,7 @@ var settings = []setting{
 	{"api.risk_rules", "FLEETJOB_RISK_RULES", "", "JSON file of high-risk command rules that replaces the shipped ones"},
 	{"workers.count", "", 1, "workers in this process"},
 	{"workers.spec_cache", "FLEETJOB_SPEC_CACHE", orchestrator.DefaultSpecs, "job specs a worker process keeps in memory, least recently used out first; a job whose spec is not kept reads it again from JetStream (its submit command)"},
+	{"workers.create_window", "FLEETJOB_CREATE_WINDOW", orchestrator.DefaultCreateWindow, "how long a small job's first commit (its state and creation events) waits for its first results, its tasks already out, so a job that ends within it is stored by one commit (0: written at once)"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
 	{"debug.pprof_addr", "FLEETJOB_PPROF_ADDR", "", "serve Go's profiles (/debug/pprof/) on this loopback address, for whoever runs the process (off when empty; only 127.0.0.1 or [::1])"},
 	{"agent.disabled", "", false, "do not run an agent for this machine"},
@@ -414,4 +416,13 @@ func (c Config) cacheRetention() statuscache.Retention {
 		r.MaxAge = c.Redis.KeepFor
 	}
 	return r
+}
+
+// createWindow is workers.create_window as the roles take it: 0 there is
+// the default, so a window of 0 here (written at once) is negative there.
+func (c Config) createWindow() time.Duration {
+	if c.Workers.CreateWindow <= 0 {
+		return -1
+	}
+	return c.Workers.CreateWindow
 }

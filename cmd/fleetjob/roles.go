@@ -81,7 +81,7 @@ func joinPlumbing(ctx context.Context, cfg Config, r role, needRedis bool, log *
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{NC: nc, JS: js, Top: cfg.topology(), Reg: newRegistry(), Log: log, OutboundAllow: allow,
-		CacheRetention: cfg.cacheRetention(), SpecCache: cfg.Workers.SpecCache}
+		CacheRetention: cfg.cacheRetention(), SpecCache: cfg.Workers.SpecCache, CreateWindow: cfg.createWindow()}
 	if r != roleAgent { // an agent may read no stream's info
 		if err := awaitTopology(ctx, js, p.Top, log); err != nil {
 			nc.Close()

@@ -96,7 +96,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	allow, _ := parsePrefixes(cfg.Outbound.Allow) // validated by loadConfig
 	p := roles.Plumbing{RDB: rdb, Top: top, Reg: newRegistry(), Log: log, OutboundAllow: allow, CacheRetention: cfg.cacheRetention(),
-		SpecCache: cfg.Workers.SpecCache}
+		SpecCache: cfg.Workers.SpecCache, CreateWindow: cfg.createWindow()}
 	apiP, wrkP, agentP := p, p, p
 	apiP.NC, apiP.JS = api.NC, api.JS
 	wrkP.NC, wrkP.JS = wrk.NC, wrk.JS

@@ -173,6 +173,11 @@ func (c *Config) validate(r role) error {
 	}
 	p.duration("topology.ack_wait", c.Topology.AckWait, time.Second)
 	p.duration("topology.task_ack_wait", c.Topology.TaskAckWait, time.Second)
+	if w, most := c.Workers.CreateWindow, c.Topology.AckWait/2; w < 0 || (most >= time.Second/2 && w > most) {
+		// a held first commit must be written well before its submit
+		// command would be delivered again
+		p.add("workers.create_window", "want 0 to half of topology.ack_wait (%s), got %s", most, w)
+	}
 	p.duration("topology.job_retention", c.Topology.JobRetention, 2*schemas.RetentionMargin)
 	if n := c.Topology.ResultPartitions; n < 0 || n > schemas.MaxResultPartitions {
 		p.add("topology.result_partitions", "want 0 to %d, got %d", schemas.MaxResultPartitions, n)

@@ -55,6 +55,10 @@ type Plumbing struct {
 	// SpecCache is how many job specs a worker process keeps in memory
 	// (0: orchestrator.DefaultSpecs).
 	SpecCache int
+	// CreateWindow is how long a small job's first commit waits for its
+	// first reports (0: orchestrator.DefaultCreateWindow; negative: it is
+	// written at once).
+	CreateWindow time.Duration
 }
 
 // Cache returns the status cache over this plumbing.
@@ -128,10 +132,16 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	}
 	relay := artifactrelay.New(p.NC, obs, cache, dir, artifactrelay.NewMetrics(p.Reg), p.Log)
 	g.Go(func() error { return relay.Run(gctx) })
-	// one segment and one spec cache for the process's workers
-	segs, specs := orchestrator.NewSegments(), orchestrator.NewSpecs(p.SpecCache)
+	// one segment cache, spec cache and set of held first commits for
+	// the process's workers
+	window := p.CreateWindow
+	if window == 0 {
+		window = orchestrator.DefaultCreateWindow
+	}
+	segs, specs, creations := orchestrator.NewSegments(), orchestrator.NewSpecs(p.SpecCache), orchestrator.NewCreations(window)
 	for i := 0; i < n; i++ {
-		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs, Specs: specs},
+		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs, Specs: specs,
+			Creations: creations},
 			p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {
 			return err

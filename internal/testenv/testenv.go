@@ -184,6 +184,9 @@ type Options struct {
 	JobRetention time.Duration
 	// SpecCache bounds the specs the workers keep (0: the default).
 	SpecCache int
+	// CreateWindow is how long a small job's first commit waits for its
+	// reports (0: the default; negative: none).
+	CreateWindow time.Duration
 	// LogOutput, when set, gets every component's log (text, debug level)
 	// instead of Logger's, for tests that read what the system logged.
 	LogOutput io.Writer
@@ -239,7 +242,8 @@ func Start(t testing.TB, o Options) *System {
 	}
 	// tests' callback receivers are httptest servers on loopback
 	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),
-		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, SpecCache: o.SpecCache}
+		OutboundAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, SpecCache: o.SpecCache,
+		CreateWindow: o.CreateWindow}
 	if o.LogOutput != nil {
 		s.P.Log = slog.New(slog.NewTextHandler(o.LogOutput, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

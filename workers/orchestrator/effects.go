@@ -16,7 +16,6 @@ import (
 
 	"github.com/fleetjob/fleetjob/internal/pubflow"
 	"github.com/fleetjob/fleetjob/schemas"
-	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // effects runs after a commit: tasks, events, cache, stop side effects.
@@ -24,20 +23,14 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 	// tasks and events go out through one window: thousands of them wait
 	// for acks in turn instead of stalling the connection's publisher
 	win := pubflow.New(w.js, pubflow.DefaultSize)
-	for _, rt := range t.tasks {
-		b, _ := json.Marshal(rt.task)
-		m := nats.NewMsg(schemas.TaskSubject(rt.pool, rt.agent, st.ID))
-		m.Data = b
-		m.Header.Set(nats.MsgIdHdr, rt.task.ExecID)
-		if err := win.Publish(ctx, m); err != nil {
-			return fmt.Errorf("publish task %s: %w", rt.task.ExecID, err)
-		}
+	if err := w.publishTasks(ctx, win, st.ID, t.tasks); err != nil {
+		return err
 	}
 	// The cache is written before the events go out, so whoever reacts to
 	// an event reads a state at least as new as the event.
 	switch {
 	case t.created:
-		if err := w.cache.Created(ctx, spec, st, rev, statuscache.BuildRows(spec, st, nil)); err != nil {
+		if err := w.cache.Created(ctx, spec, st, rev, t.createdRows()); err != nil {
 			w.log.Warn("cache new job", "job", st.ID, "err", err)
 		}
 	case t.changed || len(t.touched) > 0:
@@ -73,6 +66,21 @@ func (w *Worker) effects(ctx context.Context, spec *schemas.JobSpec, st *schemas
 		}
 		w.specs.forget(st.ID)
 		w.segs.forgetJob(st.ID)
+	}
+	return nil
+}
+
+// publishTasks queues tasks on a publish window, each under its execution
+// id, so a task published again is dropped as a duplicate.
+func (w *Worker) publishTasks(ctx context.Context, win *pubflow.Window, id int64, tasks []routedTask) error {
+	for _, rt := range tasks {
+		b, _ := json.Marshal(rt.task)
+		m := nats.NewMsg(schemas.TaskSubject(rt.pool, rt.agent, id))
+		m.Data = b
+		m.Header.Set(nats.MsgIdHdr, rt.task.ExecID)
+		if err := win.Publish(ctx, m); err != nil {
+			return fmt.Errorf("publish task %s: %w", rt.task.ExecID, err)
+		}
 	}
 	return nil
 }

@@ -61,6 +61,11 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 	}
 	for attempt := 0; ; attempt++ {
 		st, rev, err := w.loadState(ctx, id)
+		if errors.Is(err, schemas.ErrNotFound) {
+			// its spec exists: the job's first commit is held, or its
+			// submit command not yet taken
+			return fmt.Errorf("job %d: %w", id, errNotCreated)
+		}
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/schemas"
+	"github.com/fleetjob/fleetjob/workers/statuscache"
 )
 
 // Directory answers which online agent serves a host, whether the
@@ -171,4 +172,17 @@ func (t *txn) rows() []schemas.HostRow {
 		}
 	}
 	return out
+}
+
+// createdRows returns the cache rows of a new job's every target host: as
+// its state has them, and as this txn changed them (a held first commit
+// may carry results).
+func (t *txn) createdRows() []schemas.HostRow {
+	rows := statuscache.BuildRows(t.spec, t.st, nil)
+	for i, r := range rows {
+		if c, ok := t.touched[unit{step: r.Step, idx: r.Index}]; ok {
+			rows[i] = *c
+		}
+	}
+	return rows
 }

@@ -45,6 +45,9 @@ type Config struct {
 	// Specs is the spec cache of the process's workers (NewSpecs); nil:
 	// this worker's own, of DefaultSpecs.
 	Specs *Specs
+	// Creations holds the process's workers' held first commits
+	// (NewCreations); nil: this worker's own, of DefaultCreateWindow.
+	Creations *Creations
 }
 
 // Worker drives jobs.
@@ -70,6 +73,9 @@ type Worker struct {
 	wg     sync.WaitGroup
 
 	specs *Specs
+	// creations holds first commits waiting for their job's first
+	// reports (creations.go).
+	creations *Creations
 
 	segs *Segments
 	// writeSpecs: the JOBS stream was created as a work queue, which
@@ -95,12 +101,15 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if cfg.Specs == nil {
 		cfg.Specs = NewSpecs(DefaultSpecs)
 	}
+	if cfg.Creations == nil {
+		cfg.Creations = NewCreations(DefaultCreateWindow)
+	}
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, dir: dir, cache: cache, m: m,
 		log:   log.With("component", "worker", "worker", cfg.Name),
 		pub:   events.NewPublisher(js, "fleetjob/worker/"+cfg.Name),
 		sem:   make(chan struct{}, cfg.Parallel),
-		specs: cfg.Specs, segs: cfg.Segments,
+		specs: cfg.Specs, segs: cfg.Segments, creations: cfg.Creations,
 	}
 	w.queues.commit = w.onJobReports
 	var err error
@@ -150,6 +159,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	g.Go(func() error { return w.sweep(gctx) })
 	err = g.Wait()
 	w.wg.Wait()
+	w.flushAllHeld()
 	return err
 }
 
@@ -251,8 +261,12 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 	case schemas.SubjSubmit:
 		id := int64(meta.Sequence.Stream)
 		unlock := w.locks.lock(id)
-		err = w.submit(ctx, id, m.Data(), redelivered)
+		held, serr := w.submit(ctx, id, m, redelivered)
 		unlock()
+		if held {
+			return // settled with the job's first commit (creations.go)
+		}
+		err = serr
 	case schemas.SubjStop:
 		var cmd schemas.StopCommand
 		if err = json.Unmarshal(m.Data(), &cmd); err != nil {
@@ -260,6 +274,7 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 			break
 		}
 		unlock := w.locks.lock(cmd.JobID)
+		w.flushHeld(cmd.JobID)
 		err = w.process(ctx, cmd.JobID, nil, &cmd, nil, redelivered)
 		unlock()
 		if errors.Is(err, schemas.ErrNotFound) {
@@ -274,6 +289,7 @@ func (w *Worker) onCommand(m jetstream.Msg) {
 			break
 		}
 		unlock := w.locks.lock(cmd.JobID)
+		w.flushHeld(cmd.JobID)
 		err = w.process(ctx, cmd.JobID, nil, nil, &cmd, redelivered)
 		unlock()
 	default:
@@ -327,21 +343,22 @@ func (w *Worker) maxDeliver(m jetstream.Msg) int {
 }
 
 // submit creates a job from its command (unless a previous delivery did)
-// and dispatches its first hosts.
-func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered bool) error {
+// and dispatches its first hosts. A small job's first commit may be held
+// for its first reports (held: the command is settled with that commit).
+func (w *Worker) submit(ctx context.Context, id int64, m jetstream.Msg, redelivered bool) (held bool, err error) {
 	var cmd schemas.SubmitCommand
-	if err := json.Unmarshal(data, &cmd); err != nil {
-		return fmt.Errorf("decode submit %d: %w: %w", id, schemas.ErrInvalid, err)
+	if err := json.Unmarshal(m.Data(), &cmd); err != nil {
+		return false, fmt.Errorf("decode submit %d: %w: %w", id, schemas.ErrInvalid, err)
 	}
 	spec := &cmd.Spec
 	if err := spec.Normalize(); err != nil {
-		return fmt.Errorf("submit %d: %w", id, err)
+		return false, fmt.Errorf("submit %d: %w", id, err)
 	}
 	// The command stays in JOBS as the job's spec (see LoadSpec).
 	if w.writeSpecs {
 		specJSON, _ := json.Marshal(spec)
 		if _, err := w.jobs.Create(ctx, schemas.KeyJobSpec(id), specJSON); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("store spec %d: %w", id, err)
+			return false, fmt.Errorf("store spec %d: %w", id, err)
 		}
 	}
 	// The job is created already advanced (its first hosts dispatched):
@@ -352,21 +369,13 @@ func (w *Worker) submit(ctx context.Context, id int64, data []byte, redelivered 
 	t.created = true
 	t.emit(events.JobCreated, t.jobID(), t.jobID(), schemas.Summarize(spec, st))
 	t.advance()
-	if err := w.storeResults(ctx, spec, st, t.results); err != nil {
-		return err
+	if w.holds(spec, t, redelivered) {
+		if err := w.holdCreation(ctx, spec, t, m); err != nil {
+			return false, err
+		}
+		return true, nil
 	}
-	stJSON, _ := json.Marshal(st)
-	rev, err := w.jobs.Create(ctx, schemas.KeyJobState(id), stJSON)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
-		// an earlier delivery created it; carry on from there
-		return w.process(ctx, id, nil, nil, nil, true)
-	case err != nil:
-		return fmt.Errorf("create job %d: %w", id, err)
-	}
-	w.m.JobsCreated.Inc()
-	w.specs.put(id, spec)
-	return w.effects(ctx, spec, st, rev, t)
+	return false, w.create(ctx, spec, t, nil)
 }
 
 func (w *Worker) onReports(batch []jetstream.Msg) { w.reportBatch(batch, nil) }
@@ -450,10 +459,19 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 		return
 	}
 	unlock := w.locks.lock(id)
-	err := w.process(ctx, id, reports, nil, nil, redelivered)
+	var err error
+	if cr := w.creations.take(id); cr != nil {
+		err = w.commitHeld(cr, reports) // the job's first commit, with these
+	} else {
+		err = w.process(ctx, id, reports, nil, nil, redelivered)
+	}
 	unlock()
 	failpoint.Hit("report-done")
 	for _, m := range applied {
+		if errors.Is(err, errNotCreated) && !lastNotCreated(m) {
+			_ = m.NakWithDelay(notCreatedDelay(m))
+			continue
+		}
 		w.settle(m, err)
 	}
 	if failpoint.Armed("report-acked") {

@@ -1,0 +1,166 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetjob/fleetjob/events"
+	"github.com/fleetjob/fleetjob/internal/testenv"
+	"github.com/fleetjob/fleetjob/schemas"
+)
+
+// eventMessages counts the EVENTS messages of a job's commits (batches,
+// not the events in them; not the audit record of its submission).
+func eventMessages(t *testing.T, s *testenv.System, id int64) int {
+	t.Helper()
+	n := 0
+	for subj, c := range storedBySubject(t, s, schemas.StreamEvents, fmt.Sprintf("fleetjob.event.*.*.%d", id)) {
+		if !strings.HasPrefix(subj, "fleetjob.event.audit.") {
+			n += int(c)
+		}
+	}
+	return n
+}
+
+// kvWrites counts the writes to the jobs bucket's keys as they happen
+// (the bucket keeps only the last of each).
+type kvWrites struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func countKVWrites(t *testing.T, s *testenv.System) *kvWrites {
+	t.Helper()
+	w := &kvWrites{n: map[string]int{}}
+	sub, err := s.NC.Subscribe("$KV."+schemas.BucketJobs+".>", func(m *nats.Msg) {
+		w.mu.Lock()
+		w.n[m.Subject]++
+		w.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := s.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// state is how often job id's state was written.
+func (w *kvWrites) state(id int64) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n["$KV."+schemas.BucketJobs+"."+schemas.KeyJobState(id)]
+}
+
+// A small job that ends within its first commit's window is created and
+// finished by one state write and one event message that carries all its
+// events in order; one that runs longer is written at the window's end
+// (it shows running while it runs), and a stop of a held job writes it
+// first. Every job's events are all there either way.
+func TestHeldFirstCommit(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 2, Agents: []string{"c1=127.0.0.91"}, CreateWindow: 5 * time.Second})
+	const host = "127.0.0.91"
+	want := []string{events.JobCreated, events.JobStarted, events.StepStarted, events.HostFinished, events.StepFinished, events.JobFinished}
+	writes := countKVWrites(t, s)
+	kinds := func(id int64) []string {
+		var out []string
+		for _, d := range jobEvents(t, s, id, "*") {
+			if k := d.Type[len(events.TypePrefix):]; !strings.HasPrefix(k, "audit.") {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+
+	t.Run("fast job: one commit", func(t *testing.T) {
+		id := submit(t, s, script("echo held", host), nil)
+		if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+			t.Fatalf("job: %s", sum.Status)
+		}
+		testenv.Eventually(t, 10*time.Second, func() bool { return eventMessages(t, s, id) > 0 }, "no events")
+		if n := eventMessages(t, s, id); n != 1 {
+			t.Errorf("%d event messages, want 1", n)
+		}
+		if got := kinds(id); !slices.Equal(got, want) {
+			t.Errorf("events %v, want %v", got, want)
+		}
+		if n := writes.state(id); n != 1 {
+			t.Errorf("%d state messages stored, want 1", n)
+		}
+		if lines := fullLog(t, s, id, host); !slices.Equal(lines, []string{"held"}) {
+			t.Errorf("log %q", lines)
+		}
+	})
+
+	t.Run("stop of a held job", func(t *testing.T) {
+		// stopped at once: usually before the agent's started report,
+		// while the first commit is held (the stop writes it first)
+		id := submit(t, s, script("sleep 30", host), nil)
+		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/stop", id), nil, nil); code != 202 {
+			t.Fatalf("stop: %d %s", code, b)
+		}
+		if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobStopped {
+			t.Fatalf("job: %s", sum.Status)
+		}
+	})
+}
+
+// With a short window, a job that outlives it shows running while it runs,
+// and its events come in two messages, still all of them in order.
+func TestHeldFirstCommitWindowEnds(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c2=127.0.0.92"}, CreateWindow: 200 * time.Millisecond})
+	const host = "127.0.0.92"
+	writes := countKVWrites(t, s)
+	id := submit(t, s, script("sleep 2", host), nil)
+	testenv.Eventually(t, 10*time.Second, func() bool { return job(t, s, id).Status == schemas.JobRunning }, "job %d never showed running", id)
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("job: %s", sum.Status)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return eventMessages(t, s, id) == 2 }, "event messages: %d, want 2", eventMessages(t, s, id))
+	if n := writes.state(id); n != 2 {
+		t.Errorf("%d state messages stored, want 2", n)
+	}
+}
+
+// Two worker processes, each holding its own jobs' first commits: a report
+// that reaches the process that does not hold its job's commit finds no
+// state, waits, and is folded once the other writes it. Every job ends,
+// every host recorded once.
+func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c3=127.0.0.93"}, CreateWindow: 500 * time.Millisecond})
+	s.StartWorkers(t, 1) // a second process: its own held commits
+	const host, n = "127.0.0.93", 20
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = submit(t, s, script("true", host), nil)
+	}
+	for _, id := range ids {
+		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {
+			t.Fatalf("job %d: %s", id, sum.Status)
+		}
+		if got := hostFinishedEvents(t, s, id); len(got) != 1 {
+			t.Errorf("job %d: host.finished %v, want one execution once", id, got)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if kv, err := s.JS.KeyValue(ctx, schemas.BucketDeadLetters); err == nil {
+		if keys, _ := kv.ListKeys(ctx); keys != nil {
+			for k := range keys.Keys() {
+				t.Errorf("dead letter %s", k)
+			}
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetjob/fleetjob/events"
 	"github.com/fleetjob/fleetjob/internal/testenv"
@@ -133,13 +134,16 @@ func TestHeldFirstCommitWindowEnds(t *testing.T) {
 	}
 }
 
-// Two worker processes, each holding its own jobs' first commits: a report
-// that reaches the process that does not hold its job's commit finds no
-// state, waits, and is folded once the other writes it. Every job ends,
-// every host recorded once.
+// Two worker processes, each holding its own jobs' first commits, with
+// unpartitioned reports (partitioned, a process holds only the jobs whose
+// reports it consumes): a report that reaches the process that does not
+// hold its job's commit finds no state, waits, and is folded once the
+// other writes it. Every job ends, every host recorded once.
 func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c3=127.0.0.93"}, CreateWindow: 500 * time.Millisecond})
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c3=127.0.0.93"}, CreateWindow: 500 * time.Millisecond,
+		SharedResults: true})
+	first := s.WorkerMetrics
 	s.StartWorkers(t, 1) // a second process: its own held commits
 	const host, n = "127.0.0.93", 20
 	ids := make([]int64, n)
@@ -147,12 +151,20 @@ func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 		ids[i] = submit(t, s, script("true", host), nil)
 	}
 	for _, id := range ids {
-		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {
-			t.Fatalf("job %d: %s", id, sum.Status)
+		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess || sum.Counts["success"] != 1 {
+			t.Fatalf("job %d: %s %v", id, sum.Status, sum.Counts)
 		}
+	}
+	for _, id := range ids[:3] {
 		if got := hostFinishedEvents(t, s, id); len(got) != 1 {
 			t.Errorf("job %d: host.finished %v, want one execution once", id, got)
 		}
+	}
+	early := counterSum(t, first, "fleetjob_reports_before_first_commit_total") +
+		counterSum(t, s.WorkerMetrics, "fleetjob_reports_before_first_commit_total")
+	t.Logf("%d jobs over two worker processes: %.0f reports came before their job's first commit and were delivered again", n, early)
+	if early == 0 {
+		t.Errorf("no report reached the process not holding its job: the case was not exercised")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -163,4 +175,22 @@ func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 			}
 		}
 	}
+}
+
+// counterSum reads a counter from a registry, summed over its labels.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

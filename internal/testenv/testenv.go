@@ -182,6 +182,9 @@ type Options struct {
 	AckWait, TaskAckWait time.Duration
 	// JobRetention replaces the topology's (tests of its end).
 	JobRetention time.Duration
+	// SharedResults makes RESULTS unpartitioned: one consumer every
+	// worker shares, so a job's reports go to any worker process.
+	SharedResults bool
 	// SpecCache bounds the specs the workers keep (0: the default).
 	SpecCache int
 	// CreateWindow is how long a small job's first commit waits for its
@@ -239,6 +242,9 @@ func Start(t testing.TB, o Options) *System {
 	}
 	if o.JobRetention > 0 {
 		top.JobRetention = o.JobRetention
+	}
+	if o.SharedResults {
+		top.ResultPartitions = 0
 	}
 	// tests' callback receivers are httptest servers on loopback
 	s.P = roles.Plumbing{NC: nc, JS: js, RDB: rdb, Top: top, Reg: prometheus.NewRegistry(), Log: Logger(),

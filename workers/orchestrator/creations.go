@@ -43,12 +43,38 @@ type Creations struct {
 	window time.Duration
 	mu     sync.Mutex
 	m      map[int64]*creation
+	// partitions counts the process's workers consuming each result
+	// partition: a job whose reports go to another process is not held
+	partitions map[int]int
 }
 
 // NewCreations returns held commits that wait up to window; window <= 0
 // holds none (every job's first commit is written as it is created).
 func NewCreations(window time.Duration) *Creations {
-	return &Creations{window: window, m: map[int64]*creation{}}
+	return &Creations{window: window, m: map[int64]*creation{}, partitions: map[int]int{}}
+}
+
+// consuming counts a worker of the process starting (+1) or stopping (-1)
+// to consume result partition k.
+func (c *Creations) consuming(k, delta int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.partitions[k] += delta; c.partitions[k] <= 0 {
+		delete(c.partitions, k)
+	}
+}
+
+// reportsHere says whether job id's reports come to this process: its
+// result partition is consumed here, or the reports are not partitioned
+// (one consumer that every worker shares).
+func (w *Worker) reportsHere(id int64) bool {
+	if w.partitions == 0 {
+		return true
+	}
+	c := w.creations
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.partitions[schemas.ResultPartition(id, w.partitions)] > 0
 }
 
 // creation is one held first commit.
@@ -90,11 +116,12 @@ func (c *Creations) takeOf(w *Worker) []*creation {
 
 // holds says whether a new job's first commit may wait: a small job (its
 // results ride in its state, so they join the commit) with tasks out and
-// nothing decided yet, taken from its command the first time (a
-// redelivered command may follow a worker that died holding it: its
-// commit is written at once).
+// nothing decided yet, whose reports come to this process, taken from its
+// command the first time (a redelivered command may follow a worker that
+// died holding it: its commit is written at once).
 func (w *Worker) holds(spec *schemas.JobSpec, t *txn, redelivered bool) bool {
-	return w.creations.window > 0 && !redelivered && spec.InlineResults() && len(t.tasks) > 0 && len(t.results) == 0
+	return w.creations.window > 0 && !redelivered && spec.InlineResults() && len(t.tasks) > 0 && len(t.results) == 0 &&
+		w.reportsHere(t.st.ID)
 }
 
 // holdCreation publishes a new job's tasks and holds its first commit until its
@@ -117,7 +144,7 @@ func (w *Worker) holdCreation(ctx context.Context, spec *schemas.JobSpec, t *txn
 	cr.timer = time.AfterFunc(w.creations.window, func() {
 		if cr := w.creations.take(id); cr != nil {
 			unlock := w.locks.lock(id)
-			w.commitHeld(cr, nil)
+			w.commitHeld(cr, nil, "window_ended")
 			unlock()
 		}
 	})
@@ -127,10 +154,12 @@ func (w *Worker) holdCreation(ctx context.Context, spec *schemas.JobSpec, t *txn
 }
 
 // commitHeld writes a held first commit with the reports given (none when
-// its window ended), and settles its submit command.
-func (w *Worker) commitHeld(cr *creation, reports []schemas.Report) error {
+// its window ended), and settles its submit command; why says what wrote
+// it (the label of fleetjob_first_commits_held_total).
+func (w *Worker) commitHeld(cr *creation, reports []schemas.Report, why string) error {
 	ctx, cancel := workCtx()
 	defer cancel()
+	w.m.FirstCommits.WithLabelValues(why).Inc()
 	err := w.create(ctx, cr.spec, cr.t, reports)
 	cr.w.settle(cr.submit, err)
 	return err
@@ -182,14 +211,14 @@ func (w *Worker) create(ctx context.Context, spec *schemas.JobSpec, t *txn, repo
 // before a command that needs the job's state (a stop, an operation).
 func (w *Worker) flushHeld(id int64) {
 	if cr := w.creations.take(id); cr != nil {
-		w.commitHeld(cr, nil)
+		w.commitHeld(cr, nil, "for_command")
 	}
 }
 
 // flushAllHeld writes the commits this worker holds, as it stops.
 func (w *Worker) flushAllHeld() {
 	for _, cr := range w.creations.takeOf(w) {
-		w.commitHeld(cr, nil)
+		w.commitHeld(cr, nil, "at_shutdown")
 	}
 }
 

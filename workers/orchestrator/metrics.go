@@ -19,6 +19,10 @@ type Metrics struct {
 	CASConflicts    prometheus.Counter
 	Kicks           prometheus.Counter
 	KicksHeld       prometheus.Counter
+	// FirstCommits counts held first commits by how they were written;
+	// EarlyReports the reports delivered again because their job had none.
+	FirstCommits *prometheus.CounterVec
+	EarlyReports prometheus.Counter
 	// PartitionsOwned is, per worker, the result partitions it consumes.
 	PartitionsOwned *prometheus.GaugeVec
 	ProcessSeconds  prometheus.Histogram
@@ -67,8 +71,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "fleetjob_dead_letters_total", Help: "Messages that failed for good and were recorded as dead letters."}, []string{"stream"})
 	m.PartitionsOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fleetjob_result_partitions_owned", Help: "Result partitions a worker consumes."}, []string{"worker"})
+	m.FirstCommits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fleetjob_first_commits_held_total",
+		Help: "Small jobs' first commits held for their first reports, by how they were written: with_reports, window_ended, for_command (a stop or operation), at_shutdown.",
+	}, []string{"written"})
+	m.EarlyReports = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleetjob_reports_before_first_commit_total",
+		Help: "Reports delivered again because their job's first commit was not written yet (held by another process, or its submit not yet taken).",
+	})
 	m.ReportsRefused = newRefusedCounter()
-	reg.MustRegister(m.ReportsRefused)
+	reg.MustRegister(m.ReportsRefused, m.FirstCommits, m.EarlyReports)
 	reg.MustRegister(m.PartitionsOwned, m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.KicksHeld, m.ProcessSeconds)
 	return m

@@ -199,6 +199,7 @@ func (w *Worker) takePartition(ctx context.Context, k int, rev uint64) (*owned, 
 		}
 		started.Wait()
 	}()
+	w.creations.consuming(k, 1)
 	w.log.Debug("partition taken", "partition", k)
 	return o, nil
 }
@@ -206,6 +207,7 @@ func (w *Worker) takePartition(ctx context.Context, k int, rev uint64) (*owned, 
 // givePartition stops consuming partition k, waits for the batches it
 // started, and frees its lease for the next owner.
 func (w *Worker) givePartition(ctx context.Context, k int, o *owned) {
+	w.creations.consuming(k, -1)
 	o.cancel()
 	<-o.done
 	if err := w.leases.Delete(ctx, partitionKey(k), jetstream.LastRevision(o.rev)); err != nil && ctx.Err() == nil {

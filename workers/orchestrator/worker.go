@@ -461,7 +461,7 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	unlock := w.locks.lock(id)
 	var err error
 	if cr := w.creations.take(id); cr != nil {
-		err = w.commitHeld(cr, reports) // the job's first commit, with these
+		err = w.commitHeld(cr, reports, "with_reports") // the job's first commit, with these
 	} else {
 		err = w.process(ctx, id, reports, nil, nil, redelivered)
 	}
@@ -469,6 +469,7 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	failpoint.Hit("report-done")
 	for _, m := range applied {
 		if errors.Is(err, errNotCreated) && !lastNotCreated(m) {
+			w.m.EarlyReports.Inc()
 			_ = m.NakWithDelay(notCreatedDelay(m))
 			continue
 		}

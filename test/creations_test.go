@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,6 +29,18 @@ func eventMessages(t *testing.T, s *testenv.System, id int64) int {
 		}
 	}
 	return n
+}
+
+// kindsOf lists the kinds of a job's events in order (not its audit).
+func kindsOf(t *testing.T, s *testenv.System, id int64) []string {
+	t.Helper()
+	var out []string
+	for _, d := range jobEvents(t, s, id, "*") {
+		if k := d.Type[len(events.TypePrefix):]; !strings.HasPrefix(k, "audit.") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // kvWrites counts the writes to the jobs bucket's keys as they happen
@@ -73,15 +86,6 @@ func TestHeldFirstCommit(t *testing.T) {
 	const host = "127.0.0.91"
 	want := []string{events.JobCreated, events.JobStarted, events.StepStarted, events.HostFinished, events.StepFinished, events.JobFinished}
 	writes := countKVWrites(t, s)
-	kinds := func(id int64) []string {
-		var out []string
-		for _, d := range jobEvents(t, s, id, "*") {
-			if k := d.Type[len(events.TypePrefix):]; !strings.HasPrefix(k, "audit.") {
-				out = append(out, k)
-			}
-		}
-		return out
-	}
 
 	t.Run("fast job: one commit", func(t *testing.T) {
 		id := submit(t, s, script("echo held", host), nil)
@@ -92,7 +96,7 @@ func TestHeldFirstCommit(t *testing.T) {
 		if n := eventMessages(t, s, id); n != 1 {
 			t.Errorf("%d event messages, want 1", n)
 		}
-		if got := kinds(id); !slices.Equal(got, want) {
+		if got := kindsOf(t, s, id); !slices.Equal(got, want) {
 			t.Errorf("events %v, want %v", got, want)
 		}
 		if n := writes.state(id); n != 1 {
@@ -116,21 +120,52 @@ func TestHeldFirstCommit(t *testing.T) {
 	})
 }
 
-// With a short window, a job that outlives it shows running while it runs,
-// and its events come in two messages, still all of them in order.
+// A held first commit whose job has no report within the window is
+// written when the window ends: the job then shows running (its task
+// dispatched). Its agent here is enrolled and heard from but takes no
+// task (its heartbeat is written for it), so no report can come.
 func TestHeldFirstCommitWindowEnds(t *testing.T) {
 	t.Parallel()
-	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c2=127.0.0.92"}, CreateWindow: 200 * time.Millisecond})
-	const host = "127.0.0.92"
-	writes := countKVWrites(t, s)
-	id := submit(t, s, script("sleep 2", host), nil)
-	testenv.Eventually(t, 10*time.Second, func() bool { return job(t, s, id).Status == schemas.JobRunning }, "job %d never showed running", id)
-	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
-		t.Fatalf("job: %s", sum.Status)
+	s := testenv.Start(t, testenv.Options{Workers: 1, CreateWindow: 300 * time.Millisecond})
+	const id, host = "silent", "127.0.0.92"
+	s.Enrol(t, id, host, t.TempDir(), "")
+	ctx := t.Context()
+	agents, err := s.JS.KeyValue(ctx, schemas.BucketAgents)
+	if err != nil {
+		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return eventMessages(t, s, id) == 2 }, "event messages: %d, want 2", eventMessages(t, s, id))
-	if n := writes.state(id); n != 2 {
-		t.Errorf("%d state messages stored, want 2", n)
+	beat := func() {
+		now := time.Now().UTC()
+		b, _ := json.Marshal(schemas.AgentInfo{ID: id, IP: host, Slots: 1, Version: "test", StartedAt: now, LastSeen: now})
+		if _, err := agents.Put(ctx, id, b); err != nil {
+			t.Error(err)
+		}
+	}
+	beat()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for tick := time.NewTicker(time.Second); ; {
+			select {
+			case <-stop:
+				tick.Stop()
+				return
+			case <-tick.C:
+				beat()
+			}
+		}
+	}()
+	writes := countKVWrites(t, s)
+	job1 := submit(t, s, script("true", host), nil)
+	testenv.Eventually(t, 10*time.Second, func() bool { return writes.state(job1) == 1 }, "job %d's first commit never written", job1)
+	if sum := job(t, s, job1); sum.Status != schemas.JobRunning {
+		t.Errorf("job %d after its window: %s, want running", job1, sum.Status)
+	}
+	if n := counterSum(t, s.WorkerMetrics, "fleetjob_first_commits_held_total", "written=window_ended"); n != 1 {
+		t.Errorf("%.0f first commits written as their window ended, want 1", n)
+	}
+	if got := kindsOf(t, s, job1); !slices.Equal(got, []string{events.JobCreated, events.JobStarted, events.StepStarted}) {
+		t.Errorf("events %v", got)
 	}
 }
 
@@ -177,8 +212,9 @@ func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 	}
 }
 
-// counterSum reads a counter from a registry, summed over its labels.
-func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// counterSum reads a counter from a registry, summed over its labels, or
+// over the series with every label=value given.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -188,7 +224,13 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
+				have := map[string]bool{}
+				for _, l := range m.GetLabel() {
+					have[l.GetName()+"="+l.GetValue()] = true
+				}
+				if !slices.ContainsFunc(labels, func(l string) bool { return !have[l] }) {
+					sum += m.GetCounter().GetValue()
+				}
 			}
 		}
 	}

@@ -138,10 +138,10 @@ func RunWorkers(ctx context.Context, p Plumbing, n int, name string) error {
 	if window == 0 {
 		window = orchestrator.DefaultCreateWindow
 	}
-	segs, specs, creations := orchestrator.NewSegments(), orchestrator.NewSpecs(p.SpecCache), orchestrator.NewCreations(window)
+	segs, specs, creations, heavy := orchestrator.NewSegments(), orchestrator.NewSpecs(p.SpecCache), orchestrator.NewCreations(window), orchestrator.NewHeavy()
 	for i := 0; i < n; i++ {
 		w, err := orchestrator.New(ctx, orchestrator.Config{Name: fmt.Sprintf("%s-%d", name, i), Topology: p.Top, Segments: segs, Specs: specs,
-			Creations: creations},
+			Creations: creations, Heavy: heavy},
 			p.NC, p.JS, dir, cache, m, p.Log)
 		if err != nil {
 			return err

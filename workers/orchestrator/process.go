@@ -59,6 +59,8 @@ func (w *Worker) process(ctx context.Context, id int64, reports []schemas.Report
 	if err != nil {
 		return err
 	}
+	ctx, done := w.heavyTurn(ctx, spec)
+	defer done()
 	for attempt := 0; ; attempt++ {
 		st, rev, err := w.loadState(ctx, id)
 		if errors.Is(err, schemas.ErrNotFound) {

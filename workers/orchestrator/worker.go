@@ -48,6 +48,9 @@ type Config struct {
 	// Creations holds the process's workers' held first commits
 	// (NewCreations); nil: this worker's own, of DefaultCreateWindow.
 	Creations *Creations
+	// Heavy paces the process's workers' big jobs (NewHeavy); nil: this
+	// worker's own.
+	Heavy *Heavy
 }
 
 // Worker drives jobs.
@@ -76,6 +79,7 @@ type Worker struct {
 	// creations holds first commits waiting for their job's first
 	// reports (creations.go).
 	creations *Creations
+	heavy     *Heavy
 
 	segs *Segments
 	// writeSpecs: the JOBS stream was created as a work queue, which
@@ -101,6 +105,9 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if cfg.Specs == nil {
 		cfg.Specs = NewSpecs(DefaultSpecs)
 	}
+	if cfg.Heavy == nil {
+		cfg.Heavy = NewHeavy()
+	}
 	if cfg.Creations == nil {
 		cfg.Creations = NewCreations(DefaultCreateWindow)
 	}
@@ -109,7 +116,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		log:   log.With("component", "worker", "worker", cfg.Name),
 		pub:   events.NewPublisher(js, "fleetjob/worker/"+cfg.Name),
 		sem:   make(chan struct{}, cfg.Parallel),
-		specs: cfg.Specs, segs: cfg.Segments, creations: cfg.Creations,
+		specs: cfg.Specs, segs: cfg.Segments, creations: cfg.Creations, heavy: cfg.Heavy,
 	}
 	w.queues.commit = w.onJobReports
 	var err error
@@ -354,6 +361,8 @@ func (w *Worker) submit(ctx context.Context, id int64, m jetstream.Msg, redelive
 	if err := spec.Normalize(); err != nil {
 		return false, fmt.Errorf("submit %d: %w", id, err)
 	}
+	ctx, done := w.heavyTurn(ctx, spec)
+	defer done()
 	// The command stays in JOBS as the job's spec (see LoadSpec).
 	if w.writeSpecs {
 		specJSON, _ := json.Marshal(spec)

@@ -171,8 +171,10 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 	for _, r := range rows {
 		args = append(args, hostField(r.Step, r.Phase, r.Index), rev, encodeRow(r))
 	}
+	// the summary goes last: Redis runs a pipeline's commands in order,
+	// and other clients' between them, so whoever reads the new summary
+	// finds its rows written too
 	err := c.runGrouped(ctx, len(rows), func(pipe redis.Pipeliner) {
-		c.queueJob(ctx, pipe, sum, rev)
 		if complete {
 			queueHostIndex(ctx, pipe, spec, st.ID)
 		}
@@ -186,6 +188,7 @@ func (c *Cache) write(ctx context.Context, spec *schemas.JobSpec, st *schemas.Jo
 		if complete {
 			pipe.HSet(ctx, keyHosts(st.ID), completeFld, "1")
 		}
+		c.queueJob(ctx, pipe, sum, rev)
 	})
 	if err != nil {
 		c.stale(st.ID) // rewritten from JetStream later: see repair.go

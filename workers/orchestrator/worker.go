@@ -477,9 +477,14 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	unlock()
 	failpoint.Hit("report-done")
 	for _, m := range applied {
-		if errors.Is(err, errNotCreated) && !lastNotCreated(m) {
-			w.m.EarlyReports.Inc()
-			_ = m.NakWithDelay(notCreatedDelay(m))
+		if errors.Is(err, errNotCreated) {
+			if !lastNotCreated(m) {
+				w.m.EarlyReports.Inc()
+				_ = m.NakWithDelay(notCreatedDelay(m))
+				continue
+			}
+			// waited minutes: a submit command that never made a job
+			w.settle(m, fmt.Errorf("%w: %w", schemas.ErrNotFound, err))
 			continue
 		}
 		w.settle(m, err)

@@ -140,14 +140,22 @@ type Script struct {
 // MaxInlineResults targets in all. It saves a write and a round trip per
 // commit for the small jobs most submissions are.
 func (s *JobSpec) InlineResults() bool {
-	n := 0
 	for _, st := range s.Steps {
 		if st.File != nil {
 			return false
 		}
+	}
+	return s.Units() <= MaxInlineResults
+}
+
+// Units counts the job's target hosts over all its steps (a host in two
+// steps counts twice: each is a unit of work).
+func (s *JobSpec) Units() int {
+	n := 0
+	for _, st := range s.Steps {
 		n += len(st.Targets)
 	}
-	return n <= MaxInlineResults
+	return n
 }
 
 // MaxInlineResults bounds the targets of a job whose results are inlined.

@@ -32,11 +32,7 @@ type heavyKey struct{}
 // job and ctx does not have it yet, and returns the context that has it
 // and what ends the turn.
 func (w *Worker) heavyTurn(ctx context.Context, spec *schemas.JobSpec) (context.Context, func()) {
-	n := 0
-	for _, st := range spec.Steps {
-		n += len(st.Targets)
-	}
-	if n < HeavyHosts || ctx.Value(heavyKey{}) != nil {
+	if spec.Units() < HeavyHosts || ctx.Value(heavyKey{}) != nil {
 		return ctx, func() {}
 	}
 	w.heavy.sem <- struct{}{}

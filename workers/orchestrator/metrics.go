@@ -77,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"written"})
 	m.EarlyReports = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fleetjob_reports_before_first_commit_total",
-		Help: "Reports delivered again because their job's first commit was not written yet (held by another process, or its submit not yet taken).",
+		Help: "Reports (and stops or operations) delivered again because their job's first commit was not written yet (held by another process, or its submit not yet taken).",
 	})
 	m.ReportsRefused = newRefusedCounter()
 	reg.MustRegister(m.ReportsRefused, m.FirstCommits, m.EarlyReports)

@@ -314,6 +314,17 @@ func (w *Worker) settle(m jetstream.Msg, err error) {
 		_ = m.Ack()
 		return
 	}
+	if errors.Is(err, errNotCreated) {
+		if !lastNotCreated(m) {
+			// its job's first commit is held, or its submit not yet
+			// taken: soon again, with backoff (creations.go)
+			w.m.EarlyReports.Inc()
+			_ = m.NakWithDelay(notCreatedDelay(m))
+			return
+		}
+		// waited minutes: a submit command that never made a job
+		err = fmt.Errorf("%w: %w", schemas.ErrNotFound, err)
+	}
 	permanent := errors.Is(err, schemas.ErrNotFound) || errors.Is(err, schemas.ErrInvalid) || errors.Is(err, schemas.ErrConflict)
 	last := false
 	if meta, merr := m.Metadata(); merr == nil && w.maxDeliver(m) > 0 && meta.NumDelivered >= uint64(w.maxDeliver(m)) {
@@ -477,16 +488,6 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	unlock()
 	failpoint.Hit("report-done")
 	for _, m := range applied {
-		if errors.Is(err, errNotCreated) {
-			if !lastNotCreated(m) {
-				w.m.EarlyReports.Inc()
-				_ = m.NakWithDelay(notCreatedDelay(m))
-				continue
-			}
-			// waited minutes: a submit command that never made a job
-			w.settle(m, fmt.Errorf("%w: %w", schemas.ErrNotFound, err))
-			continue
-		}
 		w.settle(m, err)
 	}
 	if failpoint.Armed("report-acked") {

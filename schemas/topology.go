@@ -164,6 +164,22 @@ const (
 	SubjXferAll = "fleetjob.xfer.>"
 )
 
+// Held first commits: a worker holding a new job's first commit while
+// another worker process consumes the job's result partition (package
+// orchestrator, creations.go) takes the reports that process forwards to
+// it on fleetjob.held.<job>, in one request, and answers once they are
+// committed. Only workers publish or subscribe there: an agent's report
+// reaches a held commit only through RESULTS and a worker's checks.
+const (
+	heldPrefix = "fleetjob.held."
+	// SubjHeldAll matches every held commit's subject, for permissions.
+	SubjHeldAll = heldPrefix + ">"
+)
+
+// HeldSubject is where the held first commit of job id takes forwarded
+// reports.
+func HeldSubject(id int64) string { return heldPrefix + strconv.FormatInt(id, 10) }
+
 // XferGetSubject is where an agent asks the relay for its files.
 func XferGetSubject(pool, agent string) string { return xferGetPrefix + pool + "." + agent }
 

@@ -170,26 +170,24 @@ func TestHeldFirstCommitWindowEnds(t *testing.T) {
 }
 
 // Two worker processes, each holding its own jobs' first commits, with
-// unpartitioned reports (partitioned, a process holds only the jobs whose
-// reports it consumes): a report that reaches the process that does not
-// hold its job's commit finds no state, waits, and is folded once the
-// other writes it. Every job ends, every host recorded once.
+// unpartitioned reports (partitioned, the process consuming a job's
+// reports forwards them: TestHeldFirstCommitForwarded): a report that
+// reaches the process that does not hold its job's commit finds no state,
+// waits, and is folded once the other writes it. Every job ends, every
+// host recorded once.
 func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c3=127.0.0.93"}, CreateWindow: 500 * time.Millisecond,
+	// a window long enough that a loaded machine's `true` ends within it:
+	// a report that came after the window would find the job created
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c3=127.0.0.93"}, CreateWindow: 5 * time.Second,
 		SharedResults: true})
 	first := s.WorkerMetrics
 	s.StartWorkers(t, 1) // a second process: its own held commits
-	const host, n = "127.0.0.93", 20
-	ids := make([]int64, n)
-	for i := range ids {
-		ids[i] = submit(t, s, script("true", host), nil)
-	}
-	for _, id := range ids {
-		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess || sum.Counts["success"] != 1 {
-			t.Fatalf("job %d: %s %v", id, sum.Status, sum.Counts)
-		}
-	}
+	// both take submits and reports (else none may reach the other)
+	s.WaitResultPullers(t, 2)
+	s.WaitPullers(t, schemas.StreamJobs, schemas.ConsumerCommands, 2)
+	const n = 40
+	ids := oneHostJobsSucceed(t, s, "true", "127.0.0.93", n)
 	for _, id := range ids[:3] {
 		if got := hostFinishedEvents(t, s, id); len(got) != 1 {
 			t.Errorf("job %d: host.finished %v, want one execution once", id, got)
@@ -210,6 +208,54 @@ func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Two worker processes with partitioned reports: the process that takes a
+// small job's submit holds its first commit even when the other consumes
+// the job's result partition; that one forwards the job's first reports
+// to the holder. Every job is still created and finished by one state
+// write and one event message, and reports were forwarded.
+func TestHeldFirstCommitForwarded(t *testing.T) {
+	t.Parallel()
+	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"c4=127.0.0.94"}, CreateWindow: 5 * time.Second})
+	first := s.WorkerMetrics
+	s.StartWorkers(t, 1) // a second process
+	s.WaitResultPullers(t, 2)
+	writes := countKVWrites(t, s)
+	const host, n = "127.0.0.94", 20
+	ids := oneHostJobsSucceed(t, s, "echo fwd", host, n)
+	for _, id := range ids {
+		testenv.Eventually(t, 10*time.Second, func() bool { return eventMessages(t, s, id) > 0 }, "no events of job %d", id)
+		if w, e := writes.state(id), eventMessages(t, s, id); w != 1 || e != 1 {
+			t.Errorf("job %d: %d state writes and %d event messages, want 1 and 1", id, w, e)
+		}
+	}
+	if lines := fullLog(t, s, ids[0], host); !slices.Equal(lines, []string{"fwd"}) {
+		t.Errorf("log %q", lines)
+	}
+	fwd := counterSum(t, first, "fleetjob_reports_forwarded_total") + counterSum(t, s.WorkerMetrics, "fleetjob_reports_forwarded_total")
+	held := counterSum(t, first, "fleetjob_first_commits_held_total", "written=forwarded") +
+		counterSum(t, s.WorkerMetrics, "fleetjob_first_commits_held_total", "written=forwarded")
+	t.Logf("%d jobs over two worker processes: %.0f reports forwarded to %.0f held commits", n, fwd, held)
+	if fwd == 0 || held == 0 {
+		t.Errorf("no report was forwarded to a held commit: the case was not exercised")
+	}
+}
+
+// oneHostJobsSucceed submits n jobs running command on host, one after
+// the other, and waits for each to succeed.
+func oneHostJobsSucceed(t *testing.T, s *testenv.System, command, host string, n int) []int64 {
+	t.Helper()
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = submit(t, s, script(command, host), nil)
+	}
+	for _, id := range ids {
+		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess || sum.Counts["success"] != 1 {
+			t.Fatalf("job %d: %s %v", id, sum.Status, sum.Counts)
+		}
+	}
+	return ids
 }
 
 // counterSum reads a counter from a registry, summed over its labels, or

@@ -186,6 +186,19 @@ func TestNATSAgentCredentialsAllowOnlyItsOwn(t *testing.T) {
 		_, err = sub.NextMsgWithContext(ctx)
 		return err
 	})
+	held := schemas.HeldSubject(id)
+	denied(t, &v, held, "forward reports to a held first commit", func(ctx context.Context) error {
+		_, err := nc.RequestWithContext(ctx, held, []byte(`[]`))
+		return err
+	})
+	denied(t, &v, schemas.SubjHeldAll, "listen for the workers' forwarded reports", func(ctx context.Context) error {
+		sub, err := nc.SubscribeSync(schemas.SubjHeldAll)
+		if err != nil {
+			return err
+		}
+		_, err = sub.NextMsgWithContext(ctx)
+		return err
+	})
 	denied(t, &v, "_INBOX.>", "read the services' replies", func(ctx context.Context) error {
 		sub, err := nc.SubscribeSync("_INBOX.>")
 		if err != nil {

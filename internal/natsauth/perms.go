@@ -120,6 +120,11 @@ func servicePermissions(role Role) jwt.Permissions {
 		// sessions' chunks (every worker process serves them in one queue
 		// group) ...
 		p.Sub.Allow.Add(schemas.SubjXferAll)
+		// held first commits: a worker forwards the reports of a job
+		// whose first commit another worker process holds to that
+		// process (schemas.HeldSubject); workers only
+		p.Pub.Allow.Add(schemas.SubjHeldAll)
+		p.Sub.Allow.Add(schemas.SubjHeldAll)
 		// ... answered on each asker's inbox, once per request: no
 		// standing right to publish into agents' inboxes
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}

@@ -34,7 +34,8 @@ const tasksetPath = "/usr/bin/taskset"
 
 // startProc runs argv (a program and its arguments) with env added to this
 // process's environment; it is killed at cleanup, and its output is
-// printed if the benchmark fails. It returns the process id.
+// printed if the benchmark fails (or FLEETJOB_BENCH_PROCLOGS is set). It
+// returns the process id.
 func startProc(b *testing.B, env []string, argv ...string) int {
 	b.Helper()
 	logf, err := os.CreateTemp(b.TempDir(), filepath.Base(argv[0])+"-*.log")
@@ -52,7 +53,7 @@ func startProc(b *testing.B, env []string, argv ...string) int {
 	b.Cleanup(func() {
 		cmd.Process.Kill()
 		<-done
-		if b.Failed() {
+		if b.Failed() || os.Getenv("FLEETJOB_BENCH_PROCLOGS") != "" {
 			out, _ := os.ReadFile(logf.Name())
 			b.Logf("output of %v:\n%s", argv, out)
 		}

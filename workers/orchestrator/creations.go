@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/internal/failpoint"
@@ -87,6 +88,20 @@ type creation struct {
 	t      *txn
 	submit jetstream.Msg
 	timer  *time.Timer
+	// sub takes the reports forwarded by the process that consumes the
+	// job's result partition, when that is not this one (nil otherwise)
+	sub *nats.Subscription
+}
+
+// release stops what waits on a commit taken from the map.
+func (cr *creation) release() {
+	cr.timer.Stop()
+	if cr.sub != nil {
+		// drained, not unsubscribed: a forward the server routed here
+		// before it heard of the unsubscribe is still answered (gone),
+		// not dropped to leave its sender waiting
+		_ = cr.sub.Drain()
+	}
 }
 
 // take removes a job's held commit: whoever takes it writes it.
@@ -98,7 +113,7 @@ func (c *Creations) take(id int64) *creation {
 		return nil
 	}
 	delete(c.m, id)
-	cr.timer.Stop()
+	cr.release()
 	return cr
 }
 
@@ -110,7 +125,7 @@ func (c *Creations) takeOf(w *Worker) []*creation {
 	for id, cr := range c.m {
 		if cr.w == w {
 			delete(c.m, id)
-			cr.timer.Stop()
+			cr.release()
 			out = append(out, cr)
 		}
 	}
@@ -119,30 +134,43 @@ func (c *Creations) takeOf(w *Worker) []*creation {
 
 // holds says whether a new job's first commit may wait: a small job (its
 // results ride in its state, so they join the commit) with tasks out and
-// nothing decided yet, whose reports come to this process, taken from its
-// command the first time (a redelivered command may follow a worker that
-// died holding it: its commit is written at once).
+// nothing decided yet, taken from its command the first time (a
+// redelivered command may follow a worker that died holding it: its
+// commit is written at once). Its reports may come to this process or to
+// another, which forwards them (forward).
 func (w *Worker) holds(spec *schemas.JobSpec, t *txn, redelivered bool) bool {
-	return w.creations.window > 0 && !redelivered && spec.InlineResults() && len(t.tasks) > 0 && len(t.results) == 0 &&
-		w.reportsHere(t.st.ID)
+	return w.creations.window > 0 && !redelivered && spec.InlineResults() && len(t.tasks) > 0 && len(t.results) == 0
 }
 
 // holdCreation publishes a new job's tasks and holds its first commit until its
 // first reports come (commitHeld) or the window ends. The submit command
 // is settled with the commit.
 func (w *Worker) holdCreation(ctx context.Context, spec *schemas.JobSpec, t *txn, submit jetstream.Msg) error {
-	win := pubflow.New(w.js, pubflow.DefaultSize)
-	if err := w.publishTasks(ctx, win, t.st.ID, t.tasks); err != nil {
-		return err
+	id := t.st.ID
+	cr := &creation{w: w, spec: spec, t: t, submit: submit}
+	if !w.reportsHere(id) {
+		// subscribed before the tasks go out on the same connection, so
+		// the server knows it before any report can be forwarded
+		sub, err := w.nc.Subscribe(schemas.HeldSubject(id), w.onForwarded(id))
+		if err != nil {
+			return fmt.Errorf("hold job %d: %w", id, err)
+		}
+		cr.sub = sub
 	}
-	if err := win.Wait(ctx); err != nil {
+	win := pubflow.New(w.js, pubflow.DefaultSize)
+	err := w.publishTasks(ctx, win, id, t.tasks)
+	if err == nil {
+		err = win.Wait(ctx)
+	}
+	if err != nil {
+		if cr.sub != nil {
+			_ = cr.sub.Unsubscribe()
+		}
 		return err
 	}
 	w.m.TasksDispatched.Add(float64(len(t.tasks)))
 	t.tasks = nil
-	id := t.st.ID
 	w.specs.put(id, spec) // its reports are checked against it
-	cr := &creation{w: w, spec: spec, t: t, submit: submit}
 	w.creations.mu.Lock()
 	cr.timer = time.AfterFunc(w.creations.window, func() {
 		if cr := w.creations.take(id); cr != nil {

@@ -23,6 +23,9 @@ type Metrics struct {
 	// EarlyReports the reports delivered again because their job had none.
 	FirstCommits *prometheus.CounterVec
 	EarlyReports prometheus.Counter
+	// ForwardedReports counts reports forwarded to another process's
+	// held first commit and committed there (forward.go).
+	ForwardedReports prometheus.Counter
 	// PartitionsOwned is, per worker, the result partitions it consumes.
 	PartitionsOwned *prometheus.GaugeVec
 	ProcessSeconds  prometheus.Histogram
@@ -73,14 +76,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "fleetjob_result_partitions_owned", Help: "Result partitions a worker consumes."}, []string{"worker"})
 	m.FirstCommits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetjob_first_commits_held_total",
-		Help: "Small jobs' first commits held for their first reports, by how they were written: with_reports, window_ended, for_command (a stop or operation), at_shutdown.",
+		Help: "Small jobs' first commits held for their first reports, by how they were written: with_reports, forwarded (with reports another worker process forwarded), window_ended, for_command (a stop or operation), at_shutdown.",
 	}, []string{"written"})
 	m.EarlyReports = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fleetjob_reports_before_first_commit_total",
-		Help: "Reports (and stops or operations) delivered again because their job's first commit was not written yet (held by another process, or its submit not yet taken).",
+		Help: "Reports (and stops or operations) delivered again because their job's first commit was not written yet (held by another process that could not take them, or its submit not yet taken).",
+	})
+	m.ForwardedReports = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleetjob_reports_forwarded_total",
+		Help: "Reports forwarded to the held first commit of a job whose submit another worker process took, and committed there.",
 	})
 	m.ReportsRefused = newRefusedCounter()
-	reg.MustRegister(m.ReportsRefused, m.FirstCommits, m.EarlyReports)
+	reg.MustRegister(m.ReportsRefused, m.FirstCommits, m.EarlyReports, m.ForwardedReports)
 	reg.MustRegister(m.PartitionsOwned, m.ConsumerPending, m.ConsumerAckPending, m.AgentsOnline, m.AgentsKnown, m.DeadLetters)
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.HostsFinished, m.TasksDispatched, m.CASConflicts, m.Kicks, m.KicksHeld, m.ProcessSeconds)
 	return m

@@ -480,9 +480,13 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 	}
 	unlock := w.locks.lock(id)
 	var err error
+	err = errNotHeld
 	if cr := w.creations.take(id); cr != nil {
 		err = w.commitHeld(cr, reports, "with_reports") // the job's first commit, with these
-	} else {
+	} else if w.mayBeHeldElsewhere(id) {
+		err = w.forward(ctx, id, reports) // to another process's held first commit
+	}
+	if errors.Is(err, errNotHeld) {
 		err = w.process(ctx, id, reports, nil, nil, redelivered)
 	}
 	unlock()

@@ -183,9 +183,12 @@ func BenchmarkRealAgents1000(b *testing.B) {
 			fmt.Sprintf("%.2f", r), "<= 1.5 (issue 11)", metYes(r <= 1.5)})
 		deliver := consumerFanOut(b, s, n)
 		b.ReportMetric(deliver.Seconds(), "s-deliver-1000-consumers")
-		record(b, row{"… the delivery part of it alone", fmt.Sprintf("%.2f s", el.Seconds()),
+		// by the agents' clocks: submit → the last script started, which
+		// holds the delivery (and each agent's spawning of bash)
+		toLast := last.Sub(start)
+		record(b, row{"… submit → the last script started (delivery and spawning)", fmt.Sprintf("%.2f s", toLast.Seconds()),
 			fmt.Sprintf("%.2f s (raw JetStream: one message to each of 1,000 durable pull consumers, acked)", deliver.Seconds()),
-			fmt.Sprintf("%.1f×", el.Seconds()/deliver.Seconds()), noGoal, noGoal})
+			fmt.Sprintf("%.1f×", toLast.Seconds()/deliver.Seconds()), noGoal, noGoal})
 	}
 }
 

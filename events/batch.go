@@ -122,6 +122,7 @@ func encodeBatch(source string, evs []Event) (*nats.Msg, error) {
 	m.Header.Set("content-type", BatchContentType)
 	m.Header.Set(HeadlineHeader, strconv.Itoa(h))
 	m.Header.Set(nats.MsgIdHdr, "batch-"+hex.EncodeToString(digest.Sum(nil)[:16]))
+	setHints(m, evs[h])
 	m.Data = body
 	return m, nil
 }

@@ -64,6 +64,23 @@ type Event struct {
 	ID   string
 	Time time.Time
 	Data any
+	// Hints are NATS headers set on the event's message when it is alone
+	// in it or its headline (see Batches): what a consumer filtering by
+	// subject may check before decoding the message (HintCallback). They
+	// are not part of the CloudEvent.
+	Hints map[string]string
+}
+
+// HintCallback is the hint a job.finished event carries: "0" when its job
+// has no callback URL, so the callback sender acks the message without
+// decoding it (every job's job.finished reaches it), "1" otherwise.
+const HintCallback = "Fleetjob-Callback"
+
+// setHints copies an event's hints onto its message.
+func setHints(m *nats.Msg, ev Event) {
+	for k, v := range ev.Hints {
+		m.Header.Set(k, v)
+	}
 }
 
 // check validates what the CloudEvents 1.0 specification requires of an
@@ -111,6 +128,7 @@ func Encode(source string, ev Event) (*nats.Msg, error) {
 	m.Header.Set("ce-time", ev.Time.UTC().Format(time.RFC3339Nano))
 	m.Header.Set("content-type", cloudevents.ApplicationJSON)
 	m.Header.Set(nats.MsgIdHdr, Key(ev.Kind, ev.ID))
+	setHints(m, ev)
 	m.Data = data
 	return m, nil
 }

@@ -149,3 +149,28 @@ func TestBatchIsCloudEvents(t *testing.T) {
 		}
 	}
 }
+
+// A headline event's hints go on its message's headers, alone or in a
+// batch; the hints of the other events of a batch do not.
+func TestHintsRideOnTheHeadline(t *testing.T) {
+	now := time.Now()
+	finished := Event{Kind: JobFinished, Subject: "7", ID: "7.1", Time: now, Data: map[string]any{"id": 7},
+		Hints: map[string]string{HintCallback: "0"}}
+	host := Event{Kind: HostFinished, Subject: "7", ID: "x", Time: now, Data: map[string]any{"id": 7},
+		Hints: map[string]string{"Fleetjob-Other": "1"}}
+	alone, err := Encode("test", finished)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := alone.Header.Get(HintCallback); got != "0" {
+		t.Errorf("alone: %s %q, want 0", HintCallback, got)
+	}
+	msgs, err := Batches("test", []Event{host, finished})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("%d messages, %v", len(msgs), err)
+	}
+	m := msgs[0]
+	if m.Subject != Subject(JobFinished, "7") || m.Header.Get(HintCallback) != "0" || m.Header.Get("Fleetjob-Other") != "" {
+		t.Errorf("batch %s: headers %v, want the job.finished hint alone", m.Subject, m.Header)
+	}
+}

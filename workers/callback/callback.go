@@ -109,6 +109,10 @@ func (s *Sender) Run(ctx context.Context) error {
 func (s *Sender) handle(ctx context.Context, m jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, roundTimeout)
 	defer cancel()
+	if m.Headers().Get(events.HintCallback) == "0" {
+		_ = m.Ack() // the job has no callback URL: nothing to decode
+		return
+	}
 	var ev struct {
 		ID       int64 `json:"id"`
 		Callback *bool `json:"callback"`

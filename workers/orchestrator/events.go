@@ -80,6 +80,11 @@ func (t *txn) emitFinished() {
 		data["reason"] = st.Reason
 	}
 	t.emit(events.JobFinished, t.jobID(), fmt.Sprintf("%d.%d", st.ID, st.EndedAt.UnixNano()), data)
+	hint := "0"
+	if t.spec.CallbackURL != "" {
+		hint = "1"
+	}
+	t.events[len(t.events)-1].Hints = map[string]string{events.HintCallback: hint}
 }
 
 // replayResult puts a recorded host result back in the cache rows and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetjob/fleetjob/internal/memtrim"
 	"github.com/fleetjob/fleetjob/workers/agent"
 )
 
@@ -87,6 +88,7 @@ func roleCmd(r role, short string, environ []string, run func(context.Context, C
 			if err := servePprof(cmd.Context(), cfg.Debug.PprofAddr, log); err != nil {
 				return err
 			}
+			go memtrim.Run(cmd.Context(), cfg.Debug.ReleaseMemory, log)
 			return run(cmd.Context(), cfg, log)
 		},
 	}

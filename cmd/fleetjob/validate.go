@@ -191,6 +191,9 @@ func (c *Config) validate(r role) error {
 	if r == roleServe && c.NATS.TLSCA != "" && c.NATS.TLSCert == "" {
 		p.add("nats.tls_ca", "client certificates are checked only with TLS on: set nats.tls_cert and nats.tls_key too")
 	}
+	if d := c.Debug.ReleaseMemory; d < 0 || (d > 0 && d < time.Second) {
+		p.add("debug.release_memory", "%s: 0 (off) or at least 1s (each release is a garbage collection)", d)
+	}
 	if a := c.Debug.PprofAddr; a != "" {
 		p.addr("debug.pprof_addr", a, 1)
 		if host, _, err := net.SplitHostPort(a); err == nil {

@@ -129,6 +129,10 @@ func BenchmarkServeRSS(b *testing.B) {
 		}, "the status cache trimmed to %d finished jobs", keepFinished)
 		after := restingRSS(b, pid)
 		liveAfter := liveHeap(b, s)
+		b.Logf("serve at rest: heap objects %.1f MiB in spans of %.1f MiB, idle %.1f MiB of which released %.1f MiB, stacks %.1f MiB, other runtime %.1f MiB",
+			serveMetric(b, s, "go_memstats_heap_alloc_bytes")/(1<<20), serveMetric(b, s, "go_memstats_heap_inuse_bytes")/(1<<20), serveMetric(b, s, "go_memstats_heap_idle_bytes")/(1<<20),
+			serveMetric(b, s, "go_memstats_heap_released_bytes")/(1<<20), serveMetric(b, s, "go_memstats_stack_inuse_bytes")/(1<<20),
+			(serveMetric(b, s, "go_memstats_sys_bytes")-serveMetric(b, s, "go_memstats_heap_sys_bytes")-serveMetric(b, s, "go_memstats_stack_sys_bytes"))/(1<<20))
 		serveHeap(b, pprofAddr, heapFile)
 
 		x := float64(after) / float64(before)

@@ -231,6 +231,8 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 	}
 	r.rssBefore = procStatus(b, "VmRSS")
 	resetPeakRSS(b)
+	stopProfile := sync.OnceFunc(profileWindow(b, "")) // the storm: submissions to all final
+	defer stopProfile()
 	start := time.Now()
 	r.ids = make([]int64, len(bodies))
 	var wg sync.WaitGroup
@@ -282,6 +284,7 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 		r.last = time.Since(start)
 	}
 	r.peak = procStatus(b, "VmHWM")
+	stopProfile()
 	close(stop)
 	<-done
 	if probeErr != nil {

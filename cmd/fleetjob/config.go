@@ -190,7 +190,7 @@ var settings = []setting{
 	{"workers.spec_cache", "FLEETJOB_SPEC_CACHE", orchestrator.DefaultSpecs, "job specs a worker process keeps in memory, least recently used out first; a job whose spec is not kept reads it again from JetStream (its submit command)"},
 	{"workers.create_window", "FLEETJOB_CREATE_WINDOW", orchestrator.DefaultCreateWindow, "how long a small job's first commit (its state and creation events) waits for its first results, its tasks already out, so a job that ends within it is stored by one commit (0: written at once)"},
 	{"metrics.addr", "", "", "serve /metrics here (off when empty)"},
-	{"debug.release_memory", "FLEETJOB_RELEASE_MEMORY", 10 * time.Second, "how often the process looks whether a burst is over (no garbage collection since its last look, its heap grown by 32 MiB since it last gave memory back) and then collects and gives the free heap back to the OS at once (0: left to Go's scavenger, which may take minutes)"},
+	{"debug.release_memory", "FLEETJOB_RELEASE_MEMORY", 10 * time.Second, "how often the process looks whether a burst is over (no garbage collection since its last look, its heap grown by 32 MiB since it last gave memory back) and then collects and gives the free heap back to the OS at once, again after 1, 2, 4, … up to 32 more quiet looks (0: left to Go's scavenger, which may take minutes)"},
 	{"debug.pprof_addr", "FLEETJOB_PPROF_ADDR", "", "serve Go's profiles (/debug/pprof/) on this loopback address, for whoever runs the process (off when empty; only 127.0.0.1 or [::1])"},
 	{"agent.disabled", "", false, "do not run an agent for this machine"},
 	{"agent.id", "", "", "agent id (default: hostname-ip)"},

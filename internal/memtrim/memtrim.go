@@ -8,8 +8,9 @@
 // looks every interval: when no collection ran since its last look (the
 // process is quiet) and the heap it holds grew by MinIdle or more since
 // the last release, it collects and returns the free memory at once
-// (runtime/debug.FreeOSMemory). A busy process, collecting on its own, is
-// left alone, and a quiet one is collected once per burst.
+// (runtime/debug.FreeOSMemory), and again after 1, 2, 4, … up to 32 more
+// quiet looks (what was live then, caches that expire when idle, may be
+// garbage since). A busy process, collecting on its own, is left alone.
 package memtrim
 
 import (
@@ -48,7 +49,15 @@ func Run(ctx context.Context, interval time.Duration, log *slog.Logger) {
 type Trimmer struct {
 	numGC uint32
 	held  uint64 // after the last release
+	// quiet counts the quiet looks since the last release; another
+	// release comes after next of them (1, 2, 4, … up to maxQuiet): what
+	// was live at a release (caches that expire once idle) may be garbage
+	// soon after, and only a collection finds it
+	quiet, next int
 }
+
+// maxQuiet bounds the quiet looks between two releases of a quiet process.
+const maxQuiet = 32
 
 // held is the heap memory the process holds: spans in use (live objects
 // and garbage not yet collected) and free spans not yet returned.
@@ -63,11 +72,20 @@ func (t *Trimmer) Tick() (before, after uint64, released bool) {
 	before = held(&ms)
 	quiet := ms.NumGC == t.numGC
 	t.numGC = ms.NumGC
-	if !quiet || before < t.held+MinIdle {
+	switch {
+	case !quiet:
+		t.quiet, t.next = 0, 0 // busy: the runtime collects on its own
+		return before, before, false
+	case before >= t.held+MinIdle:
+		t.next = 1 // a burst is over
+	case t.next > 0 && t.quiet+1 >= t.next:
+		t.next = min(2*t.next, maxQuiet) // still quiet: what expired since
+	default:
+		t.quiet++
 		return before, before, false
 	}
 	debug.FreeOSMemory()
 	runtime.ReadMemStats(&ms)
-	t.numGC, t.held = ms.NumGC, held(&ms)
+	t.numGC, t.held, t.quiet = ms.NumGC, held(&ms), 0
 	return before, t.held, true
 }

@@ -1,13 +1,16 @@
 package memtrim
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 var sink [][]byte
 
 // A burst that is over is released at the first look with no collection
 // since the one before: the heap held falls to about what is live; a busy
-// look (a collection ran since) and a look with nothing new release
-// nothing.
+// look (a collection ran since) releases nothing, and a quiet process is
+// released again after 1, 2, 4, … looks.
 func TestHeapOfABurstIsReleasedOnceQuiet(t *testing.T) {
 	var tr Trimmer
 	tr.Tick()
@@ -25,7 +28,19 @@ func TestHeapOfABurstIsReleasedOnceQuiet(t *testing.T) {
 	if after >= before || after > 2*MinIdle {
 		t.Errorf("held %d bytes before, %d after the release; want about what is live", before, after)
 	}
-	if _, _, again := tr.Tick(); again {
-		t.Errorf("released again with nothing new")
+	// still quiet: released again after 1, 2, 4, … more looks
+	var got []bool
+	for range 8 {
+		_, _, r := tr.Tick()
+		got = append(got, r)
+	}
+	if want := []bool{true, false, true, false, false, false, true, false}; !slices.Equal(got, want) {
+		t.Errorf("releases of the quiet looks after it %v, want %v", got, want)
+	}
+	sink = append(sink, make([]byte, 64<<20)) // busy again: the count starts over
+	sink = nil
+	tr.Tick()
+	if _, _, r := tr.Tick(); !r {
+		t.Errorf("the next burst was not released")
 	}
 }

@@ -29,7 +29,7 @@ import (
 // submit 40,000 more and the RSS is read again once all are final, the
 // status cache has trimmed what it keeps of finished jobs (10 s period) and
 // the process has idled: each reading is the least of five, a second apart,
-// after 20 s of rest (a GC cannot be forced from outside). It also reports
+// after 35 s of rest (a GC cannot be forced from outside). It also reports
 // the submission rate through serve, and (from its /metrics) about
 // what its Go heap held at its last GC. FLEETJOB_BENCH_SERVE_ARGS adds serve
 // flags, e.g. --cache-keep-finished 1000000 to see what the cache's bound
@@ -255,13 +255,15 @@ func listTotal(s *testenv.System, path string) int {
 	return out.Total
 }
 
-// restingRSS is the resident memory of process pid at rest: after 20 s
+// restingRSS is the resident memory of process pid at rest: after 35 s
 // without work, the least of five readings a second apart.
 func restingRSS(b *testing.B, pid int) uint64 {
 	b.Helper()
 	// on purpose: the rest the reading is taken after, longer than the
-	// JetStream server keeps an idle block's cache (10 s)
-	time.Sleep(20 * time.Second)
+	// JetStream server keeps an idle block's cache (10 s) and than serve
+	// takes to give a burst's memory back twice (debug.release_memory,
+	// 10 s: the first quiet look, then one more)
+	time.Sleep(35 * time.Second)
 	var least uint64
 	for i := range 5 {
 		if i > 0 {

@@ -64,8 +64,9 @@ const maxQuiet = 32
 func held(ms *runtime.MemStats) uint64 { return ms.HeapInuse + ms.HeapIdle - ms.HeapReleased }
 
 // Tick releases the heap when no collection ran since the last Tick and
-// the heap held grew by MinIdle since the last release; it returns the
-// heap held before and after, and whether it released.
+// either the heap held grew by MinIdle since the last release or the
+// quiet looks since it reached the next backoff step; it returns the heap
+// held before and after, and whether it released.
 func (t *Trimmer) Tick() (before, after uint64, released bool) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

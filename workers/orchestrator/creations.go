@@ -144,7 +144,8 @@ func (w *Worker) holds(spec *schemas.JobSpec, t *txn, redelivered bool) bool {
 
 // holdCreation publishes a new job's tasks and holds its first commit until its
 // first reports come (commitHeld) or the window ends. The submit command
-// is settled with the commit.
+// is settled with the commit. When another process consumes the job's
+// reports, the commit also listens for the reports it forwards (forward.go).
 func (w *Worker) holdCreation(ctx context.Context, spec *schemas.JobSpec, t *txn, submit jetstream.Msg) error {
 	id := t.st.ID
 	cr := &creation{w: w, spec: spec, t: t, submit: submit}

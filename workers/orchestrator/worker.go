@@ -479,8 +479,7 @@ func (w *Worker) onJobReports(id int64, msgs []jetstream.Msg) {
 		return
 	}
 	unlock := w.locks.lock(id)
-	var err error
-	err = errNotHeld
+	err := errNotHeld
 	if cr := w.creations.take(id); cr != nil {
 		err = w.commitHeld(cr, reports, "with_reports") // the job's first commit, with these
 	} else if w.mayBeHeldElsewhere(id) {

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -199,14 +198,8 @@ func TestHeldFirstCommitAcrossProcesses(t *testing.T) {
 	if early == 0 {
 		t.Errorf("no report reached the process not holding its job: the case was not exercised")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if kv, err := s.JS.KeyValue(ctx, schemas.BucketDeadLetters); err == nil {
-		if keys, _ := kv.ListKeys(ctx); keys != nil {
-			for k := range keys.Keys() {
-				t.Errorf("dead letter %s", k)
-			}
-		}
+	if dead := deadLetters(t, s); len(dead) > 0 {
+		t.Errorf("dead letters %v", dead)
 	}
 }
 

@@ -278,3 +278,23 @@ func storedBySubject(t *testing.T, s *testenv.System, stream, filter string) map
 	}
 	return info.State.Subjects
 }
+
+// deadLetters lists the keys of the dead letters recorded.
+func deadLetters(t *testing.T, s *testenv.System) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	kv, err := s.JS.KeyValue(ctx, schemas.BucketDeadLetters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for k := range keys.Keys() {
+		out = append(out, k)
+	}
+	return out
+}

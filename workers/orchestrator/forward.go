@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetjob/fleetjob/internal/failpoint"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -89,6 +90,7 @@ func (w *Worker) onForwarded(id int64) nats.MsgHandler {
 			_ = m.Respond([]byte(heldGone))
 			return
 		}
+		failpoint.Hit("forward-taken") // the holder dies with the forwarded reports
 		unlock := w.locks.lock(id)
 		err := w.commitHeld(cr, reports, "forwarded")
 		unlock()

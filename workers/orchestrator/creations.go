@@ -10,7 +10,8 @@ package orchestrator
 // worker that dies holding one leaves the command to be redelivered and
 // the job created again from it (its tasks again, under the same message
 // ids: JetStream drops them as duplicates), and a report that finds no
-// state yet is asked for again shortly (notCreated).
+// state yet (and no holder to forward it to, forward.go) is asked for
+// again shortly (notCreated).
 
 import (
 	"context"
@@ -48,7 +49,8 @@ type Creations struct {
 	mu     sync.Mutex
 	m      map[int64]*creation
 	// partitions counts the process's workers consuming each result
-	// partition: a job whose reports go to another process is not held
+	// partition: a job whose reports go to another process is held
+	// listening for the reports that process forwards (forward.go)
 	partitions map[int]int
 }
 

@@ -331,11 +331,21 @@ func KeyEarlierResult(id int64, step int, phase string, idx, attempt int) string
 // settings there); every process of one system must agree on them.
 type Topology struct {
 	Replicas int
-	// Dedupe is the JetStream duplicate window of command, task and result streams.
-	Dedupe    time.Duration
-	LogMaxAge time.Duration
-	EventAge  time.Duration
-	LeaseTTL  time.Duration
+	// Dedupe is the JetStream duplicate window of the command stream: how
+	// long an Idempotency-Key (or octans task name) is matched by the
+	// stream itself, before the names bucket's claim.
+	Dedupe time.Duration
+	// WorkDedupe is the duplicate window of the task and result streams.
+	// It only saves work: a task published again (a redone commit) is run
+	// at most once per attempt by the agent's journal, and a report
+	// folded again changes nothing, whenever either comes. It need only
+	// cover a redo's usual delay (the ack wait); kept long, its message
+	// ids cost the NATS server memory in proportion to the rate times the
+	// window (~60 bytes each, two per host run).
+	WorkDedupe time.Duration
+	LogMaxAge  time.Duration
+	EventAge   time.Duration
+	LeaseTTL   time.Duration
 	// ArtifactAge bounds how long distributed files stay in the store.
 	ArtifactAge time.Duration
 	TaskWait    time.Duration // AckWait of agents' task consumers
@@ -360,6 +370,7 @@ func DefaultTopology() Topology {
 	return Topology{
 		Replicas:    1,
 		Dedupe:      10 * time.Minute,
+		WorkDedupe:  2 * time.Minute,
 		LogMaxAge:   7 * 24 * time.Hour,
 		EventAge:    7 * 24 * time.Hour,
 		LeaseTTL:    10 * time.Second,
@@ -380,7 +391,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		return jetstream.StreamConfig{
 			Name: name, Description: desc, Subjects: []string{subj},
 			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
-			Replicas: t.Replicas, Duplicates: t.Dedupe, Discard: jetstream.DiscardOld,
+			Replicas: t.Replicas, Duplicates: t.WorkDedupe, Discard: jetstream.DiscardOld,
 			AllowDirect: true,
 		}
 	}
@@ -388,7 +399,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 	// The submit command is the job's record of its spec (read by
 	// sequence), so the commands are kept, not removed once taken: the
 	// workers' consumer acks them all the same.
-	jobsStream.Retention, jobsStream.MaxAge = jetstream.LimitsPolicy, t.JobRetention
+	jobsStream.Retention, jobsStream.MaxAge, jobsStream.Duplicates = jetstream.LimitsPolicy, t.JobRetention, t.Dedupe
 	results := wq(StreamResults, subjResAll, "agent and sweeper reports, per job")
 	if t.ResultPartitions > 0 {
 		results.SubjectTransform = resultTransform(t.ResultPartitions)

@@ -3,6 +3,7 @@ package schemas
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,6 +43,27 @@ func TestEnsureLeavesExistingStreamsAlone(t *testing.T) {
 	for _, b := range top.Buckets() {
 		if _, err := js.KeyValue(ctx, b.Bucket); err != nil {
 			t.Errorf("bucket %s: %v", b.Bucket, err)
+		}
+	}
+}
+
+// The command stream keeps ids for the Idempotency-Key contract; the task
+// and result streams only for as long as a redo usually takes, since the
+// agent's journal and the fold make a late duplicate harmless, and their
+// ids are two per host run.
+func TestDuplicateWindows(t *testing.T) {
+	js := startJetStream(t)
+	top := DefaultTopology()
+	if err := top.Ensure(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]time.Duration{StreamJobs: 10 * time.Minute, StreamTasks: 2 * time.Minute, StreamResults: 2 * time.Minute} {
+		st, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Duplicates; got != want {
+			t.Errorf("%s keeps message ids for %s, want %s", name, got, want)
 		}
 	}
 }

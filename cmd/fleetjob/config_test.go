@@ -105,7 +105,7 @@ func TestConfigEnvironment(t *testing.T) {
 	if top.Replicas != 3 || top.AckWait != 3*time.Second || top.TaskWait != 4*time.Second {
 		t.Errorf("topology %+v does not carry the settings", top)
 	}
-	if def := schemas.DefaultTopology(); top.Dedupe != def.Dedupe || top.MaxDeliver != def.MaxDeliver {
+	if def := schemas.DefaultTopology(); top.Dedupe != def.Dedupe || top.WorkDedupe != def.WorkDedupe || top.MaxDeliver != def.MaxDeliver {
 		t.Errorf("topology %+v lost the shipped defaults", top)
 	}
 }

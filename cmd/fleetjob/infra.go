@@ -105,7 +105,7 @@ func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), err
 		log.Info("redis.url (REDIS_URL) is not set: using an in-process Redis-protocol server (miniredis); it is only a cache and is rebuilt from JetStream", "addr", mr.Addr())
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
 		stop := make(chan struct{})
-		go forgetKeyVersionsLoop(mr, stop) // see miniredis.go
+		go tidyLoop(mr, stop) // see miniredis.go
 		return rdb, func() { close(stop); rdb.Close(); mr.Close() }, nil
 	}
 	rdb, err := roles.RedisClient(url)

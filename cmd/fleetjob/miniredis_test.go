@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -25,7 +28,7 @@ func TestMiniredisForgetsKeyVersions(t *testing.T) {
 	if n := keyVersionsLen(mr); n < 100 {
 		t.Fatalf("%d key versions before, want the 101 names written (is the field still there?)", n)
 	}
-	if !forgetKeyVersions(mr) {
+	if _, _, ok := forgetKeyVersions(mr); !ok {
 		t.Fatal("miniredis's key versions are out of reach: its layout changed, see miniredis.go")
 	}
 	if n := keyVersionsLen(mr); n != 0 {
@@ -50,4 +53,112 @@ func keyVersionsLen(mr *miniredis.Miniredis) int {
 		return -1
 	}
 	return f.Len()
+}
+
+// After a burst the cache trimmed, the in-process Redis's memory goes
+// back to what the jobs it keeps take: its maps are copied at their size
+// once as many keys were written as it holds, when a minute was quiet.
+// (A heap reading, not a timing: both figures are measured here, after
+// collections.)
+func TestMiniredisMapsShrinkAfterChurn(t *testing.T) {
+	const keep = 10_000
+	base := heapAfterGC()
+	fresh := miniredis.RunT(t)
+	cacheJobs(t, fresh, 0, keep)
+	freshHeap := heapAfterGC() - base
+	fresh.Close()
+
+	base = heapAfterGC()
+	mr := miniredis.RunT(t)
+	cacheJobs(t, mr, 0, 4*keep)
+	evictJobs(t, mr, 0, 3*keep)
+	written := 0
+	tidy(mr, &written) // at the end of the busy minute: not yet
+	if written == 0 {
+		t.Fatal("compacted at the end of a busy minute")
+	}
+	start := time.Now()
+	tidy(mr, &written) // a quiet minute later
+	took := time.Since(start)
+	if written != 0 {
+		t.Fatalf("not compacted after a quiet minute (%d keys written since the last)", written)
+	}
+	if _, _, ok := forgetKeyVersions(mr); !ok {
+		t.Fatal("miniredis's layout changed, see miniredis.go")
+	}
+	churnedHeap := heapAfterGC() - base
+	t.Logf("%d jobs written afresh: %.1f MB; after %d written and %d trimmed, tidied (in %s, the server locked): %.1f MB",
+		keep, freshHeap/(1<<20), 4*keep, 3*keep, took.Round(time.Millisecond), churnedHeap/(1<<20))
+	if churnedHeap > 1.25*freshHeap {
+		t.Errorf("the in-process Redis holds %.1f MB for %d jobs after churn, %.1f MB when written afresh", churnedHeap/(1<<20), keep, freshHeap/(1<<20))
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	if n, err := rdb.ZCard(ctx, "{fj}:jobs").Result(); err != nil || n != keep {
+		t.Fatalf("jobs listed after compaction: %d %v, want %d", n, err, keep)
+	}
+	if v, err := rdb.Get(ctx, fmt.Sprintf("{fj}:job:%d", 4*keep-1)).Result(); err != nil || !strings.HasPrefix(v, "1|4|") {
+		t.Fatalf("a job after compaction: %q %v", v, err)
+	}
+	if v, err := rdb.HGet(ctx, fmt.Sprintf("{fj}:hosts:%d", 4*keep-1), "_complete").Result(); err != nil || v != "1" {
+		t.Fatalf("a job's hosts after compaction: %q %v", v, err)
+	}
+	if err := rdb.ZAdd(ctx, "{fj}:jobs", redis.Z{Score: 1, Member: "1"}).Err(); err != nil {
+		t.Fatalf("a write after compaction: %v", err)
+	}
+}
+
+func heapAfterGC() float64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc)
+}
+
+// jobKeys are the keys the status cache writes for a finished one-host job.
+func jobKeys(id int) (job, hosts string, sets []string) {
+	return fmt.Sprintf("{fj}:job:%d", id), fmt.Sprintf("{fj}:hosts:%d", id),
+		[]string{"{fj}:jobs", "{fj}:jobs:upd", "{fj}:jobs:st:success", "{fj}:jobs:name:bench", fmt.Sprintf("{fj}:hostjobs:0:10.0.%d.%d", id/256%4, id%256)}
+}
+
+// cacheJobs writes jobs [from, to) as the status cache does (a summary, a
+// hash of host rows, five sorted sets).
+func cacheJobs(t *testing.T, mr *miniredis.Miniredis, from, to int) {
+	summary, row := "1|4|"+strings.Repeat("s", 480), "1|4|1796293783965826223|1|0|:10.0.0.1|"+strings.Repeat("r", 100)
+	pipeline(t, mr, from, to, func(p redis.Pipeliner, id int) {
+		job, hosts, sets := jobKeys(id)
+		p.Set(context.Background(), job, summary, 0)
+		p.HSet(context.Background(), hosts, ":10.0.0.1", row, "_complete", "1")
+		for _, z := range sets {
+			p.ZAdd(context.Background(), z, redis.Z{Score: float64(id), Member: id})
+		}
+	})
+}
+
+// evictJobs removes jobs [from, to) as the cache's trimmer does.
+func evictJobs(t *testing.T, mr *miniredis.Miniredis, from, to int) {
+	pipeline(t, mr, from, to, func(p redis.Pipeliner, id int) {
+		job, hosts, sets := jobKeys(id)
+		p.Del(context.Background(), job, hosts)
+		for _, z := range sets {
+			p.ZRem(context.Background(), z, id)
+		}
+	})
+}
+
+func pipeline(t *testing.T, mr *miniredis.Miniredis, from, to int, each func(redis.Pipeliner, int)) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	for i := from; i < to; i += 500 {
+		p := rdb.Pipeline()
+		for id := i; id < min(i+500, to); id++ {
+			each(p, id)
+		}
+		if _, err := p.Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -305,5 +306,54 @@ func TestBKRequestID(t *testing.T) {
 	_, env := bkCall(t, h, "POST", "/api/v3/get_job_instance_status", "{}", map[string]string{"X-Bkapi-Request-Id": "req-1"})
 	if env.RequestID != "req-1" || env.JobRequestID != "req-1" {
 		t.Errorf("request id: %+v", env)
+	}
+}
+
+// lagReader is a job reader whose cached host rows are empty (the cache
+// has not caught up with the commit) and which stores no results on their
+// own: a small job's results are only in its state.
+type lagReader struct {
+	api.JobReader
+	stored map[int]schemas.HostResult
+}
+
+func (lagReader) Hosts(context.Context, int64) ([]schemas.HostRow, error) { return nil, nil }
+
+func (r lagReader) Results(_ context.Context, _ int64, _ int, _ string, idx []int) (map[int]schemas.HostResult, error) {
+	out := map[int]schemas.HostResult{}
+	for _, i := range idx {
+		if res, ok := r.stored[i]; ok {
+			out[i] = res
+		}
+	}
+	return out, nil
+}
+
+func TestBKRowsWhileTheCacheLags(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	exit3, exit0 := 3, 0
+	hosts := []schemas.Host{{IP: "10.0.0.1"}, {IP: "10.0.0.2"}, {IP: "10.0.0.3"}}
+	spec := &schemas.JobSpec{Steps: []schemas.Step{{Type: schemas.StepScript, Targets: hosts}}}
+	st := &schemas.JobState{CreatedAt: now, Steps: []schemas.StepState{{Hosts: schemas.NewHostTable(3)}}}
+	tab := st.Steps[0].Hosts
+	tab.Set(0, schemas.HostSuccess, st.Sec(now))
+	tab.Set(1, schemas.HostFailed, st.Sec(now))
+	tab.Set(2, schemas.HostFailed, st.Sec(now))
+	// hosts 0 and 1 in the state (a small job); host 2 stored on its own
+	st.PutResults([]schemas.HostResult{
+		{Index: 0, Host: hosts[0], Status: schemas.HostSuccess, ExitCode: &exit0, Attempt: 1, StartedAt: now, EndedAt: now.Add(time.Second)},
+		{Index: 1, Host: hosts[1], Status: schemas.HostFailed, ExitCode: &exit3, Attempt: 1, StartedAt: now, EndedAt: now.Add(2 * time.Second)},
+	})
+	stored := map[int]schemas.HostResult{2: {Index: 2, Host: hosts[2], Status: schemas.HostFailed, ExitCode: &exit3, Attempt: 1, StartedAt: now, EndedAt: now}}
+	s := New(&api.Core{Jobs: lagReader{stored: stored}})
+	rows, err := s.bkRows(context.Background(), spec, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, want := range []struct{ status, code int }{{9, 0}, {104, 104}, {104, 104}} {
+		r := rows[0][j]
+		if status, code := bkHostCodes(r, false); status != want.status || code != want.code || !r.StartedAt.Equal(now) {
+			t.Errorf("host %d: status %d code %d start %v; want %d %d %v (row %+v)", j, status, code, r.StartedAt, want.status, want.code, now, r)
+		}
 	}
 }

@@ -273,7 +273,11 @@ func (s *Surface) bkRows(ctx context.Context, spec *schemas.JobSpec, st *schemas
 					r.StartedAt = since
 				case status.Final():
 					r.EndedAt = since
-					lagging = append(lagging, j)
+					if res, ok := st.Result(i, "", j); ok && res.Status == status && res.Attempt == r.Attempt {
+						r.HostResult = res.WithoutLog() // a small job's, kept in its state
+					} else {
+						lagging = append(lagging, j)
+					}
 				}
 			}
 			rows[j] = r

@@ -1,8 +1,11 @@
 package memtrim
 
 import (
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"testing"
+	"time"
 )
 
 var sink [][]byte
@@ -13,6 +16,7 @@ var sink [][]byte
 // released again after 1, 2, 4, … looks.
 func TestHeapOfABurstIsReleasedOnceQuiet(t *testing.T) {
 	var tr Trimmer
+	t.Cleanup(tr.Stop)
 	tr.Tick()
 	for range 256 {
 		sink = append(sink, make([]byte, 1<<20)) // 256 MiB, collections run meanwhile
@@ -42,5 +46,70 @@ func TestHeapOfABurstIsReleasedOnceQuiet(t *testing.T) {
 	tr.Tick()
 	if _, _, r := tr.Tick(); !r {
 		t.Errorf("the next burst was not released")
+	}
+}
+
+// gcPercent reads GOGC as it is now.
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+var live []byte
+
+// An idle process with a large enough heap collects at IdlePercent; a
+// burst of allocation restores GOGC from the collections it starts, and
+// a small heap is never paced.
+func TestIdleHeapGoal(t *testing.T) {
+	base := gcPercent()
+	if base >= 0 && base <= IdlePercent {
+		t.Skipf("GOGC=%d: nothing to pace", base)
+	}
+	var tr Trimmer
+	t.Cleanup(tr.Stop)
+	live = make([]byte, 2*MinPaced)
+	runtime.GC()
+	t0 := time.Now()
+	tr.tick(t0)
+	if tr.tick(t0.Add(10 * time.Second)); !tr.Idle() || gcPercent() != IdlePercent {
+		t.Fatalf("a quiet look with %d bytes live: idle %v, GOGC %d; want idle at %d", liveHeap(), tr.Idle(), gcPercent(), IdlePercent)
+	}
+	// a burst: collections at the idle goal come back to back, and the
+	// watcher restores GOGC from them, before any look
+	deadline := time.Now().Add(time.Minute)
+	for tr.Idle() && time.Now().Before(deadline) {
+		for range 64 {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+		sink = nil
+	}
+	if tr.Idle() || gcPercent() != base {
+		t.Fatalf("after a burst: idle %v, GOGC %d; want %d", tr.Idle(), gcPercent(), base)
+	}
+	// the next look, a second later, sees the burst's rate: it stays busy
+	if tr.tick(t0.Add(11 * time.Second)); tr.Idle() {
+		t.Errorf("idle again at the look after a burst")
+	}
+	// quiet again: idle, and the releases of the looks after it (forced
+	// collections) do not count as work
+	for i := range 4 {
+		tr.tick(t0.Add(time.Duration(21+10*i) * time.Second))
+	}
+	if !tr.Idle() {
+		t.Fatalf("not idle again after a quiet look")
+	}
+	tr.Stop()
+	if tr.Idle() || gcPercent() != base {
+		t.Errorf("Stop left GOGC at %d", gcPercent())
+	}
+	// a small heap is left at GOGC
+	live = nil
+	runtime.GC()
+	var small Trimmer
+	t.Cleanup(small.Stop)
+	small.tick(t0)
+	if small.tick(t0.Add(10 * time.Second)); small.Idle() {
+		t.Errorf("idle with %d bytes live", liveHeap())
 	}
 }

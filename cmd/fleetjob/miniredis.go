@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -69,7 +70,11 @@ func forgetKeyVersions(mr *miniredis.Miniredis) (written, held int, ok bool) {
 
 // compactMaps copies each of db 0's maps of keys (and each map value in
 // them: a hash's fields, a sorted set's members) into a new map of its
-// size, so what a larger past left allocated is freed. It returns false
+// size, and each string in them (keys, values, fields, members) into new
+// memory, one copy of each distinct string: what a larger past left
+// allocated is freed, and what is kept no longer pins the half-empty
+// memory spans of the burst it was written in (Go's collector does not
+// move objects; a span with one survivor stays in use). It returns false
 // if miniredis's layout is not the one known.
 func compactMaps(mr *miniredis.Miniredis) bool {
 	db := mr.DB(0)
@@ -78,26 +83,47 @@ func compactMaps(mr *miniredis.Miniredis) bool {
 	if _, ok := dbField(db, "keys"); !ok {
 		return false
 	}
+	c := compactor{seen: map[string]string{}}
 	for _, name := range []string{"keys", "stringKeys", "hashKeys", "sortedsetKeys", "setKeys", "ttl", "hashTTLs", "lru"} {
 		if f, ok := dbField(db, name); ok {
-			f.Set(copyMap(f, true))
+			f.Set(c.copyMap(f, true))
 		}
 	}
 	return true
 }
 
+// compactor copies maps and the strings in them, each distinct string once.
+type compactor struct{ seen map[string]string }
+
 // copyMap is a copy of m made at its size; with deep, map values are
 // copied that way too.
-func copyMap(m reflect.Value, deep bool) reflect.Value {
+func (c compactor) copyMap(m reflect.Value, deep bool) reflect.Value {
 	out := reflect.MakeMapWithSize(m.Type(), m.Len())
 	for it := m.MapRange(); it.Next(); {
-		v := it.Value()
+		k, v := c.copyString(it.Key()), it.Value()
 		if deep && v.Kind() == reflect.Map {
-			v = copyMap(v, false)
+			v = c.copyMap(v, false)
+		} else {
+			v = c.copyString(v)
 		}
-		out.SetMapIndex(it.Key(), v)
+		out.SetMapIndex(k, v)
 	}
 	return out
+}
+
+// copyString returns a string value in new memory (shared with the other
+// copies of the same string); any other value as it is.
+func (c compactor) copyString(v reflect.Value) reflect.Value {
+	if v.Kind() != reflect.String {
+		return v
+	}
+	s := v.String()
+	cp, ok := c.seen[s]
+	if !ok {
+		cp = strings.Clone(s)
+		c.seen[cp] = cp
+	}
+	return reflect.ValueOf(cp).Convert(v.Type())
 }
 
 // tidy drops the key versions, and compacts the maps once as many keys

@@ -140,15 +140,14 @@ func (t *Trimmer) pace(ms *runtime.MemStats, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.lastLook.IsZero() {
-		t.base = debug.SetGCPercent(IdlePercent)
-		debug.SetGCPercent(t.base)
+		t.base = int(int64(readMetric("/gc/gogc:percent"))) // GOGC=off reads as -1
 		t.lastTotal, t.lastLook = ms.TotalAlloc, now
 		return false
 	}
 	elapsed := now.Sub(t.lastLook)
 	allocated := ms.TotalAlloc - t.lastTotal
 	t.lastTotal, t.lastLook = ms.TotalAlloc, now
-	if t.base >= 0 && t.base <= IdlePercent || elapsed <= 0 {
+	if t.base <= IdlePercent || elapsed <= 0 { // (GOGC=off is -1)
 		return t.idle // GOGC is off or already small: nothing to pace
 	}
 	live := liveHeap()

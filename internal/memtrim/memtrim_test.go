@@ -63,7 +63,7 @@ var live []byte
 // a small heap is never paced.
 func TestIdleHeapGoal(t *testing.T) {
 	base := gcPercent()
-	if base >= 0 && base <= IdlePercent {
+	if base <= IdlePercent { // (GOGC=off is -1)
 		t.Skipf("GOGC=%d: nothing to pace", base)
 	}
 	var tr Trimmer
@@ -102,6 +102,14 @@ func TestIdleHeapGoal(t *testing.T) {
 	tr.Stop()
 	if tr.Idle() || gcPercent() != base {
 		t.Errorf("Stop left GOGC at %d", gcPercent())
+	}
+	// GOGC=off is left off
+	debug.SetGCPercent(-1)
+	var off Trimmer
+	off.tick(t0)
+	off.tick(t0.Add(10 * time.Second))
+	if p := debug.SetGCPercent(base); off.Idle() || p != -1 {
+		t.Errorf("with GOGC=off: idle %v, GOGC %d", off.Idle(), p)
 	}
 	// a small heap is left at GOGC
 	live = nil

@@ -119,6 +119,7 @@ func BenchmarkServeRSS(b *testing.B) {
 		allFinal(b, client, s, ids)
 		beforeSoon, before := restingRSS(b, pid)
 		liveBefore := liveHeap(b, s)
+		logServeMemory(b, s, "after the warm-up")
 		serveHeap(b, pprofAddr, heapFile+".base")
 		start := time.Now()
 		ids, subs := submit(jobs)
@@ -133,10 +134,7 @@ func BenchmarkServeRSS(b *testing.B) {
 		}, "the status cache trimmed to %d finished jobs", keepFinished)
 		afterSoon, after := restingRSS(b, pid)
 		liveAfter := liveHeap(b, s)
-		b.Logf("serve at rest: heap objects %.1f MiB in spans of %.1f MiB, idle %.1f MiB of which released %.1f MiB, stacks %.1f MiB, other runtime %.1f MiB",
-			serveMetric(b, s, "go_memstats_heap_alloc_bytes")/(1<<20), serveMetric(b, s, "go_memstats_heap_inuse_bytes")/(1<<20), serveMetric(b, s, "go_memstats_heap_idle_bytes")/(1<<20),
-			serveMetric(b, s, "go_memstats_heap_released_bytes")/(1<<20), serveMetric(b, s, "go_memstats_stack_inuse_bytes")/(1<<20),
-			(serveMetric(b, s, "go_memstats_sys_bytes")-serveMetric(b, s, "go_memstats_heap_sys_bytes")-serveMetric(b, s, "go_memstats_stack_sys_bytes"))/(1<<20))
+		logServeMemory(b, s, "after the work")
 		serveHeap(b, pprofAddr, heapFile)
 		watchServe(b, s, pid)
 
@@ -158,6 +156,18 @@ func BenchmarkServeRSS(b *testing.B) {
 			fmt.Sprintf("— (submit → all %s final: %s)", thousands(int64(jobs)), rate(float64(jobs)/el.Seconds(), "jobs/s")),
 			noGoal, noGoal, noGoal})
 	}
+}
+
+// logServeMemory logs where serve's memory is at rest, from its
+// /metrics: heap objects beside the spans that hold them (the gap is
+// fragmentation), what the heap holds unused, stacks and the runtime's own.
+func logServeMemory(b *testing.B, s *testenv.System, when string) {
+	b.Helper()
+	mib := func(name string) float64 { return serveMetric(b, s, name) / (1 << 20) }
+	b.Logf("serve at rest %s: heap objects %.1f MiB in spans of %.1f MiB, idle %.1f MiB of which released %.1f MiB, stacks %.1f MiB, other runtime %.1f MiB",
+		when, mib("go_memstats_heap_alloc_bytes"), mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes"),
+		mib("go_memstats_heap_released_bytes"), mib("go_memstats_stack_inuse_bytes"),
+		mib("go_memstats_sys_bytes")-mib("go_memstats_heap_sys_bytes")-mib("go_memstats_stack_sys_bytes"))
 }
 
 // allFinal waits (up to five minutes) until every job of ids is final:

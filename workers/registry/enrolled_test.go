@@ -3,8 +3,10 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -149,4 +151,34 @@ func counted(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 		}
 	}
 	return 0
+}
+
+// A heartbeat that repeats an agent's names keeps the strings the
+// registry already holds (the decoded copies die young), and one that
+// changes them is taken as sent.
+func TestHeartbeatsKeepTheHeldStrings(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	r := New(nil, nil, time.Minute, nil)
+	a := schemas.AgentInfo{ID: "a1", IP: "10.0.0.1", Hostname: "web-1", Version: "1.2.3", Labels: map[string]string{"role": "web"}, LastSeen: now}
+	r.apply(ctx, claim(a), now)
+	first := r.claims["a1"]
+	a.LastSeen = now.Add(5 * time.Second)
+	r.apply(ctx, claim(a), a.LastSeen)
+	again := r.claims["a1"]
+	if !again.LastSeen.Equal(a.LastSeen) {
+		t.Fatalf("heartbeat not taken: %v", again.LastSeen)
+	}
+	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
+	if !same(first.ID, again.ID) || !same(first.IP, again.IP) || !same(first.Hostname, again.Hostname) || !same(first.Version, again.Version) {
+		t.Errorf("a repeated heartbeat's names are new copies")
+	}
+	if reflect.ValueOf(first.Labels).UnsafePointer() != reflect.ValueOf(again.Labels).UnsafePointer() {
+		t.Errorf("a repeated heartbeat's labels are a new map")
+	}
+	a.Version, a.Labels = "1.2.4", map[string]string{"role": "db"}
+	r.apply(ctx, claim(a), a.LastSeen)
+	if got := r.claims["a1"]; got.Version != "1.2.4" || got.Labels["role"] != "db" || !same(got.IP, first.IP) {
+		t.Errorf("a changed heartbeat: %+v", got)
+	}
 }

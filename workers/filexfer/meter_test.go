@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetjob/fleetjob/internal/natsrv"
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
@@ -18,10 +19,18 @@ func TestSpeedLimit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 4s")
 	}
-	// A 1s default API timeout, shorter than the 2s transfers: a download
-	// must not be bounded by it (the object store client's default when ctx
-	// has no deadline).
-	obs := newStore(t, jetstream.WithDefaultTimeout(time.Second))
+	// The download goes through a client with a 1s default API timeout,
+	// shorter than the 2s transfer: it must not be bounded by it (the
+	// object store client's default when ctx has no deadline). The upload
+	// goes through one with the default timeout: with 1s, the put's
+	// wait for its last acks failed on a busy CI machine.
+	srv, user, err := natsrv.StartEphemeral(natsrv.Config{Addr: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("embedded nats: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	obs := connectStore(t, srv.ClientURL(), user)
+	shortTimeout := connectStore(t, srv.ClientURL(), user, jetstream.WithDefaultTimeout(time.Second))
 	const size, limit = 4 << 20, 2 << 20
 	f := writeFile(t, filepath.Join(t.TempDir(), "4mb"), bytes.Repeat([]byte("0123456789abcdef"), size/16), 0o644)
 
@@ -49,7 +58,7 @@ func TestSpeedLimit(t *testing.T) {
 	}
 
 	start = time.Now()
-	if err := Download(t.Context(), obs, entries, t.TempDir(), destHost, nil, "", limit, nil); err != nil {
+	if err := Download(t.Context(), shortTimeout, entries, t.TempDir(), destHost, nil, "", limit, nil); err != nil {
 		t.Fatal(err)
 	}
 	if elapsed := time.Since(start); elapsed < 1500*time.Millisecond {

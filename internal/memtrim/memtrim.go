@@ -100,7 +100,8 @@ func held(ms *runtime.MemStats) uint64 { return ms.HeapInuse + ms.HeapIdle - ms.
 // Tick releases the heap when no collection ran since the last Tick and
 // either the heap held grew by MinIdle since the last release or the
 // quiet looks since it reached the next backoff step; it returns the heap
-// held before and after, and whether it released.
+// held before and after, and whether it released. Each Tick also paces the
+// heap goal (pace): an idle process counts as quiet.
 func (t *Trimmer) Tick() (before, after uint64, released bool) {
 	return t.tick(time.Now())
 }
@@ -140,7 +141,7 @@ func (t *Trimmer) pace(ms *runtime.MemStats, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.lastLook.IsZero() {
-		t.base = int(int64(readMetric("/gc/gogc:percent"))) // GOGC=off reads as -1
+		t.base = gcPercent()
 		t.lastTotal, t.lastLook = ms.TotalAlloc, now
 		return false
 	}
@@ -218,6 +219,10 @@ func (t *Trimmer) onGC(gen uint64) {
 	t.lastGC, t.auto = now, auto
 	t.watch(gen)
 }
+
+// gcPercent is GOGC as it is now, -1 when off (read, not set and set
+// back, which would turn collection on for a moment).
+func gcPercent() int { return int(int64(readMetric("/gc/gogc:percent"))) }
 
 // liveHeap is the heap the last collection found live.
 func liveHeap() uint64 { return readMetric("/gc/heap/live:bytes") }

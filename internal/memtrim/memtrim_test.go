@@ -49,13 +49,6 @@ func TestHeapOfABurstIsReleasedOnceQuiet(t *testing.T) {
 	}
 }
 
-// gcPercent reads GOGC as it is now.
-func gcPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
-}
-
 var live []byte
 
 // An idle process with a large enough heap collects at IdlePercent; a

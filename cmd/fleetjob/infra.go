@@ -99,11 +99,18 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, top schemas.Top
 func openRedis(url string, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if url == "" {
 		mr := miniredis.NewMiniRedis()
+		// It listens on loopback, for this process's own client only:
+		// a password no one else learns keeps other local users out.
+		password := rand.Text()
+		mr.RequireAuth(password)
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, nil, fmt.Errorf("in-process redis: %w", err)
 		}
+		if !runScriptsInGo(mr) { // see miniscripts.go
+			log.Warn("in-process redis: this miniredis's layout is not the one known; the status cache's scripts run in its Lua, several times slower")
+		}
 		log.Info("redis.url (REDIS_URL) is not set: using an in-process Redis-protocol server (miniredis); it is only a cache and is rebuilt from JetStream", "addr", mr.Addr())
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}, Password: password})
 		stop := make(chan struct{})
 		go tidyLoop(mr, stop) // see miniredis.go
 		return rdb, func() { close(stop); rdb.Close(); mr.Close() }, nil

@@ -47,7 +47,9 @@ func hostField(step int, phase string, idx int) string {
 }
 
 // putHosts sets host rows "rev|row" (rows.go) field by field, never over a newer row.
-var putHosts = redis.NewScript(`
+var putHosts = redis.NewScript(putHostsLua)
+
+const putHostsLua = `
 for i = 1, #ARGV, 3 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   local keep = false
@@ -58,7 +60,7 @@ for i = 1, #ARGV, 3 do
   if not keep then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1] .. '|' .. ARGV[i+2]) end
 end
 return 1
-`)
+`
 
 // Cache is the Redis status cache with its JetStream fallback.
 type Cache struct {

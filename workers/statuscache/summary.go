@@ -21,7 +21,9 @@ import (
 // remembers the status set the job is in, so a move touches two sets, not
 // all of them (a job without it, from an older fleetjob, is cleaned from
 // every set once).
-var putJob = redis.NewScript(`
+var putJob = redis.NewScript(putJobLua)
+
+const putJobLua = `
 local cur = redis.pcall('GET', KEYS[1])
 local rev, old, known = nil, nil, cur
 if type(cur) == 'table' then
@@ -46,7 +48,7 @@ end
 if si > 0 then redis.call('ZADD', KEYS[4 + si], ARGV[3], ARGV[3]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
 return 1
-`)
+`
 
 // errBadSummary is a stored value that is not "<rev>|<si>|<json>".
 var errBadSummary = errors.New("status cache: malformed job summary")

@@ -14,7 +14,7 @@
 // agents do) instead of one each; FLEETJOB_BENCH_SERVE_ARGS adds flags to
 // the `fleetjob serve` of BenchmarkServeRSS (e.g. --cache-keep-finished
 // 1000000), FLEETJOB_BENCH_SERVE_JOBS runs it with another number of jobs
-// (100000: the issue's figure, ~5 min) and FLEETJOB_BENCH_SERVE_HEAPPROFILE
+// (the default is the issue's 100000) and FLEETJOB_BENCH_SERVE_HEAPPROFILE
 // saves serve's heap profiles.
 package bench
 

@@ -148,6 +148,21 @@ func (s *JobSpec) InlineResults() bool {
 	return s.Units() <= MaxInlineResults
 }
 
+// InlineLogLimit is the most bytes of a step's task output that may ride
+// in its finished report and stay in its stored result (Task.InlineLog),
+// 0 when none may: MaxInlineLog for a small job (its results live in its
+// state), MaxSegmentInlineLog for a larger job's script step (its results
+// live in segments), none for a file step's transfers.
+func (s *JobSpec) InlineLogLimit(step int) int {
+	switch {
+	case step < 0 || step >= len(s.Steps) || s.Steps[step].File != nil:
+		return 0
+	case s.InlineResults():
+		return MaxInlineLog
+	}
+	return MaxSegmentInlineLog
+}
+
 // Units counts the job's target hosts over all its steps (a host in two
 // steps counts twice: each is a unit of work).
 func (s *JobSpec) Units() int {

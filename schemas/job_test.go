@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,4 +203,34 @@ func FuzzSubmit(f *testing.F) {
 			t.Fatalf("valid spec invalid after round trip: %v", err)
 		}
 	})
+}
+
+// A small job's tasks may inline up to MaxInlineLog of output, a larger
+// job's script steps MaxSegmentInlineLog, a file step's transfers nothing.
+func TestInlineLogLimit(t *testing.T) {
+	targets := func(n int) []Host {
+		hs := make([]Host, n)
+		for i := range hs {
+			hs[i] = Host{IP: fmt.Sprintf("10.0.0.%d", i+1)}
+		}
+		return hs
+	}
+	script := func(n int) Step { return Step{Type: StepScript, Script: &Script{Content: "true"}, Targets: targets(n)} }
+	file := Step{Type: StepFile, File: &FileSpec{Destination: "/tmp"}, Targets: targets(1)}
+	for _, c := range []struct {
+		name string
+		spec JobSpec
+		want []int // by step, then one past the last
+	}{
+		{"small", JobSpec{Steps: []Step{script(1)}}, []int{MaxInlineLog, 0}},
+		{"small, two steps", JobSpec{Steps: []Step{script(8), script(8)}}, []int{MaxInlineLog, MaxInlineLog, 0}},
+		{"larger", JobSpec{Steps: []Step{script(MaxInlineResults + 1)}}, []int{MaxSegmentInlineLog, 0}},
+		{"with a file step", JobSpec{Steps: []Step{script(1), file}}, []int{MaxSegmentInlineLog, 0, 0}},
+	} {
+		for step, want := range c.want {
+			if got := c.spec.InlineLogLimit(step); got != want {
+				t.Errorf("%s: step %d: got %d, want %d", c.name, step, got, want)
+			}
+		}
+	}
 }

@@ -102,9 +102,15 @@ type Task struct {
 	NotAfter      time.Time `json:"not_after"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	// InlineLog lets the agent send a small output in its finished report
-	// (Report.Log) instead of a LOGS message: set for jobs whose results
-	// live in their state (JobSpec.InlineResults).
+	// (Report.Log) instead of a LOGS message: set for every script task
+	// (JobSpec.InlineLogLimit). The result keeps it: a small job's in its
+	// state, a larger job's in its result segment.
 	InlineLog bool `json:"inline_log,omitempty"`
+	// InlineMax, when above 0, bounds the bytes of that output below
+	// MaxInlineLog: a larger job's results share segments, so theirs are
+	// smaller (MaxSegmentInlineLog). An agent that does not know it sends
+	// up to MaxInlineLog, which the worker keeps all the same.
+	InlineMax int `json:"inline_max,omitempty"`
 }
 
 // Task kinds besides StepScript.
@@ -172,6 +178,23 @@ type Report struct {
 // MaxInlineLog bounds the bytes of a log that rides in its report
 // (Report.Log) and then in its host result (HostResult.Log).
 const MaxInlineLog = 1 << 10
+
+// MaxSegmentInlineLog bounds it for a larger job, whose results live in
+// segments of ResultSegment units: a segment's logs take at most 64 KiB
+// beside its ~60 KiB of results (and its earlier attempts' logs, kept when
+// a retry supersedes them), so that rewriting a segment as its hosts
+// finish stays cheap. A command's short answer ("ok", a version, a
+// count) fits; a longer output goes to LOGS as before.
+const MaxSegmentInlineLog = 256
+
+// InlineLimit is the bound of a task's inline log: MaxInlineLog, or
+// InlineMax when the task sets a smaller one.
+func (t *Task) InlineLimit() int {
+	if t.InlineMax > 0 && t.InlineMax < MaxInlineLog {
+		return t.InlineMax
+	}
+	return MaxInlineLog
+}
 
 // InlineLines splits an inline log of n lines into its lines, as a LOGS
 // chunk's body is split.

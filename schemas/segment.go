@@ -36,13 +36,24 @@ func KeyResultSegmentOf(id int64, step int, phase string, idx int) string {
 }
 
 // ResultSegmentValue is a segment's stored value: its units' latest
-// results, by index.
+// results, by index, and the earlier attempts' results that carry an
+// inline log (HostResult.Log), which a retry superseded.
 type ResultSegmentValue struct {
 	Results []HostResult `json:"results"`
+	// Earlier keeps, oldest first, a superseded result that carries its
+	// attempt's log (the agent stored it nowhere else): the log reader
+	// serves it for that attempt. At most MaxSegmentEarlier of them: past
+	// that the oldest go.
+	Earlier []HostResult `json:"earlier,omitempty"`
 }
 
+// MaxSegmentEarlier bounds a segment's earlier results with logs: four
+// retries of all its units, ≤ 1 MiB of logs at MaxInlineLog each.
+const MaxSegmentEarlier = 4 * ResultSegment
+
 // Merge records rs (all of this segment), each replacing the result of
-// its unit unless that one is of a later attempt; it reports whether
+// its unit unless that one is of a later attempt; a replaced result of an
+// earlier attempt that carries a log moves to Earlier. It reports whether
 // anything changed.
 func (v *ResultSegmentValue) Merge(rs []HostResult) bool {
 	changed := false
@@ -53,11 +64,31 @@ func (v *ResultSegmentValue) Merge(rs []HostResult) bool {
 			v.Results = append(v.Results, r)
 			changed = true
 		case v.Results[i].Attempt <= r.Attempt && !sameResult(v.Results[i], r):
+			if old := v.Results[i]; old.Log != nil && old.Attempt < r.Attempt {
+				v.Earlier = append(v.Earlier, old)
+				if n := len(v.Earlier) - MaxSegmentEarlier; n > 0 {
+					v.Earlier = slices.Delete(v.Earlier, 0, n)
+				}
+			}
 			v.Results[i] = r
 			changed = true
 		}
 	}
 	return changed
+}
+
+// Attempt returns unit idx's result of one attempt: its latest, or an
+// earlier one kept for its log.
+func (v *ResultSegmentValue) Attempt(idx, attempt int) (HostResult, bool) {
+	if r, ok := v.Find(idx); ok && r.Attempt == attempt {
+		return r, true
+	}
+	for _, r := range v.Earlier {
+		if r.Index == idx && r.Attempt == attempt {
+			return r, true
+		}
+	}
+	return HostResult{}, false
 }
 
 func sameResult(a, b HostResult) bool {

@@ -171,6 +171,50 @@ func TestResultSegmentMerge(t *testing.T) {
 	}
 }
 
+// A result with an inline log that a retry's result replaces moves to the
+// segment's earlier results, and is found by its attempt; one without a
+// log is not kept; the oldest go past MaxSegmentEarlier.
+func TestResultSegmentKeepsEarlierLogs(t *testing.T) {
+	var seg ResultSegmentValue
+	r := func(idx, attempt int, log string) HostResult {
+		hr := HostResult{Index: idx, Attempt: attempt, Status: HostFailed}
+		if log != "" {
+			hr.Log = &log
+		}
+		return hr
+	}
+	seg.Merge([]HostResult{r(1, 1, "first"), r(2, 1, "")})
+	seg.Merge([]HostResult{r(1, 2, "second"), r(2, 2, "")})
+	seg.Merge([]HostResult{r(1, 2, "second")}) // redelivered
+	for _, c := range []struct {
+		idx, attempt int
+		want         string // "" not found
+	}{{1, 1, "first"}, {1, 2, "second"}, {1, 3, ""}, {2, 1, ""}, {3, 1, ""}} {
+		got, ok := seg.Attempt(c.idx, c.attempt)
+		switch {
+		case c.want == "" && ok && got.Log != nil:
+			t.Errorf("unit %d attempt %d: found %q", c.idx, c.attempt, *got.Log)
+		case c.want != "" && (!ok || got.Log == nil || *got.Log != c.want || got.Attempt != c.attempt):
+			t.Errorf("unit %d attempt %d: got %+v %v, want %q", c.idx, c.attempt, got, ok, c.want)
+		}
+	}
+	if len(seg.Earlier) != 1 {
+		t.Errorf("earlier: %+v, want unit 1's attempt 1 once", seg.Earlier)
+	}
+	for a := 3; a < 3+MaxSegmentEarlier; a++ {
+		seg.Merge([]HostResult{r(1, a, "again")})
+	}
+	if len(seg.Earlier) != MaxSegmentEarlier {
+		t.Fatalf("earlier: %d, want at most %d", len(seg.Earlier), MaxSegmentEarlier)
+	}
+	if _, ok := seg.Attempt(1, 1); ok {
+		t.Error("the oldest earlier result is still there past the bound")
+	}
+	if got, ok := seg.Attempt(1, 2); !ok || *got.Log != "second" {
+		t.Errorf("attempt 2: %+v %v", got, ok)
+	}
+}
+
 // The RESULTS stream's transform files an agent's report under the
 // partition ResultPartition computes, so a sweeper's kick, published
 // straight into its partition, meets the job's reports there.

@@ -1,11 +1,14 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetjob/fleetjob/internal/testenv"
 	"github.com/fleetjob/fleetjob/schemas"
@@ -51,11 +54,29 @@ func wholeLog(t *testing.T, s *testenv.System, id int64, host string, step, atte
 	}
 }
 
-// A small job's log rides in its result: no LOGS message, the same lines
-// read back, page by page (the BlueKing and octans log reads go through the
+// retryFailed retries job id's failed hosts and waits for host's second
+// attempt and the job to succeed.
+func retryFailed(t *testing.T, s *testenv.System, id int64, host string) {
+	t.Helper()
+	if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/steps/0/retry-failed", id), nil, nil); code != 202 {
+		t.Fatalf("retry-failed: %d %s", code, b)
+	}
+	// the operation is a command: the job is failed until a worker takes it
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		h := hostByIP(t, s, id, host)
+		return h.Attempt == 2 && h.Status.Final()
+	}, "the retry to end")
+	if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
+		t.Fatalf("after the retry: %s", sum.Status)
+	}
+}
+
+// A short log rides in its result: no LOGS message, the same lines read
+// back, page by page (the BlueKing and octans log reads go through the
 // same reader: their contract tests read small jobs' logs); and neither
-// host rows nor events carry it. A larger output, or a job that does not
-// keep its results inline, still streams to LOGS.
+// host rows nor events carry it. A small job keeps it in its state, a
+// larger one (a smaller bound) in its result segments, each attempt's. A
+// larger output, or a file step's, still streams to LOGS.
 func TestInlineLogs(t *testing.T) {
 	t.Parallel()
 	s := testenv.Start(t, testenv.Options{Workers: 1, Agents: []string{"i1=127.0.0.71"}})
@@ -124,7 +145,7 @@ func TestInlineLogs(t *testing.T) {
 		}
 	})
 
-	t.Run("a job with a file step in LOGS", func(t *testing.T) {
+	t.Run("a job with a file step: its script step's in a segment", func(t *testing.T) {
 		src, dst := t.TempDir(), t.TempDir()
 		writeFile(t, src+"/f.txt")
 		body := map[string]any{"targets": []string{host}, "steps": []any{
@@ -140,12 +161,18 @@ func TestInlineLogs(t *testing.T) {
 		if strings.Join(got, "|") != strings.Join(output, "|") || !complete {
 			t.Errorf("script step's log: got %q complete %v, want %q", got, complete, output)
 		}
+		// not in LOGS: the job keeps its results in segments (it has a
+		// file step), and a short log rides in the script step's (the
+		// file step's transfers log to LOGS)
 		st, err := s.JS.Stream(t.Context(), schemas.StreamLogs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.GetLastMsgForSubject(t.Context(), schemas.UnitLogSubject(id, 0, "", 0, 1)); err != nil {
-			t.Errorf("the script step's chunk in LOGS: %v", err)
+		if _, err := st.GetLastMsgForSubject(t.Context(), schemas.UnitLogSubject(id, 0, "", 0, 1)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Errorf("the script step's chunk in LOGS: %v, want none", err)
+		}
+		if n := logsMessages(t, s, id); n == 0 {
+			t.Error("LOGS holds no message of the file step")
 		}
 	})
 
@@ -155,17 +182,7 @@ func TestInlineLogs(t *testing.T) {
 		if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobFailed {
 			t.Fatalf("job: %s, want failed", sum.Status)
 		}
-		if code, b := s.Do(t, "POST", fmt.Sprintf("/v1/jobs/%d/steps/0/retry-failed", id), nil, nil); code != 202 {
-			t.Fatalf("retry-failed: %d %s", code, b)
-		}
-		// the operation is a command: the job is failed until a worker takes it
-		testenv.Eventually(t, 20*time.Second, func() bool {
-			h := hostByIP(t, s, id, host)
-			return h.Attempt == 2 && h.Status.Final()
-		}, "the retry to end")
-		if sum := waitJob(t, s, id, 20*time.Second); sum.Status != schemas.JobSuccess {
-			t.Fatalf("after the retry: %s", sum.Status)
-		}
+		retryFailed(t, s, id, host)
 		for attempt, want := range map[int]string{0: "second", 1: "first", 2: "second"} {
 			if got, complete := wholeLog(t, s, id, host, 0, attempt, 10); strings.Join(got, "|") != want || !complete {
 				t.Errorf("attempt %d: got %q complete %v, want [%s]", attempt, got, complete, want)
@@ -173,6 +190,55 @@ func TestInlineLogs(t *testing.T) {
 		}
 		if n := logsMessages(t, s, id); n != 0 {
 			t.Errorf("LOGS holds %d messages of the job, want none", n)
+		}
+	})
+
+	t.Run("a larger job's in its segments", func(t *testing.T) {
+		// the real agent and 16 simulated ones: 17 targets, past
+		// schemas.MaxInlineResults
+		first := netip.MustParseAddr("10.203.0.1")
+		s.StartSimulator(t, "siml", schemas.MaxInlineResults, first.String())
+		targets := []string{host}
+		for i := range schemas.MaxInlineResults {
+			targets = append(targets, agent.SimulatedIP(first, i).String())
+		}
+		marker := t.TempDir() + "/tried"
+		id := submit(t, s, script(fmt.Sprintf(`if [ -e %[1]s ]; then echo second; else touch %[1]s; echo first; echo; exit 1; fi`, marker), targets...), nil)
+		if sum := waitJob(t, s, id, 30*time.Second); sum.Status == schemas.JobSuccess {
+			t.Fatalf("job: %s, want the real host failed", sum.Status)
+		}
+		retryFailed(t, s, id, host)
+		for attempt, want := range map[int]string{0: "second", 1: "first|", 2: "second"} {
+			if got, complete := wholeLog(t, s, id, host, 0, attempt, 1); strings.Join(got, "|") != want || !complete {
+				t.Errorf("attempt %d: got %q complete %v, want [%s]", attempt, got, complete, want)
+			}
+		}
+		for _, i := range []int{1, schemas.MaxInlineResults} {
+			ip := targets[i]
+			want := fmt.Sprintf("simulated %s on %s", schemas.ExecID(id, 0, i, 1), ip)
+			if got, complete := wholeLog(t, s, id, ip, 0, 0, 10); len(got) != 1 || got[0] != want || !complete {
+				t.Errorf("simulated host %s: got %q complete %v, want [%s]", ip, got, complete, want)
+			}
+		}
+		if n := logsMessages(t, s, id); n != 0 {
+			t.Errorf("LOGS holds %d messages of the job, want none", n)
+		}
+		if code, b := s.Do(t, "GET", fmt.Sprintf("/v1/jobs/%d/hosts", id), nil, nil); code != 200 || strings.Contains(string(b), `"log"`) {
+			t.Errorf("host list: %d %s", code, b)
+		}
+
+		// past the larger job's bound (schemas.MaxSegmentInlineLog),
+		// though within a small job's: LOGS
+		long := strings.Repeat("y", schemas.MaxSegmentInlineLog+1)
+		id = submit(t, s, script("echo "+long, targets...), nil)
+		if sum := waitJob(t, s, id, 30*time.Second); sum.Status != schemas.JobSuccess {
+			t.Fatalf("job: %s", sum.Status)
+		}
+		if got, complete := wholeLog(t, s, id, host, 0, 0, 10); len(got) != 1 || got[0] != long || !complete {
+			t.Errorf("long line: got %q complete %v", got, complete)
+		}
+		if n := logsMessages(t, s, id); n != 1 {
+			t.Errorf("LOGS holds %d messages of the job, want the real host's one", n)
 		}
 	})
 

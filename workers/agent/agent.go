@@ -445,7 +445,7 @@ func (a *Agent) execute(e *execution, m jetstream.Msg) {
 	var inline *string
 	var err error
 	if t.InlineLog {
-		lines, inline, err = logs.CloseInline(a.halt)
+		lines, inline, err = logs.CloseInline(a.halt, t.InlineLimit())
 	} else {
 		lines, err = logs.Close(a.halt)
 	}

@@ -93,7 +93,8 @@ func TestCloseResendsWithBoundedAttempts(t *testing.T) {
 }
 
 // CloseInline hands back a log none of whose chunks was sent and whose
-// lines fit in schemas.MaxInlineLog bytes, joined as its one chunk would
+// lines fit in the task's bound (schemas.MaxInlineLog, or a larger job's
+// smaller InlineMax), joined as its one chunk would
 // have carried them, and publishes nothing; any other log it closes as
 // Close does, into LOGS.
 func TestCloseInline(t *testing.T) {
@@ -107,46 +108,54 @@ func TestCloseInline(t *testing.T) {
 		t.Fatal(err)
 	}
 	wide := strings.Repeat("w", schemas.MaxInlineLog/2)
+	seg := strings.Repeat("s", schemas.MaxSegmentInlineLog)
 	for i, c := range []struct {
 		name      string
+		max       int // the task's InlineMax
 		sensitive bool
 		write     func(l *logStream)
 		lines     int
 		inline    *string
 		chunks    int // LOGS messages of the execution
 	}{
-		{"three lines", false, func(l *logStream) {
+		{"three lines", 0, false, func(l *logStream) {
 			l.Line("a")
 			l.Line("")
 			l.Line("c")
 		}, 3, ptr("a\n\nc"), 0},
-		{"no output", false, func(*logStream) {}, 0, ptr(""), 0},
-		{"one empty line", false, func(l *logStream) { l.Line("") }, 1, ptr(""), 0},
-		{"exactly the cap", false, func(l *logStream) {
+		{"no output", 0, false, func(*logStream) {}, 0, ptr(""), 0},
+		{"one empty line", 0, false, func(l *logStream) { l.Line("") }, 1, ptr(""), 0},
+		{"exactly the cap", 0, false, func(l *logStream) {
 			l.Line(wide)
 			l.Line(wide[1:])
 		}, 2, ptr(wide + "\n" + wide[1:]), 0},
-		{"a byte past the cap", false, func(l *logStream) {
+		{"a byte past the cap", 0, false, func(l *logStream) {
 			l.Line(wide)
 			l.Line(wide)
 		}, 2, nil, 1},
-		{"a chunk already sent", false, func(l *logStream) {
+		{"a chunk already sent", 0, false, func(l *logStream) {
 			l.Line("a")
 			l.mu.Lock()
 			l.flushLocked(false) // what the 200 ms tick does
 			l.mu.Unlock()
 			l.Line("b")
 		}, 2, nil, 2},
-		{"a chunk already sent, nothing after it", false, func(l *logStream) {
+		{"a chunk already sent, nothing after it", 0, false, func(l *logStream) {
 			l.Line("a")
 			l.mu.Lock()
 			l.flushLocked(false)
 			l.mu.Unlock()
 		}, 1, nil, 2},
-		{"sensitive values masked", true, func(l *logStream) { l.Line("token=s3cret") }, 1, ptr("token=******"), 0},
+		{"a larger job's bound, exactly", schemas.MaxSegmentInlineLog, false, func(l *logStream) { l.Line(seg) }, 1, ptr(seg), 0},
+		{"a larger job's bound, a byte past it", schemas.MaxSegmentInlineLog, false, func(l *logStream) { l.Line(seg + "s") }, 1, nil, 1},
+		{"a bound past MaxInlineLog is MaxInlineLog's", 4 * schemas.MaxInlineLog, false, func(l *logStream) {
+			l.Line(wide)
+			l.Line(wide)
+		}, 2, nil, 1},
+		{"sensitive values masked", 0, true, func(l *logStream) { l.Line("token=s3cret") }, 1, ptr("token=******"), 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			task := &schemas.Task{JobID: 20, Host: i, Attempt: 1, ExecID: schemas.ExecID(20, 0, i, 1), InlineLog: true,
+			task := &schemas.Task{JobID: 20, Host: i, Attempt: 1, ExecID: schemas.ExecID(20, 0, i, 1), InlineLog: true, InlineMax: c.max,
 				Script: &schemas.Script{Content: "true", Sensitive: c.sensitive, Env: map[string]string{"TOKEN": "s3cret"}}}
 			subject := schemas.LogRef{Job: task.JobID, Host: task.Host, Attempt: 1, Pool: schemas.DefaultPool, Agent: "a1"}.Subject()
 			l := newLogStream(js, subject, task, nil)
@@ -154,7 +163,7 @@ func TestCloseInline(t *testing.T) {
 			l.timer.Stop() // no tick: the case says what was sent
 			l.mu.Unlock()
 			c.write(l)
-			lines, inline, err := l.CloseInline(ctx)
+			lines, inline, err := l.CloseInline(ctx, task.InlineLimit())
 			if err != nil {
 				t.Fatal(err)
 			}

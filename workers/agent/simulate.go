@@ -132,8 +132,9 @@ func (s *Simulator) register(ctx context.Context, stopping bool) error {
 
 // onTask finishes a task at once: a finished report and one line of
 // output, acked once they are stored. The line rides in the report when
-// the task asks for it (schemas.Task.InlineLog), as a real agent's short
-// output does; otherwise it is a LOGS message of its own.
+// the task asks for it (schemas.Task.InlineLog) and it fits the task's
+// bound, as a real agent's short output does; otherwise it is a LOGS
+// message of its own.
 func (s *Simulator) onTask(m jetstream.Msg) {
 	var t schemas.Task
 	agent, ok := schemas.AgentOfTaskSubject(m.Subject())
@@ -149,7 +150,7 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 	finished.Kind, finished.Status, finished.ExitCode, finished.EndedAt, finished.Lines = schemas.ReportFinished, schemas.HostSuccess, &code, now, 1
 	output := "simulated " + t.ExecID + " on " + t.Target.IP
 	var msgs []*nats.Msg
-	if t.InlineLog {
+	if t.InlineLog && len(output) <= t.InlineLimit() {
 		finished.Log = &output
 	} else {
 		logm := nats.NewMsg(schemas.LogRef{Job: t.JobID, Step: t.Step, Phase: t.Phase, Host: t.Host, Attempt: t.Attempt,

@@ -212,9 +212,9 @@ func (r *Reader) readInline(ctx context.Context, ref schemas.LogRef, from, limit
 
 // inlineResult finds the result of ref's execution if it carries its log:
 // in the job's state, where a small job keeps its units' latest results,
-// or, for an attempt a retry superseded, under its own key. Only a small
-// job's script units have one; for any other the state has no result of
-// the unit and ok is false.
+// or, for an attempt a retry superseded, under its own key; a larger job's
+// in the unit's result segment. Only script units have one; for an upload
+// unit ok is false.
 func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
 	if ref.Phase != "" {
 		return schemas.HostResult{}, false, nil
@@ -236,6 +236,8 @@ func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.
 		return hr.Step == ref.Step && hr.Phase == ref.Phase && hr.Index == ref.Host
 	})
 	switch {
+	case i < 0 && len(st.Results) == 0: // a larger job (or no result yet)
+		return r.segmentResult(ctx, ref)
 	case i < 0:
 		return schemas.HostResult{}, false, nil
 	case st.Results[i].Attempt == ref.Attempt:
@@ -246,22 +248,41 @@ func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.
 	return schemas.HostResult{}, false, nil
 }
 
+// segmentResult reads a larger job's result of ref's execution from its
+// segment (schemas.ResultSegmentValue), the latest attempt's or an
+// earlier one kept for its log.
+func (r *Reader) segmentResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
+	var seg schemas.ResultSegmentValue
+	found, err := r.get(ctx, schemas.KeyResultSegmentOf(ref.Job, ref.Step, ref.Phase, ref.Host), &seg)
+	if !found || err != nil {
+		return schemas.HostResult{}, false, err
+	}
+	hr, ok := seg.Attempt(ref.Host, ref.Attempt)
+	return hr, ok && hr.Log != nil, nil
+}
+
+// get decodes the jobs bucket's value of key into v; found is false when
+// there is none.
+func (r *Reader) get(ctx context.Context, key string, v any) (found bool, err error) {
+	e, err := r.jobs.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, schemas.Unavailable(err, "read %s", key)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
 // supersededResult reads an earlier attempt's result that the worker kept
 // apart when a retry superseded it (schemas.KeyEarlierResult).
 func (r *Reader) supersededResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
-	key := schemas.KeyEarlierResult(ref.Job, ref.Step, ref.Phase, ref.Host, ref.Attempt)
-	e, err := r.jobs.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return schemas.HostResult{}, false, nil
-	}
-	if err != nil {
-		return schemas.HostResult{}, false, schemas.Unavailable(err, "read %s", key)
-	}
 	var hr schemas.HostResult
-	if err := json.Unmarshal(e.Value(), &hr); err != nil {
-		return schemas.HostResult{}, false, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return hr, hr.Log != nil && hr.Attempt == ref.Attempt, nil
+	found, err := r.get(ctx, schemas.KeyEarlierResult(ref.Job, ref.Step, ref.Phase, ref.Host, ref.Attempt), &hr)
+	return hr, found && err == nil && hr.Log != nil && hr.Attempt == ref.Attempt, err
 }
 
 // lookup finds in Redis the chunks covering [from, end); ok is false when

@@ -180,6 +180,19 @@ func TestReadInline(t *testing.T) {
 		{Step: 1, Index: 0, Attempt: 1, Status: schemas.HostFailed, Lines: 2}, // its log is in LOGS (lost here)
 	}})
 	put(schemas.KeyEarlierResult(5, 0, "", 4, 1), schemas.HostResult{Step: 0, Index: 4, Attempt: 1, Status: schemas.HostFailed, Lines: 1, Log: log("boom")})
+	// a larger job: its results (and a retried unit's earlier one) in
+	// segments of schemas.ResultSegment units, none in its state
+	put(schemas.KeyJobState(8), schemas.JobState{V: 1, ID: 8})
+	put(schemas.KeyResultSegment(8, 0, "", 1), schemas.ResultSegmentValue{
+		Results: []schemas.HostResult{
+			{Index: schemas.ResultSegment, Attempt: 2, Status: schemas.HostSuccess, Lines: 1, Log: log("second")},
+			{Index: schemas.ResultSegment + 1, Attempt: 1, Status: schemas.HostSuccess, Lines: 2}, // in LOGS
+		},
+		Earlier: []schemas.HostResult{{Index: schemas.ResultSegment, Attempt: 1, Status: schemas.HostFailed, Lines: 2, Log: log("first\nboom")}},
+	})
+	seg := func(host, attempt int) schemas.LogRef {
+		return schemas.LogRef{Job: 8, Host: schemas.ResultSegment + host, Attempt: attempt}
+	}
 	for _, c := range []struct {
 		name        string
 		ref         schemas.LogRef
@@ -201,6 +214,12 @@ func TestReadInline(t *testing.T) {
 		{"a unit without a result", schemas.LogRef{Job: 5, Host: 9, Attempt: 1}, 0, 100, []string{}, 0, false},
 		{"an upload unit", schemas.LogRef{Job: 5, Phase: schemas.PhaseUpload, Attempt: 1}, 0, 100, []string{}, 0, false},
 		{"no such job", schemas.LogRef{Job: 6, Attempt: 1}, 0, 100, []string{}, 0, false},
+		{"a larger job's", seg(0, 2), 0, 100, []string{"second"}, 1, true},
+		{"a larger job's superseded attempt", seg(0, 1), 1, 100, []string{"boom"}, 2, true},
+		{"a larger job's attempt not there yet", seg(0, 3), 0, 100, []string{}, 0, false},
+		{"a larger job's result without a log", seg(1, 1), 0, 100, []string{}, 0, false},
+		{"a larger job's unit without a result", seg(2, 1), 0, 100, []string{}, 0, false},
+		{"a larger job's segment not written yet", schemas.LogRef{Job: 8, Attempt: 1}, 0, 100, []string{}, 0, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := r.Read(ctx, c.ref, c.from, c.limit)

@@ -82,6 +82,7 @@ func (t *txn) resend() {
 func (t *txn) task(u unit, agent string, dispatchedAt time.Time) schemas.Task {
 	spec := t.spec.Steps[u.step]
 	attempt := t.table(u.step, u.phase).AttemptOf(u.idx)
+	inline := t.spec.InlineLogLimit(u.step)
 	tk := schemas.Task{
 		V: schemas.MessageVersion, ExecID: t.execID(u),
 		JobID: t.st.ID, Step: u.step, Host: u.idx, Attempt: attempt, Phase: u.phase,
@@ -89,9 +90,12 @@ func (t *txn) task(u unit, agent string, dispatchedAt time.Time) schemas.Task {
 		Timeout:       spec.Timeout,
 		NotAfter:      dispatchedAt.Add(time.Duration(t.spec.AgentWait)*time.Second + startSlack),
 		CorrelationID: t.spec.CorrelationID,
-		// a small job's results live in its state: a small output can
-		// ride in its result too (see apply)
-		InlineLog: t.spec.InlineResults(),
+		// a small output rides in the result and stays with it: in a
+		// small job's state, in a larger job's segment (see apply)
+		InlineLog: inline > 0,
+	}
+	if inline > 0 && inline < schemas.MaxInlineLog {
+		tk.InlineMax = inline
 	}
 	if f := spec.File; f != nil {
 		if u.phase == schemas.PhaseUpload {

@@ -10,22 +10,29 @@ import (
 	"github.com/fleetjob/fleetjob/schemas"
 )
 
-// A small job asks for inline logs; the log a finished report carries goes
-// to the stored result only: not to the cache row, nor to the event.
+// Every script task asks for an inline log, a larger job's with the
+// smaller bound of its segments; the log a finished report carries goes to
+// the stored result only: not to the cache row, nor to the event.
 func TestInlineLogGoesToTheResultOnly(t *testing.T) {
 	short, long := "one\ntwo", strings.Repeat("x", schemas.MaxInlineLog+1)
+	oldAgent := strings.Repeat("o", schemas.MaxInlineLog) // past InlineMax: an agent that does not know it
+	larger := schemas.MaxInlineResults + 1
 	for _, c := range []struct {
 		name       string
 		hosts      int
 		log        *string
 		wantInline bool // the task asks for it
+		wantMax    int  // the task's InlineMax
 		want       *string
 	}{
-		{"a small job", 1, &short, true, &short},
-		{"a small job, no output", 1, new(string), true, new(string)},
-		{"a small job, its log in LOGS", 1, nil, true, nil},
-		{"a small job, a log past the cap (refused)", 1, &long, true, nil},
-		{"a larger job (never asked)", schemas.MaxInlineResults + 1, &short, false, nil},
+		{"a small job", 1, &short, true, 0, &short},
+		{"a small job, no output", 1, new(string), true, 0, new(string)},
+		{"a small job, its log in LOGS", 1, nil, true, 0, nil},
+		{"a small job, a log past the cap (refused)", 1, &long, true, 0, nil},
+		{"a larger job", larger, &short, true, schemas.MaxSegmentInlineLog, &short},
+		{"a larger job, its log in LOGS", larger, nil, true, schemas.MaxSegmentInlineLog, nil},
+		{"a larger job, an agent past InlineMax (kept)", larger, &oldAgent, true, schemas.MaxSegmentInlineLog, &oldAgent},
+		{"a larger job, a log past the cap (refused)", larger, &long, true, schemas.MaxSegmentInlineLog, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var ips []string
@@ -37,8 +44,8 @@ func TestInlineLogGoesToTheResultOnly(t *testing.T) {
 			spec, st := newJob(t, 0, ips...)
 			tx := newTxn(spec, st, t0, dir)
 			tx.advance()
-			if got := tx.tasks[0].task.InlineLog; got != c.wantInline {
-				t.Errorf("task's InlineLog: got %v, want %v", got, c.wantInline)
+			if got := tx.tasks[0].task; got.InlineLog != c.wantInline || got.InlineMax != c.wantMax {
+				t.Errorf("task's InlineLog, InlineMax: got %v %d, want %v %d", got.InlineLog, got.InlineMax, c.wantInline, c.wantMax)
 			}
 			r := finished(0, schemas.HostSuccess)
 			r.Lines, r.Log = 2, c.log

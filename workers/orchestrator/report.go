@@ -50,10 +50,12 @@ func (t *txn) apply(r schemas.Report) {
 		row.AgentID, row.ExitCode, row.StartedAt, row.EndedAt = r.AgentID, r.ExitCode, started, r.EndedAt
 		row.Lines, row.Error, row.Attempt = r.Lines, r.Error, r.Attempt
 		// The log that rode in the report goes to the stored result
-		// only: not to the cache row nor the event. Only a small job
-		// asks for one (its tasks' InlineLog); it stays in the state.
+		// only (a small job's state, a larger job's segment): not to
+		// the cache row nor the event. An agent that does not know a
+		// larger job's smaller bound (Task.InlineMax) sends up to
+		// MaxInlineLog, and it is kept: the agent stored it nowhere else.
 		res := row.HostResult
-		if r.Log != nil && t.spec.InlineResults() && len(*r.Log) <= schemas.MaxInlineLog {
+		if r.Log != nil && t.spec.InlineLogLimit(r.Step) > 0 && len(*r.Log) <= schemas.MaxInlineLog {
 			res.Log = r.Log
 		}
 		t.results = append(t.results, res)

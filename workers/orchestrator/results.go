@@ -145,7 +145,7 @@ func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.Host
 			newRev, err = w.jobs.Update(ctx, key, b, rev)
 		}
 		if err == nil {
-			w.segs.remember(key, seg, newRev)
+			w.segs.remember(key, seg, newRev, len(b))
 			return nil
 		}
 		if (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) && attempt < 50 {
@@ -164,13 +164,15 @@ func (w *Worker) storeSegment(ctx context.Context, key string, rs []schemas.Host
 // with their revisions: the next write of one needs no read unless another
 // process wrote it meanwhile (the compare-and-set tells).
 type Segments struct {
-	mu sync.Mutex
-	m  map[string]cachedSegment
+	mu    sync.Mutex
+	m     map[string]cachedSegment
+	bytes int // the encoded sizes of what m holds
 }
 
 type cachedSegment struct {
-	seg schemas.ResultSegmentValue
-	rev uint64
+	seg  schemas.ResultSegmentValue
+	rev  uint64
+	size int
 }
 
 // NewSegments returns an empty segment cache for a process's workers.
@@ -184,27 +186,41 @@ func (s *Segments) get(key string) (schemas.ResultSegmentValue, uint64, bool) {
 	if !ok {
 		return schemas.ResultSegmentValue{}, 0, false
 	}
-	return schemas.ResultSegmentValue{Results: slices.Clone(c.seg.Results)}, c.rev, true
+	return schemas.ResultSegmentValue{Results: slices.Clone(c.seg.Results), Earlier: slices.Clone(c.seg.Earlier)}, c.rev, true
 }
 
-// remember records a segment as written at rev, unless a newer write of
-// it is already recorded.
-func (s *Segments) remember(key string, seg schemas.ResultSegmentValue, rev uint64) {
+// remember records a segment as written at rev (size bytes encoded),
+// unless a newer write of it is already recorded.
+func (s *Segments) remember(key string, seg schemas.ResultSegmentValue, rev uint64, size int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.m[key]; ok && c.rev >= rev {
+	c, ok := s.m[key]
+	if ok && c.rev >= rev {
 		return
 	}
-	if len(s.m) > maxCachedSegments {
-		clear(s.m)
+	if ok {
+		s.bytes -= c.size
 	}
-	s.m[key] = cachedSegment{seg, rev}
+	if len(s.m) > maxCachedSegments || s.bytes+size > maxCachedSegmentBytes {
+		clear(s.m)
+		s.bytes = 0
+	}
+	s.m[key] = cachedSegment{seg, rev, size}
+	s.bytes += size
 }
 
 func (s *Segments) forget(key string) {
 	s.mu.Lock()
-	delete(s.m, key)
+	s.drop(key)
 	s.mu.Unlock()
+}
+
+// drop removes key; s.mu is held.
+func (s *Segments) drop(key string) {
+	if c, ok := s.m[key]; ok {
+		s.bytes -= c.size
+		delete(s.m, key)
+	}
 }
 
 // forgetJob drops a finished job's segments.
@@ -214,11 +230,16 @@ func (s *Segments) forgetJob(id int64) {
 	defer s.mu.Unlock()
 	for k := range s.m {
 		if strings.HasPrefix(k, prefix) {
-			delete(s.m, k)
+			s.drop(k)
 		}
 	}
 }
 
-// maxCachedSegments bounds the segment cache (about 60 KiB each at most):
-// past it the cache starts again empty.
-const maxCachedSegments = 2000
+// maxCachedSegments and maxCachedSegmentBytes bound the segment cache
+// (a segment's results are about 60 KiB at most, its inline logs 64 KiB
+// more, MaxSegmentInlineLog each): past either the cache starts again
+// empty.
+const (
+	maxCachedSegments     = 2000
+	maxCachedSegmentBytes = 64 << 20
+)

@@ -228,11 +228,14 @@ func TestBatchesRedeliversWhatHandleDidNotAck(t *testing.T) {
 // When ctx ends while handle is busy, Batches returns once handle does,
 // hands over no further batch, leaves no goroutine behind, and gives back
 // every message it took and did not hand over, those in the client's
-// buffer included: another run gets them at once, not after the
-// minute-long ack wait.
+// buffer included: another run gets them at once, not after the ack
+// wait (but for what the server's unsubscribe window holds, see below).
 func TestBatchesHandsBackWhatItHeldWhenCtxEnds(t *testing.T) {
 	const n, size = 40, 8
-	js, cons := consumer(t, time.Minute)
+	// the ack wait is what a message lost in the server's window takes to
+	// come back (below): long beside "at once", short enough to wait for
+	const ackWait = 20 * time.Second
+	js, cons := consumer(t, ackWait)
 	publish(t, js, 0, n)
 	before := goleak.IgnoreCurrent()
 
@@ -263,12 +266,18 @@ func TestBatchesHandsBackWhatItHeldWhenCtxEnds(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 
-	// the rest come again at once, and only the rest
+	// the rest come again at once, and only the rest. At once, but for a
+	// pull's worth at most: the server may still deliver to the pull
+	// requests of a subscription it is unsubscribing, and what it sent
+	// there is pending until the ack wait (nats-io/nats.go#898). Seen once
+	// in 2026-12 on a loaded CI machine; those come after the ack wait.
 	var again deliveries
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	done2 := start(ctx2, cons, size, again.handler(t, func(int) bool { return true }))
-	testenv.Eventually(t, 10*time.Second, func() bool { return again.messages() == n-len(handled) },
+	testenv.Eventually(t, ackWait/2, func() bool { return again.messages() >= n-len(handled)-size },
 		"the %d messages not handled to come again well within the ack wait", n-len(handled))
+	testenv.Eventually(t, 2*ackWait, func() bool { return again.messages() == n-len(handled) },
+		"the %d messages not handled to come again", n-len(handled))
 	cancel2()
 	stopped(t, done2)
 	held := 0

@@ -64,10 +64,13 @@ fuzz:
 	  done; \
 	done
 
-# The fault-injection cases; each prints what it counted.
+# The fault-injection cases; each prints what it counted. On a failure the
+# whole output follows (the processes' logs a failed case prints), for CI.
 chaos: deps
-	$(GO) test -race -count=1 -timeout 10m -run '^TestChaos' -v ./test/ 2>&1 | \
-	  grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:|^ +seq [0-9]+ first '; exit $${PIPESTATUS[0]}
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	$(GO) test -race -count=1 -timeout 10m -run '^TestChaos' -v ./test/ >$$log 2>&1; rc=$$?; \
+	grep -E '^(=== RUN|--- |PASS|FAIL|ok)|case [0-9]+:|_test.go:[0-9]+:|^ +seq [0-9]+ first ' $$log; \
+	if [ $$rc != 0 ]; then echo "--- the chaos run's whole output:"; cat $$log; fi; exit $$rc
 
 # Every benchmark once, then one table: each figure beside its physical
 # limit measured in the same run, their ratio and the goal.

@@ -211,13 +211,18 @@ func (r *Reader) readInline(ctx context.Context, ref schemas.LogRef, from, limit
 }
 
 // inlineResult finds the result of ref's execution if it carries its log:
-// in the job's state, where a small job keeps its units' latest results,
-// or, for an attempt a retry superseded, under its own key; a larger job's
-// in the unit's result segment. Only script units have one; for an upload
-// unit ok is false.
+// a larger job's in the unit's result segment; a small job's in its state,
+// where it keeps its units' latest results, or, for an attempt a retry
+// superseded, under its own key. The segment is read first: a larger job's
+// state (thousands of hosts) is not decoded when its segment answers, and
+// a small job has none. Only script units have one; for an upload unit ok
+// is false.
 func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
 	if ref.Phase != "" {
 		return schemas.HostResult{}, false, nil
+	}
+	if hr, ok, segment, err := r.segmentResult(ctx, ref); segment || err != nil {
+		return hr, ok, err
 	}
 	e, err := r.jobs.Get(ctx, schemas.KeyJobState(ref.Job))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -236,8 +241,6 @@ func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.
 		return hr.Step == ref.Step && hr.Phase == ref.Phase && hr.Index == ref.Host
 	})
 	switch {
-	case i < 0 && len(st.Results) == 0: // a larger job (or no result yet)
-		return r.segmentResult(ctx, ref)
 	case i < 0:
 		return schemas.HostResult{}, false, nil
 	case st.Results[i].Attempt == ref.Attempt:
@@ -250,15 +253,16 @@ func (r *Reader) inlineResult(ctx context.Context, ref schemas.LogRef) (schemas.
 
 // segmentResult reads a larger job's result of ref's execution from its
 // segment (schemas.ResultSegmentValue), the latest attempt's or an
-// earlier one kept for its log.
-func (r *Reader) segmentResult(ctx context.Context, ref schemas.LogRef) (schemas.HostResult, bool, error) {
+// earlier one kept for its log; segment says whether the segment exists
+// (the job is a larger one, and one of the segment's units has ended).
+func (r *Reader) segmentResult(ctx context.Context, ref schemas.LogRef) (hr schemas.HostResult, ok, segment bool, err error) {
 	var seg schemas.ResultSegmentValue
-	found, err := r.get(ctx, schemas.KeyResultSegmentOf(ref.Job, ref.Step, ref.Phase, ref.Host), &seg)
-	if !found || err != nil {
-		return schemas.HostResult{}, false, err
+	segment, err = r.get(ctx, schemas.KeyResultSegmentOf(ref.Job, ref.Step, ref.Phase, ref.Host), &seg)
+	if !segment || err != nil {
+		return schemas.HostResult{}, false, segment, err
 	}
-	hr, ok := seg.Attempt(ref.Host, ref.Attempt)
-	return hr, ok && hr.Log != nil, nil
+	hr, ok = seg.Attempt(ref.Host, ref.Attempt)
+	return hr, ok && hr.Log != nil, true, nil
 }
 
 // get decodes the jobs bucket's value of key into v; found is false when

@@ -190,6 +190,10 @@ func TestReadInline(t *testing.T) {
 		},
 		Earlier: []schemas.HostResult{{Index: schemas.ResultSegment, Attempt: 1, Status: schemas.HostFailed, Lines: 2, Log: log("first\nboom")}},
 	})
+	// a segment answers without the state: job 9 has none to read
+	put(schemas.KeyResultSegment(9, 0, "", 0), schemas.ResultSegmentValue{
+		Results: []schemas.HostResult{{Index: 3, Attempt: 1, Status: schemas.HostSuccess, Lines: 1, Log: log("no state read")}},
+	})
 	seg := func(host, attempt int) schemas.LogRef {
 		return schemas.LogRef{Job: 8, Host: schemas.ResultSegment + host, Attempt: attempt}
 	}
@@ -219,6 +223,7 @@ func TestReadInline(t *testing.T) {
 		{"a larger job's attempt not there yet", seg(0, 3), 0, 100, []string{}, 0, false},
 		{"a larger job's result without a log", seg(1, 1), 0, 100, []string{}, 0, false},
 		{"a larger job's unit without a result", seg(2, 1), 0, 100, []string{}, 0, false},
+		{"a larger job's, its state not read", schemas.LogRef{Job: 9, Host: 3, Attempt: 1}, 0, 100, []string{"no state read"}, 1, true},
 		{"a larger job's segment not written yet", schemas.LogRef{Job: 8, Attempt: 1}, 0, 100, []string{}, 0, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

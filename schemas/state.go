@@ -351,8 +351,8 @@ type HostResult struct {
 	// Log is the attempt's whole output when it rode in its finished
 	// report (Report.Log), kept with the stored result: in a small job's
 	// state (JobSpec.InlineResults), in a larger job's result segment
-	// (JobSpec.InlineLogLimit); the log reader serves it. Host rows, events and API
-	// answers carry results WithoutLog.
+	// (JobSpec.InlineLogLimit); the log reader serves it. Host rows,
+	// events and API answers carry results WithoutLog.
 	Log *string `json:"log,omitempty"`
 }
 

@@ -220,12 +220,13 @@ func (l *logStream) Close(ctx context.Context) (int, error) {
 
 // CloseInline is Close for a log that may ride in its finished report
 // (schemas.Task.InlineLog): when no chunk of it has been published and the
-// lines not sent yet take at most limit bytes (the task's InlineLimit), it
-// publishes nothing and returns them, joined as that final chunk would
-// have carried them. Otherwise it is Close, and log is nil.
+// lines not sent yet take at most limit bytes (the task's InlineLimit,
+// never above schemas.MaxInlineLog), it publishes nothing and returns
+// them, joined as that final chunk would have carried them. Otherwise it
+// is Close, and log is nil.
 func (l *logStream) CloseInline(ctx context.Context, limit int) (lines int, log *string, err error) {
 	l.mu.Lock()
-	if l.published || l.first > 0 || l.skip > 0 || len(l.buf) > min(limit, schemas.MaxInlineLog) {
+	if l.published || l.first > 0 || l.skip > 0 || len(l.buf) > limit {
 		l.mu.Unlock()
 		lines, err = l.Close(ctx)
 		return lines, nil, err

@@ -6,7 +6,7 @@
 //
 // Knobs: FLEETJOB_BENCH_TIMELINE=1 prints the streams' last sequences
 // every 50 ms through BenchmarkFanOut10kSimulated's window, and each
-// big-job probe's stages (probeStages); FLEETJOB_BENCH_CPUPROFILE=<dir>
+// big-job probe's stages (probeStages) and its bare floor's (bareProbe); FLEETJOB_BENCH_CPUPROFILE=<dir>
 // writes CPU profiles of measured windows (profileWindow);
 // FLEETJOB_BENCH_HEAPPROFILE=<file> writes heap profiles in
 // BenchmarkMemoryQueued; FLEETJOB_BENCH_SHARED_CONN=1 makes the 1,000 agents

@@ -206,6 +206,8 @@ type bigJobsRun struct {
 	last            time.Duration // from the submissions to the last job final
 	rssBefore, peak uint64
 	idle, during    []time.Duration // the probe on the idle system, and meanwhile
+	// its bare floor (bareProbe) on the idle system, and meanwhile
+	bareIdle, bareDuring []time.Duration
 }
 
 // runBigJobs measures the probe (a one-host job on bigProbeIP, submit →
@@ -229,6 +231,8 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 		}
 		r.idle = append(r.idle, time.Since(t0))
 	}
+	bare := newBareProbe(b, s)
+	r.bareIdle = bare.idle(b, 30)
 	r.rssBefore = procStatus(b, "VmRSS")
 	resetPeakRSS(b)
 	stopProfile := sync.OnceFunc(profileWindow(b, "")) // the storm: submissions to all final
@@ -250,6 +254,7 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 		b.FailNow()
 	}
 	done, stop := make(chan struct{}), make(chan struct{})
+	bareDone := bare.meanwhile(stop)
 	var probeErr error
 	go func() {
 		defer close(done)
@@ -290,6 +295,10 @@ func runBigJobs(b *testing.B, s *testenv.System, client *http.Client, bodies [][
 	if probeErr != nil {
 		b.Fatalf("probe: %v", probeErr)
 	}
+	var bareErr error
+	if r.bareDuring, bareErr = bareDone(); bareErr != nil {
+		b.Fatalf("bare probe: %v", bareErr)
+	}
 	if len(r.during) == 0 {
 		r.during = append(r.during, r.last) // not one probe finished: the storm took all of it
 	}
@@ -310,6 +319,11 @@ func (r bigJobsRun) record(b *testing.B, what string, wait int, tag string) {
 		bytesStr(float64(r.rssBefore)) + " (its RSS just before)", fmt.Sprintf("%.1f×", float64(r.peak)/float64(r.rssBefore)), noGoal, noGoal})
 	recordPercentiles(b, "one-host job %s, submit → final, once a second meanwhile"+tag, r.during, r.idle,
 		"the same job on the idle system", 50*time.Millisecond)
+	bare99, bareIdle99 := percentile(r.bareDuring, 99), percentile(r.bareIdle, 99)
+	b.ReportMetric(ms(bare99), "bare-p99-ms")
+	record(b, row{"… its bare floor p99 meanwhile" + tag + ": 4 JetStream writes in a row + bash -c true, no fleetjob",
+		fmt.Sprintf("%.2f ms", ms(bare99)), fmt.Sprintf("%.2f ms (the same on the idle system)", ms(bareIdle99)),
+		fmt.Sprintf("%.1f×", ms(bare99)/ms(bareIdle99)), noGoal, noGoal})
 }
 
 // hostEvents is what a job's host.finished events say.

@@ -70,6 +70,28 @@ func record(b *testing.B, rr row) {
 	rows = append(rows, r)
 }
 
+// machineCap is the most operations a second the machine could do if each
+// needed the machine time of one op of each rate given (each measured
+// alone at full concurrency, so its machine time a op is 1/rate): the sum
+// of those times bounds one operation's from below, since an operation
+// made of those parts does at least their work.
+func machineCap(rates ...float64) float64 {
+	var t float64
+	for _, r := range rates {
+		t += 1 / r
+	}
+	return 1 / t
+}
+
+// capped is the "met?" cell of a goal missed that the machine cannot meet:
+// the cap, as a rate or ratio, and what it is made of.
+func capped(met bool, cap, of string) string {
+	if met {
+		return metYes(true)
+	}
+	return fmt.Sprintf("NO (cap %s: %s)", cap, of)
+}
+
 // metYes turns a goal check into the table's "met?" cell.
 func metYes(ok bool) string {
 	if ok {

@@ -440,6 +440,20 @@ func (s *System) CommandCount(t testing.TB) uint64 {
 // the test process and waits until the last one is registered.
 func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) func() {
 	t.Helper()
+	creds := s.EnrolSimulator(t, pool, n, first)
+	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: netip.MustParseAddr(first), Topology: s.P.Top, Version: "test"}
+	p := s.P
+	p.NC = s.NATS.connect(t, creds.Option(), nats.CustomInboxPrefix(natsauth.SimulatorInboxPrefix(pool)), nats.MaxReconnects(-1))
+	p.JS = newJS(t, p.NC)
+	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, p, cfg) })
+	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
+	return stop
+}
+
+// EnrolSimulator enrols simulator pool (n agents from IP first on), unless
+// it is already, and returns its NATS credentials.
+func (s *System) EnrolSimulator(t testing.TB, pool string, n int, first string) natsauth.Creds {
+	t.Helper()
 	firstIP := netip.MustParseAddr(first)
 	if !s.enrolled(t, pool) {
 		last := firstIP
@@ -454,17 +468,11 @@ func (s *System) StartSimulator(t testing.TB, pool string, n int, first string) 
 		}
 		s.EnrolWith(t, tok, pool, keys)
 	}
-	cfg := agent.SimConfig{Pool: pool, N: n, FirstIP: firstIP, Topology: s.P.Top, Version: "test"}
 	creds, err := s.NATS.Auth.SimulatorCreds(pool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := s.P
-	p.NC = s.NATS.connect(t, creds.Option(), nats.CustomInboxPrefix(natsauth.SimulatorInboxPrefix(pool)), nats.MaxReconnects(-1))
-	p.JS = newJS(t, p.NC)
-	stop := s.run(t, "simulator "+pool, func(ctx context.Context) error { return roles.RunSimulator(ctx, p, cfg) })
-	s.WaitAgent(t, fmt.Sprintf("%s-%d", pool, n-1))
-	return stop
+	return creds
 }
 
 // WaitReady waits until the API at s.APIURL answers /readyz with 200.

@@ -15,7 +15,9 @@
 // the `fleetjob serve` of BenchmarkServeRSS (e.g. --cache-keep-finished
 // 1000000), FLEETJOB_BENCH_SERVE_JOBS runs it with another number of jobs
 // (the default is the issue's 100000) and FLEETJOB_BENCH_SERVE_HEAPPROFILE
-// saves serve's heap profiles.
+// saves serve's heap profiles; FLEETJOB_BENCH_SIM_PROC=1 runs
+// BenchmarkBigJobsWithAgents's 10,000 simulated agents as a process of the
+// binary (`fleetjob agent --simulate`) instead of in the test process.
 package bench
 
 import (

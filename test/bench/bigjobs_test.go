@@ -66,7 +66,11 @@ func BenchmarkBigJobsWithAgents(b *testing.B) {
 	s := testenv.Start(b, testenv.Options{Workers: 2, Agents: []string{bigProbeAgent + "=" + bigProbeIP}})
 	first := netip.MustParseAddr("10.240.0.1")
 	t0 := time.Now()
-	s.StartSimulator(b, "simbig", agents, first.String())
+	if os.Getenv("FLEETJOB_BENCH_SIM_PROC") != "" {
+		startSimulatorProc(b, s, "simbig", agents, first.String())
+	} else {
+		s.StartSimulator(b, "simbig", agents, first.String())
+	}
 	b.Logf("%d simulated agents online in %.1f s", agents, time.Since(t0).Seconds())
 	served := make([]string, agents)
 	for i, ip := 0, first; i < agents; i, ip = i+1, ip.Next() {

@@ -222,3 +222,20 @@ func BenchmarkWorkers124(b *testing.B) {
 			fmt.Sprintf("%.2f", x/2), "> 1 with idle CPU (>= 0.25 core idle with 1)", met})
 	}
 }
+
+// startSimulatorProc runs n simulated agents (pool pool, IPs from first)
+// as a process of the binary (`fleetjob agent --simulate n`), as a load
+// tool on another host would, and waits until the last one is registered;
+// it returns the process id.
+func startSimulatorProc(b *testing.B, s *testenv.System, pool string, n int, first string) int {
+	b.Helper()
+	creds := s.EnrolSimulator(b, pool, n, first)
+	path := filepath.Join(b.TempDir(), pool+".creds")
+	if err := natsauth.WriteCreds(path, creds); err != nil {
+		b.Fatal(err)
+	}
+	pid := startProc(b, []string{"NATS_URL=" + s.NATSURL, "FLEETJOB_LOG_LEVEL=warn"}, fleetjobBinary(b), "agent",
+		"--nats-creds", path, "--simulate", strconv.Itoa(n), "--sim-pool", pool, "--sim-first-ip", first)
+	s.WaitAgent(b, fmt.Sprintf("%s-%d", pool, n-1))
+	return pid
+}

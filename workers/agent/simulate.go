@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,7 +39,24 @@ type Simulator struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 	ids []schemas.AgentInfo
+	// acks are the tasks whose report is published, waiting for its ack
+	// before the task is acked; a few waiters take them in order (acks come
+	// back in order), where a goroutine each made thousands runnable at once
+	// when a fan-out's acks came back, ahead of everything else the process
+	// runs (the workers' and API's, in the tests and benchmarks)
+	acks chan pendingAck
 }
+
+// pendingAck is a task whose messages are published: acked once they are
+// stored, by deadline.
+type pendingAck struct {
+	task     jetstream.Msg
+	futs     []jetstream.PubAckFuture
+	deadline time.Time
+}
+
+// ackWaiters is how many goroutines wait for the simulator's publish acks.
+const ackWaiters = 4
 
 // NewSimulator prepares a simulator; Run starts it.
 func NewSimulator(cfg SimConfig, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Simulator, error) {
@@ -89,6 +107,12 @@ func (s *Simulator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulator consumer: %w", err)
 	}
+	s.acks = make(chan pendingAck, 4096)
+	var waiters sync.WaitGroup
+	for range ackWaiters {
+		waiters.Go(s.awaitAcks)
+	}
+	defer func() { close(s.acks); waiters.Wait() }() // after the consumer closed: no onTask sends
 	cc, err := cons.Consume(s.onTask, jetstream.PullMaxMessages(2000))
 	if err != nil {
 		return fmt.Errorf("simulator consume: %w", err)
@@ -176,15 +200,22 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 		}
 		futs = append(futs, f)
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := events.Await(ctx, futs); err != nil {
-			_ = m.NakWithDelay(time.Second)
-			return
+	s.acks <- pendingAck{task: m, futs: futs, deadline: time.Now().Add(30 * time.Second)}
+}
+
+// awaitAcks acks each task once its messages are stored, or asks for it
+// again if they are not by its deadline.
+func (s *Simulator) awaitAcks() {
+	for p := range s.acks {
+		ctx, cancel := context.WithDeadline(context.Background(), p.deadline)
+		err := events.Await(ctx, p.futs)
+		cancel()
+		if err != nil {
+			_ = p.task.NakWithDelay(time.Second)
+			continue
 		}
-		_ = m.Ack()
-	}()
+		_ = p.task.Ack()
+	}
 }
 
 // SimulatedIP returns the IP of identity i of a simulator starting at first.

@@ -55,8 +55,12 @@ type pendingAck struct {
 	deadline time.Time
 }
 
-// ackWaiters is how many goroutines wait for the simulator's publish acks.
-const ackWaiters = 4
+// ackWaiters is how many goroutines wait for the simulator's publish acks;
+// ackGrace is how long they wait for the acks on their way as it stops.
+const (
+	ackWaiters = 4
+	ackGrace   = 2 * time.Second
+)
 
 // NewSimulator prepares a simulator; Run starts it.
 func NewSimulator(cfg SimConfig, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Simulator, error) {
@@ -108,11 +112,20 @@ func (s *Simulator) Run(ctx context.Context) error {
 		return fmt.Errorf("simulator consumer: %w", err)
 	}
 	s.acks = make(chan pendingAck, 4096)
+	wctx, stopWaiters := context.WithCancel(context.WithoutCancel(ctx))
 	var waiters sync.WaitGroup
 	for range ackWaiters {
-		waiters.Go(s.awaitAcks)
+		waiters.Go(func() { s.awaitAcks(wctx) })
 	}
-	defer func() { close(s.acks); waiters.Wait() }() // after the consumer closed: no onTask sends
+	defer func() {
+		// after the consumer closed (no onTask sends): the acks on their way
+		// get a moment, then the rest are left to be delivered again
+		close(s.acks)
+		grace := time.AfterFunc(ackGrace, stopWaiters)
+		waiters.Wait()
+		grace.Stop()
+		stopWaiters()
+	}()
 	cc, err := cons.Consume(s.onTask, jetstream.PullMaxMessages(2000))
 	if err != nil {
 		return fmt.Errorf("simulator consume: %w", err)
@@ -204,10 +217,10 @@ func (s *Simulator) onTask(m jetstream.Msg) {
 }
 
 // awaitAcks acks each task once its messages are stored, or asks for it
-// again if they are not by its deadline.
-func (s *Simulator) awaitAcks() {
+// again if they are not by its deadline or once ctx ends.
+func (s *Simulator) awaitAcks(ctx context.Context) {
 	for p := range s.acks {
-		ctx, cancel := context.WithDeadline(context.Background(), p.deadline)
+		ctx, cancel := context.WithDeadline(ctx, p.deadline)
 		err := events.Await(ctx, p.futs)
 		cancel()
 		if err != nil {
